@@ -5,7 +5,7 @@ the helper modules next to them (``from _brains import ...``), and counts the pi
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,7 @@ def picks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         *,
         choked: bool = False,
         exclusive: bool = False,
-        on_parole: Callable[[object], bool] | None = None,
+        on_parole: Collection[object] | None = None,
     ) -> list[Block]:
         calls.append(peer)
         return original(

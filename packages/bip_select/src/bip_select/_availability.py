@@ -6,7 +6,8 @@ API:
   ``add_peer(peer)``, ``bitfield(peer, pieces)``, ``have(peer, piece)``,
   ``have_all(peer)``, ``have_none(peer)``, ``dont_have(peer, piece)``,
   ``remove_peer(peer)`` -- and asked ``count(piece)``, ``peer_has(peer, piece)``,
-  ``peer_pieces(peer)``, ``is_seed(peer)``, ``num_seeds``, ``num_peers``.
+  ``holders(piece)``, ``count_among(piece, peers)``, ``peer_pieces(peer)``,
+  ``is_seed(peer)``, ``num_seeds``, ``num_peers``.
 - The *wanted index*: the selection layer marks the pieces it still wants with their
   priority (``set_priority(piece, 1..7)``; 0 takes a piece out, as does having it);
   ``iter_wanted(peer)`` then yields the wanted pieces ``peer`` has, highest priority
@@ -363,6 +364,30 @@ class Availability:
             for peer, (bits, _) in self._peers.items()
             if (bits is None and peer not in lacking) or (bits is not None and bits[index] & mask)
         }
+
+    def count_among(self, piece: int, peers: Iterable[PeerKey]) -> int:
+        """How many of ``peers`` have ``piece`` (a peer not known counts for nothing): one
+        pass over ``peers`` only, cheaper than :meth:`peer_has` for each.
+
+        Raises:
+            LocalProtocolError: ``piece`` is outside the torrent.
+        """
+        if not self._valid(piece):
+            raise LocalProtocolError(f"piece {piece!r} is not in 0..{self._num_pieces - 1}")
+        index, mask = piece >> 3, 0x80 >> (piece & 7)
+        entries, lacking = self._peers, self._lacks
+        count = 0
+        for peer in peers:
+            entry = entries.get(peer)
+            if entry is None:
+                continue
+            bits = entry[0]
+            if bits is None:
+                lacks = lacking.get(peer)
+                count += lacks is None or not lacks[index] & mask
+            else:
+                count += bool(bits[index] & mask)
+        return count
 
     def is_seed(self, peer: PeerKey) -> bool:
         """Whether ``peer`` has every piece."""

@@ -608,8 +608,8 @@ class SwarmBrain:
         # Batch: top up once a quarter of the queue has drained (or the pipe is empty).
         if room <= 0 or (batch and outstanding and room < max(1, depth // 4)):
             return 0
-        queues = self.queues
-        parole = queues.on_parole(peer)
+        parole_peers = self.queues.parole_peers
+        parole = peer in parole_peers
         # A parole peer may finish a piece a departed peer started once only parole peers
         # that have it are left (PiecePicker.pick's on_parole): else it would never finish.
         blocks = self.picker.pick(
@@ -618,7 +618,7 @@ class SwarmBrain:
             now,
             choked=choked,
             exclusive=parole,
-            on_parole=queues.on_parole if parole else None,
+            on_parole=parole_peers if parole else None,
         )
         actions.extend(SendRequest(peer, block) for block in blocks)
         if len(blocks) < room:
@@ -1364,9 +1364,12 @@ class SwarmBrain:
             assert state.wanted == expected, (peer, state.wanted, expected)
             assert state.interested == (expected > 0)
             assert peer in self.queues
+            assert (peer in self.queues.parole_peers) == self.queues.on_parole(peer)
             assert peer in self.choker
             assert peer in self.revelation
         for peer in self.picker.requests.peers():
+            assert peer in self._peers
+        for peer in self.queues.parole_peers:
             assert peer in self._peers
         own = self._own_streaming
         assert own is None or self.picker.strategy is own

@@ -36,7 +36,8 @@ API:
     :meth:`PeerQueues.piece_passed`: a twin connection must not launder a liar).
   - ``download_rate(peer, now)``, ``is_snubbed``, ``on_parole``, ``is_banned``,
     ``trust(peer)``, ``hash_failures(peer)`` (the last four for departed peers too),
-    ``refuses(peer)``, ``next_deadline(book)``.
+    ``refuses(peer)``, ``next_deadline(book)``; ``parole_peers``: the connected peers on
+    parole (a set kept as parole starts and ends and peers come and go).
 
 The trust of departed identities is remembered for the last :data:`MAX_DEPARTED` of them
 (least recently seen forgotten first), and only of those that sent us a block or were
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
@@ -187,7 +189,7 @@ class PeerQueues:
     6
     """
 
-    __slots__ = ("_config", "_departed", "_identity", "_peers", "_records")
+    __slots__ = ("_config", "_departed", "_identity", "_parole", "_peers", "_records")
 
     def __init__(
         self,
@@ -211,6 +213,9 @@ class PeerQueues:
         # no connection left and are in ``_departed`` too, least recently seen first.
         self._records: dict[Hashable, _Record] = {}
         self._departed: OrderedDict[Hashable, None] = OrderedDict()
+        # The connected peers whose identity is on parole: a parole peer's every pick asks
+        # who else is (PiecePicker.pick's ``on_parole``), so it is kept, not gathered.
+        self._parole: set[PeerKey] = set()
 
     @property
     def config(self) -> QueueConfig:
@@ -241,6 +246,8 @@ class PeerQueues:
             self._departed.pop(identity, None)
         record.connections += 1
         self._peers[peer] = _Peer(self._config, now, self._reqq(reqq), identity, record)
+        if record.parole:
+            self._parole.add(peer)
 
     def _reqq(self, reqq: int | None) -> int:
         # A reqq of 0 or less is nonsense from the peer: fall back to the default.
@@ -263,6 +270,7 @@ class PeerQueues:
         state = self._peers.pop(peer, None)
         if state is None:
             return
+        self._parole.discard(peer)
         record = state.record
         record.connections -= 1
         if record.connections == 0:
@@ -497,17 +505,18 @@ class PeerQueues:
         """
         # Judged all (departed ones become the last to forget); rewarded as said above.
         _, _, contributors = self._judged(sources)
-        rewarded: dict[int, _Record] = {}
+        rewarded: dict[int, tuple[PeerKey, _Record]] = {}
         for peer in sources:
             state = self._peers.get(peer)
             if state is not None and state.record.connections == 1:
-                rewarded.setdefault(id(state.record), state.record)
-        for record in rewarded.values():
+                rewarded.setdefault(id(state.record), (peer, state.record))
+        for peer, record in rewarded.values():
             if record.banned:
                 continue  # a ban is final: no point in rewarding what is being dropped
             record.trust = min(record.trust + 1, _MAX_TRUST)
             if contributors == 1:
                 record.parole = False  # it proved itself alone
+                self._parole.discard(peer)  # its identity's only connection
 
     def piece_failed(self, sources: Collection[PeerKey]) -> list[PeerKey]:
         """A piece that ``sources`` sent blocks of hashed bad; returns the peers to ban.
@@ -530,17 +539,22 @@ class PeerQueues:
         config = self._config
         known, records, contributors = self._judged(sources)
         newly: set[int] = set()
+        paroled = False  # a connected identity newly on parole
         for key, record in records.items():
             if record.banned:
                 continue
             record.trust = max(record.trust - 2, config.ban_trust)
             record.failures += 1
+            paroled = paroled or (record.connections > 0 and not record.parole)
             record.parole = True
             if record.trust <= config.ban_trust or (
                 config.ban_sole_contributor and contributors == 1
             ):
                 record.banned = True
                 newly.add(key)
+        if paroled:
+            # Every connection of the identity, not only the sources (rare: a scan is fine).
+            self._parole.update(peer for peer, state in self._peers.items() if state.record.parole)
         if not newly:
             return []
         banned = dict.fromkeys(peer for peer, record in known if id(record) in newly)
@@ -553,6 +567,12 @@ class PeerQueues:
     def on_parole(self, peer: PeerKey) -> bool:
         """Whether ``peer`` sent part of a bad piece and has not since sent a good one alone."""
         return self._known(peer).parole
+
+    @property
+    def parole_peers(self) -> AbstractSet[PeerKey]:
+        """The connected peers on parole (:meth:`on_parole`): a live set, O(1) to ask, kept
+        as parole starts and ends and peers join and leave (do not change it)."""
+        return self._parole
 
     def is_banned(self, peer: PeerKey) -> bool:
         """Whether ``peer`` is to be dropped for bad data."""

@@ -21,9 +21,9 @@ API:
     starts over with every block free.
   - Queries: ``outstanding(peer)`` (oldest first, with the time each was sent),
     ``num_outstanding(peer)``, ``requesters(block)``, ``is_received(block)``,
-    ``sources(piece)``, ``is_asked_of(piece, peer)``, ``worked_on_by_others(piece, peer)``,
-    ``started_pieces()``, ``free_blocks(piece)``, ``num_free(piece)``,
-    ``have(piece)``, ``duplicate_candidates(peer_has, peer, limit)``.
+    ``sources(piece)``, ``is_asked_of(piece, peer)``, ``askers(piece)``,
+    ``worked_on_by_others(piece, peer)``, ``started_pieces()``, ``free_blocks(piece)``,
+    ``num_free(piece)``, ``have(piece)``, ``duplicate_candidates(peer_has, peer, limit)``.
 
 Every requested block ends up in exactly one of: received (from this or another peer),
 rejected, timed out, cancelled or dropped; the property tests check it.
@@ -31,7 +31,7 @@ rejected, timed out, cancelled or dropped; the property tests check it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -235,6 +235,12 @@ class RequestBook:
         """Whether a block of ``piece`` is asked of ``peer`` and not settled. O(1)."""
         state = self._pieces.get(piece)
         return state is not None and peer in state.askers
+
+    def askers(self, piece: int) -> Collection[PeerKey]:
+        """The peers asked for a block of ``piece`` and not settled: a live view, O(1) (do
+        not change the book while walking it)."""
+        state = self._pieces.get(piece)
+        return state.askers.keys() if state is not None else ()
 
     def worked_on_by_others(self, piece: int, peer: PeerKey) -> bool:
         """Whether a peer other than ``peer`` delivered a block of ``piece`` or is asked

@@ -72,7 +72,7 @@ API:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, TypeAlias
 
 from ._availability import Availability
@@ -361,8 +361,13 @@ _MAX_DEADLINE_COPIES = 3  # a late block is asked of at most this many peers at 
 _FORFEIT_TIME = 120.0
 # Forfeits remembered per piece (one per parole peer that forfeited it): beyond that the one
 # expiring first is forgotten (its peer may take the piece back early, costing at worst one
-# more time-out), so what parole peers can make us keep stays within pieces times this.
+# more time-out).
 _MAX_FORFEITS_PER_PIECE = 8
+# Forfeits remembered per parole peer: beyond that its oldest is forgotten (it may take that
+# piece back early, costing one more time-out or reject). A peer rejecting every request
+# forfeits a piece at every refill: bounded per piece only, eight of them could make us keep
+# eight records for each of 100,000 pieces (some 60 MB); so, parole peers times this.
+_MAX_FORFEITS_PER_PEER = 64
 
 
 class PiecePicker:
@@ -373,6 +378,7 @@ class PiecePicker:
         "_exclusive",
         "_first_hint",
         "_forfeited",
+        "_forfeits_of",
         "_priority",
         "_rates",
         "availability",
@@ -433,6 +439,9 @@ class PiecePicker:
         # parole peer's forfeit must not clear the first's): see :meth:`block_timed_out`,
         # :meth:`block_rejected`
         self._forfeited: dict[int, dict[PeerKey, float]] = {}
+        # The same records by peer: {peer: {piece: None}}, oldest first (the per-peer bound,
+        # and a departing peer's records found without a scan of every piece).
+        self._forfeits_of: dict[PeerKey, dict[int, None]] = {}
 
     # -- wanted pieces and priorities --------------------------------------------------
 
@@ -504,9 +513,8 @@ class PiecePicker:
         self._allowed_fast.pop(peer, None)
         self._rates.pop(peer, None)
         self._release_exclusive(peer)
-        if self._forfeited:
-            for piece in [p for p, peers in self._forfeited.items() if peer in peers]:
-                self._unforfeit(piece, peer)
+        for piece in list(self._forfeits_of.get(peer, ())):
+            self._unforfeit(piece, peer)
         return self.requests.drop_peer(peer)
 
     def peer_bitfield(self, peer: PeerKey, pieces: Iterable[int]) -> None:
@@ -657,21 +665,36 @@ class PiecePicker:
         """``peer`` (on parole) may not take ``piece`` back until ``now`` plus
         ``_FORFEIT_TIME`` (see ``pick``'s ``exclusive``). Another parole peer's forfeit of
         the same piece stays; at most ``_MAX_FORFEITS_PER_PIECE`` are kept per piece (the
-        expired ones go first, then the one expiring first)."""
-        peers = self._forfeited.setdefault(piece, {})
-        peers.pop(peer, None)  # re-inserted below: the newest last
-        if len(peers) >= _MAX_FORFEITS_PER_PIECE:
-            for other in [o for o, until in peers.items() if now >= until]:
-                del peers[other]
-            while len(peers) >= _MAX_FORFEITS_PER_PIECE:
-                del peers[min(peers, key=peers.__getitem__)]
-        peers[peer] = now + _FORFEIT_TIME
+        expired ones go first, else the one expiring first) and ``_MAX_FORFEITS_PER_PEER``
+        per peer (its oldest goes)."""
+        self._unforfeit(piece, peer)  # re-recorded below: its newest
+        peers = self._forfeited.get(piece)
+        if peers is not None and len(peers) >= _MAX_FORFEITS_PER_PIECE:
+            expired = [other for other, until in peers.items() if now >= until]
+            for other in expired or [min(peers, key=peers.__getitem__)]:
+                self._unforfeit(piece, other)
+        mine = self._forfeits_of.get(peer)
+        if mine is not None and len(mine) >= _MAX_FORFEITS_PER_PEER:
+            self._unforfeit(next(iter(mine)), peer)
+        self._forfeited.setdefault(piece, {})[peer] = now + _FORFEIT_TIME
+        self._forfeits_of.setdefault(peer, {})[piece] = None
 
     def _unforfeit(self, piece: int, peer: PeerKey) -> None:
         """``peer``'s forfeit of ``piece`` (if any) is over."""
         peers = self._forfeited.get(piece)
-        if peers is not None and peers.pop(peer, None) is not None and not peers:
+        if peers is None or peers.pop(peer, None) is None:
+            return
+        if not peers:
             del self._forfeited[piece]
+        mine = self._forfeits_of[peer]
+        del mine[piece]
+        if not mine:
+            del self._forfeits_of[peer]
+
+    def _drop_forfeits(self, piece: int) -> None:
+        """Every forfeit of ``piece`` is over (it was verified, good or bad)."""
+        for peer in list(self._forfeited.get(piece, ())):
+            self._unforfeit(piece, peer)
 
     def block_cancelled(self, peer: PeerKey, block: Block, *, choked: bool = False) -> bool:
         """We cancelled ``block`` at ``peer`` (its piece is no longer wanted): it is free
@@ -742,7 +765,7 @@ class PiecePicker:
         """``piece`` hashed good; returns the peers that sent it."""
         sources = self.requests.piece_passed(piece)
         self._exclusive.pop(piece, None)
-        self._forfeited.pop(piece, None)
+        self._drop_forfeits(piece)
         self._sync(piece)
         for streaming in streaming_layers(self.strategy):  # a deadline met is forgotten
             streaming.clear_deadline(piece)
@@ -751,7 +774,7 @@ class PiecePicker:
     def piece_failed(self, piece: int) -> tuple[PeerKey, ...]:
         """``piece`` hashed bad: download it again; returns the peers that sent it."""
         self._exclusive.pop(piece, None)
-        self._forfeited.pop(piece, None)
+        self._drop_forfeits(piece)
         return self.requests.piece_failed(piece)
 
     def lose_piece(self, piece: int) -> None:
@@ -802,7 +825,7 @@ class PiecePicker:
         *,
         choked: bool = False,
         exclusive: bool = False,
-        on_parole: Callable[[PeerKey], bool] | None = None,
+        on_parole: Collection[PeerKey] | None = None,
     ) -> list[Block]:
         """Choose up to ``count`` blocks to request from ``peer`` and record them.
 
@@ -828,11 +851,13 @@ class PiecePicker:
                 for as long as it takes to send it. A late deadline block is duplicated to
                 a faster peer all the same (a missed deadline is a stall the user sees;
                 the piece may then be mixed).
-            on_parole: with ``exclusive``, which other peers are on parole too. A started
-                piece another peer worked on (one that left, say) is then the parole
-                peer's to finish, and hold, if every other connected peer that has it is
-                on parole: nobody else may ever finish it, and a stall is worse than a
-                mixed piece (a bad hash then blames every contributor, and bans none as
+            on_parole: with ``exclusive``, the connected peers on parole (``peer`` among
+                them or not), as a set: a parole pick asks it for membership and size,
+                and walks it only for a started piece no more peers have than it holds. A
+                started piece another peer worked on (one that left, say) is then the
+                parole peer's to finish, and hold, if every other connected peer that has
+                it is on parole: nobody else may ever finish it, and a stall is worse than
+                a mixed piece (a bad hash then blames every contributor, and bans none as
                 sole contributor). libtorrent has no such rule (its parole peers only pick
                 pieces they alone worked on, whoever else is left). ``None``: never.
 
@@ -867,19 +892,25 @@ class PiecePicker:
                     elif availability.count(piece) > 1:
                         return False
                 # Another peer's data in it, or asked of another: not the parole peer's,
-                # unless only parole peers are left to finish it (see ``on_parole``).
-                if (
-                    requests.is_started(piece)
-                    and requests.worked_on_by_others(piece, peer)
-                    and not self._stranded(piece, peer, on_parole)
-                ):
-                    return False
+                # unless only parole peers are left to finish it (see ``on_parole``): the
+                # cheap tests here, the count in ``take``, for the pieces the pick reaches.
+                if requests.is_started(piece) and requests.worked_on_by_others(piece, peer):
+                    if on_parole is None or not self._maybe_stranded(piece, peer, on_parole):
+                        return False
+                    unsure.add(piece)
             when = strategy.deadline(piece)
             return when is None or self._deadline_ok(peer, piece, when, now)
 
         picked: list[Block] = []
+        unsure: set[int] = set()  # usable only if stranded: ``_stranded`` says
 
         def take(piece: int) -> None:
+            if (
+                on_parole is not None
+                and piece in unsure
+                and not self._stranded(piece, peer, on_parole)
+            ):
+                return
             for block in requests.free_blocks(piece, count - len(picked)):
                 requests.request(peer, block, now)
                 picked.append(block)
@@ -961,15 +992,24 @@ class PiecePicker:
                 picked.append(block)
         return picked
 
-    def _stranded(
-        self, piece: int, peer: PeerKey, on_parole: Callable[[PeerKey], bool] | None
-    ) -> bool:
-        """Whether every connected peer but ``peer`` that has ``piece`` is on parole (so
-        none of them may finish a piece others worked on). O(peers): parole peers only,
-        and only for started pieces others worked on."""
-        if on_parole is None:
-            return False
-        return all(other == peer or on_parole(other) for other in self.availability.holders(piece))
+    def _maybe_stranded(self, piece: int, peer: PeerKey, on_parole: Collection[PeerKey]) -> bool:
+        """The cheap half of ``_stranded``: False when a peer not in ``on_parole`` surely
+        has ``piece`` (``_stranded`` is then False too). O(1) while more peers have the
+        piece than are on parole (the usual case), else O(peers asked for a block of it)."""
+        if self.availability.count(piece) > len(on_parole) + (peer not in on_parole):
+            return False  # more peers have it than are on parole: one that is not does
+        # One not on parole asked for a block of it finishes it.
+        return all(other == peer or other in on_parole for other in self.requests.askers(piece))
+
+    def _stranded(self, piece: int, peer: PeerKey, on_parole: Collection[PeerKey]) -> bool:
+        """Whether every connected peer but ``peer`` that has ``piece`` is in ``on_parole``
+        (so none of them may finish a piece others worked on): the parole ones (and
+        ``peer``) that have it are all of them. O(parole peers), never a pass over every
+        peer; asked (by ``pick``) only of a piece ``_maybe_stranded`` let through that the
+        pick would take."""
+        availability = self.availability
+        mine = peer not in on_parole and availability.peer_has(peer, piece)
+        return availability.count_among(piece, on_parole) + mine >= availability.count(piece)
 
     def _allowed_order(self, peer: PeerKey, allowed: Collection[int]) -> Iterator[int]:
         """``peer``'s wanted allowed-fast pieces in the strategy's order (see the module
@@ -1055,8 +1095,16 @@ class PiecePicker:
         for piece in range(self.geometry.num_pieces):
             wanted = self._priority[piece] and not self.requests.have(piece)
             assert self.availability.priority(piece) == (self._priority[piece] if wanted else 0)
-        for peers in self._forfeited.values():
+        pairs: set[tuple[int, PeerKey]] = set()
+        for piece, peers in self._forfeited.items():
             assert 0 < len(peers) <= _MAX_FORFEITS_PER_PIECE
+            pairs.update((piece, peer) for peer in peers)
+        for peer, pieces in self._forfeits_of.items():
+            assert 0 < len(pieces) <= _MAX_FORFEITS_PER_PEER
+            assert self.availability.has_peer(peer)  # its records went with it
+            for piece in pieces:
+                pairs.remove((piece, peer))
+        assert not pairs, pairs
 
 
 def streaming_layers(strategy: Strategy) -> Iterator[Streaming]:
