@@ -256,16 +256,20 @@ def test_store_expiry() -> None:
     assert store.targets() == [new.target]
 
 
-def test_store_cap_evicts_least_recently_put() -> None:
+def test_store_cap_evicts_the_most_recently_stored_among_equals() -> None:
     store = ItemStore(max_items=3)
-    items = [ImmutableItem(encode(index)) for index in range(4)]
+    items = [ImmutableItem(encode(index)) for index in range(5)]
     for now, item in enumerate(items[:3]):
         store.put(item, now=float(now))
-    store.put(items[0], now=3.0)  # refreshed: now the most recent
+    store.put(items[0], now=3.0)  # refreshed: still the first stored
     store.put(items[3], now=4.0)
     assert len(store) == 3
-    assert store.get(items[1].target, now=4.0) is None
-    assert all(store.get(item.target, now=4.0) == item for item in (items[0], items[2], items[3]))
+    assert store.get(items[2].target, now=4.0) is None  # the newest stored: a flood churns
+    assert all(store.get(item.target, now=4.0) == item for item in (items[0], items[1], items[3]))
+    store.put(items[4], now=5.0)
+    assert items[3].target not in store
+    assert items[0].target in store
+    assert items[1].target in store
 
 
 def test_store_cap_evicts_the_least_popular() -> None:

@@ -40,7 +40,11 @@ def _check_invariants(store: PeerStore) -> None:
     assert store._top >= max(store._by_count, default=0)
     assert store.hash_count <= store.max_hashes
     assert len(store) <= store.max_peers
-    assert all(len(swarm.peers) <= store.max_peers_per_hash for swarm in swarms.values())
+    for swarm in swarms.values():
+        v6 = sum(1 for packed in swarm.peers if len(packed) == 16)
+        assert swarm.v6 == v6
+        assert v6 <= store.max_peers_per_hash
+        assert len(swarm.peers) - v6 <= store.max_peers_per_hash
 
 
 def test_announce_then_get_peers() -> None:
@@ -137,26 +141,37 @@ def test_the_sample_comes_from_the_injected_random() -> None:
     )
 
 
-def test_per_hash_cap_evicts_the_least_recently_announced() -> None:
+def test_per_hash_cap_refuses_the_newcomer_and_a_known_peer_refreshes() -> None:
     store = PeerStore(max_peers_per_hash=3)
     for index in range(3):
         store.announce(H1, _v4(index), seed=False, now=float(index))
-    store.announce(H1, _v4(0), seed=False, now=3.0)  # refreshed
-    store.announce(H1, _v4(9), seed=False, now=4.0)
+    assert store.announce(H1, _v4(0, 7000), seed=True, now=3.0)  # refreshed, still allowed
+    assert not store.accepts(H1, _v4(9), now=4.0)
+    assert not store.announce(H1, _v4(9), seed=False, now=4.0)  # full: dropped (libtorrent)
     peers = set(store.get_peers(H1, 4, random.Random(0), now=5.0))
-    assert peers == {_v4(0), _v4(2), _v4(9)}
+    assert peers == {_v4(0, 7000), _v4(1), _v4(2)}
+    assert store.counts(H1, now=5.0) == (1, 2)
+    # the IPv6 peers have a cap of their own
+    assert store.accepts(H1, _v6(9), now=5.0)
+    assert store.announce(H1, _v6(9), seed=False, now=5.0)
+    # once the oldest expires, a newcomer has room again
+    assert store.announce(H1, _v4(9), seed=False, now=DEFAULT_PEER_TTL + 1.0)
     _check_invariants(store)
 
 
-def test_hash_cap_evicts_the_hash_with_fewest_peers() -> None:
+def test_hash_cap_refuses_a_new_hash() -> None:
     store = PeerStore(max_hashes=2)
     for index in range(5):
         store.announce(H1, _v4(index), seed=False, now=0.0)
     store.announce(H2, _v4(1), seed=False, now=1.0)
-    store.announce(H3, _v4(2), seed=False, now=2.0)
+    assert not store.accepts(H3, _v4(2), now=2.0)
+    assert not store.announce(H3, _v4(2), seed=False, now=2.0)
     assert H1 in store
-    assert H2 not in store
-    assert H3 in store
+    assert H2 in store
+    assert H3 not in store
+    assert store.announce(H2, _v4(2), seed=False, now=2.0)  # a stored hash takes newcomers
+    store.expire(DEFAULT_PEER_TTL + 1.5)  # H1's peers and H2's first are gone
+    assert store.announce(H3, _v4(2), seed=False, now=DEFAULT_PEER_TTL + 1.5)
     _check_invariants(store)
 
 
@@ -260,9 +275,11 @@ def test_caps_and_indexes_hold_under_any_sequence(
         now += step
         info_hash = bytes([info_hash_index]) * 20
         address = _v4(address_index) if address_index % 3 else _v6(address_index)
-        assert store.announce(info_hash, address, seed=seed, now=now)
-        # The announce just made is always there: no eviction takes the newcomer.
-        assert address in store.get_peers(info_hash, address.family, rng, now=now, max_count=99)
+        accepted = store.accepts(info_hash, address, now)
+        assert store.announce(info_hash, address, seed=seed, now=now) == accepted
+        # An announce the store accepts is there: no eviction takes the newcomer.
+        found = store.get_peers(info_hash, address.family, rng, now=now, max_count=99)
+        assert (address in found) == accepted
         if expire:
             store.expire(now)
         _check_invariants(store)
@@ -294,9 +311,14 @@ def test_a_million_random_announces_stay_bounded_and_honest_queries_work() -> No
     # The popular torrent survived the flood and still answers in full.
     found = store.get_peers(honest, 4, rng, now=now)
     assert set(found) == set(honest_peers)
-    # A new honest announce is stored and found.
-    store.announce(H1, _v4(7), seed=True, now=now)
-    assert store.get_peers(H1, 4, rng, now=now) == [_v4(7)]
+    # A new peer of a stored swarm is stored and found; a new hash waits for room (the
+    # node gives no token meanwhile, so it is announced to other nodes).
+    assert store.announce(honest, _v4(99), seed=True, now=now)
+    assert _v4(99) in store.get_peers(honest, 4, rng, now=now)
+    assert not store.announce(H1, _v4(7), seed=True, now=now)
+    store.expire(now + DEFAULT_PEER_TTL)
+    assert store.announce(H1, _v4(7), seed=True, now=now + DEFAULT_PEER_TTL)
+    assert store.get_peers(H1, 4, rng, now=now + DEFAULT_PEER_TTL) == [_v4(7)]
 
 
 def test_many_addresses_into_one_hash_stay_under_the_cap() -> None:

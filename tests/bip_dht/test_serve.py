@@ -731,11 +731,11 @@ def test_kept_sample_redrawn_once_fewer_than_half_of_it_is_live() -> None:
 
 
 def test_decayed_sample_redrawn_at_most_once_per_24th_of_the_interval() -> None:
-    # Hashes may vanish as fast as anyone announces (a full store evicts its smallest swarms),
-    # so an early redraw waits sample_interval / 24 after the last draw: a crawler asking
-    # every second while the store turns over entirely learns at most 25 samples per interval.
+    # Hashes may vanish as fast as they expire (announces made a peer_ttl ago), so an early
+    # redraw waits sample_interval / 24 after the last draw: a crawler asking every second
+    # while the store turns over entirely learns at most 25 samples per interval.
     rng = random.Random(9)
-    peers = PeerStore(max_hashes=40)
+    peers = PeerStore(max_hashes=40, peer_ttl=1.0)
     handler = QueryHandler(
         OWN,
         RoutingTable(OWN, family=4, rng=rng),
@@ -749,6 +749,7 @@ def test_decayed_sample_redrawn_at_most_once_per_24th_of_the_interval() -> None:
     draws: list[tuple[bytes, ...]] = []
     serial = 0
     for second in range(2400):
+        peers.expire(float(second))  # as the node's maintenance does
         for _ in range(40):  # the whole store replaced every second
             serial += 1
             peers.announce(serial.to_bytes(20, "big"), SOURCE, seed=False, now=float(second))

@@ -19,12 +19,19 @@ API (sans-IO: time is passed in as ``now``):
   item object is always valid; :meth:`MutableItem.create` signs with an
   ``Ed25519PrivateKey``; ``.target`` gives the 20-byte target. ``value`` is the bencoded
   bytes of ``v`` exactly as on the wire (the signature covers those bytes).
-- :class:`ItemStore` ``(max_items=700, lifetime=7200.0)`` -- what a node stores for others:
-  ``put(item, now, cas=None, source=None)``, ``get(target, now)``, ``expire(now)``,
-  ``len()``. At most ``max_items`` items, each kept ``lifetime`` seconds after its last put
-  (libtorrent: 700 and 2 hours). When full, a new target evicts the least popular item,
-  as libtorrent does: the one put by the fewest distinct source IPs (counted up to 8),
-  the least recently put among those; so a flood of one-off puts churns among itself.
+- :class:`ItemStore` ``(max_items=700, lifetime=7200.0, node_id=None)`` -- what a node
+  stores for others: ``put(item, now, cas=None, source=None)``, ``get(target, now)``,
+  ``expire(now)``, ``len()``; ``node_id`` (settable: the node sets it again when its id
+  changes). At most ``max_items`` items, each kept ``lifetime`` seconds after its last put
+  (libtorrent: 700 and 2 hours). When full, a new target evicts the least important item,
+  scored as libtorrent's ``immutable_item_comparator`` does: popularity (distinct source
+  IPs, counted up to 8) less distance, where each bit of the XOR distance between the target
+  and our id weighs as much as five sources. Honest puts go to the nodes closest to their
+  target, so the items near our id are the ones we are meant to keep; a flood of puts to
+  random targets (mostly 158 or 159 bits away) cannot evict them without grinding targets
+  near our id. Among equal scores the most recently *stored* (first put, not refreshed)
+  goes first, so a flood of one-off puts churns among itself while items stored earlier,
+  and refreshed by their owners, stay.
 - :class:`ItemRejectedError` (an :class:`~bip_dht._errors.ItemError`) with ``.code`` an
   :class:`ItemProblem`, whose values are the KRPC error codes to answer with (203, 205,
   206, 207, 301, 302).
@@ -283,13 +290,33 @@ Item = ImmutableItem | MutableItem
 _MAX_SOURCES = 8
 
 
-class _Stored:
-    __slots__ = ("item", "sources", "stored_at")
+# Sources worth one bit of distance in the eviction score (libtorrent's num_announcers / 5).
+_SOURCES_PER_BIT = 5
 
-    def __init__(self, item: Item, stored_at: float, sources: frozenset[bytes]) -> None:
+
+def _distance_exp(target: bytes, node_id: bytes | None) -> int:
+    """libtorrent's ``distance_exp``: the bit length of the XOR distance less one (0 to 159);
+    0 for every target while we know no id of ours (popularity alone then decides)."""
+    if node_id is None:
+        return 0
+    return max((int.from_bytes(target, "big") ^ int.from_bytes(node_id, "big")).bit_length() - 1, 0)
+
+
+class _Stored:
+    __slots__ = ("born", "distance", "item", "sources", "stored_at")
+
+    def __init__(
+        self, item: Item, stored_at: float, sources: frozenset[bytes], distance: int, born: int
+    ) -> None:
         self.item = item
         self.stored_at = stored_at
         self.sources = sources
+        self.distance = distance  # _distance_exp(target, our id), kept for eviction
+        self.born = born  # the store's count of new targets when this one came: its age rank
+
+    def keep_score(self) -> tuple[int, int]:
+        """Eviction order: the smallest goes first (see the module docstring)."""
+        return (len(self.sources) - _SOURCES_PER_BIT * self.distance, -self.born)
 
 
 class ItemStore:
@@ -305,15 +332,25 @@ class ItemStore:
     >>> store.get(item.target, now=7201.0) is None
     True
 
+    Args:
+        max_items: how many items at most.
+        lifetime: seconds an item is kept after its last put.
+        node_id: our node id (20 bytes), or None while unknown: eviction keeps the items
+            nearest it (see the module docstring).
+
     Attributes:
         max_items: how many items at most.
         lifetime: seconds an item is kept after its last put.
     """
 
-    __slots__ = ("_items", "lifetime", "max_items")
+    __slots__ = ("_born", "_items", "_node_id", "lifetime", "max_items")
 
     def __init__(
-        self, *, max_items: int = DEFAULT_MAX_ITEMS, lifetime: float = DEFAULT_ITEM_LIFETIME
+        self,
+        *,
+        max_items: int = DEFAULT_MAX_ITEMS,
+        lifetime: float = DEFAULT_ITEM_LIFETIME,
+        node_id: bytes | None = None,
     ) -> None:
         if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
             raise LocalProtocolError(f"max_items is a positive int, got {max_items!r}")
@@ -322,8 +359,24 @@ class ItemStore:
         self.max_items = max_items
         self.lifetime = float(lifetime)
         # Insertion order is the order of last puts: a put moves its item to the end, so the
-        # front holds both the next to expire and the eviction victim.
+        # front holds the next to expire.
         self._items: dict[bytes, _Stored] = {}
+        self._born = 0
+        self._node_id: bytes | None = None
+        self.node_id = node_id
+
+    @property
+    def node_id(self) -> bytes | None:
+        """Our node id, which eviction measures distances from (None: unknown)."""
+        return self._node_id
+
+    @node_id.setter
+    def node_id(self, value: bytes | None) -> None:
+        if value is not None and not (isinstance(value, bytes) and len(value) == 20):
+            raise LocalProtocolError(f"node_id is 20 bytes or None, got {value!r}")
+        self._node_id = value
+        for target, stored in self._items.items():
+            stored.distance = _distance_exp(target, value)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -385,19 +438,23 @@ class ItemStore:
             raise ItemRejectedError(ItemProblem.INVALID, "an item of another kind has this target")
         sources: frozenset[bytes] = frozenset()
         if existing is not None:
-            sources = self._items.pop(target).sources
+            kept = self._items.pop(target)
+            sources, born = kept.sources, kept.born
         else:
             self._expire_front(now)
             while len(self._items) >= self.max_items:
-                del self._items[self._least_popular()]
+                del self._items[self._least_important()]
+            self._born += 1
+            born = self._born
         if source_key is not None and len(sources) < _MAX_SOURCES:
             sources = sources | {source_key}
-        self._items[target] = _Stored(item, now, sources)
+        distance = _distance_exp(target, self._node_id)
+        self._items[target] = _Stored(item, now, sources, distance, born)
 
-    def _least_popular(self) -> bytes:
-        # A scan of at most max_items entries, run only when a new target meets a full store;
-        # min() keeps the first of equals, i.e. the least recently put.
-        return min(self._items, key=lambda target: len(self._items[target].sources))
+    def _least_important(self) -> bytes:
+        # A scan of at most max_items entries, run only when a new target meets a full store.
+        items = self._items
+        return min(items, key=lambda target: items[target].keep_score())
 
     def _expire_front(self, now: float) -> int:
         removed = 0

@@ -41,6 +41,9 @@ nor are refused by it; the nodes a bootstrap's responders name are learned ones.
 addresses (those BEP 42 exempts: a LAN, loopback, the simulator's 10/8) are exempt from the
 network rule as in the routing table (many honest nodes share such a /24); for them only
 the one-per-IP rule applies.
+The ``learned`` argument starts a lookup with learned candidates besides its seeds (the node
+core starts a dual-stack lookup's missing half from its routing table and the other family's
+answer this way), under the network rule like :meth:`Lookup.add_candidates`.
 An optional ``node_filter`` refuses candidates before they are stored (the node core uses it
 for address families it has no socket for, unconnectable addresses and BEP 42 enforcement).
 
@@ -182,6 +185,7 @@ class Lookup:
         own_id: NodeId | None = None,
         salt: bytes = b"",
         node_filter: Callable[[NodeInfo], bool] | None = None,
+        learned: Iterable[NodeInfo] = (),
     ) -> None:
         if not isinstance(target, NodeId):
             raise LocalProtocolError(f"target must be a NodeId, got {target!r}")
@@ -229,6 +233,8 @@ class Lookup:
         self._due: tuple[float | None] | None = None
         for seed in seeds:
             self._add(seed, learned=False)
+        # before the first _update_done: a lookup with no seed would be done already
+        self._add_learned(learned)
         self._update_done()
 
     # ---- candidates -------------------------------------------------------------------------
@@ -357,6 +363,11 @@ class Lookup:
         is done."""
         if self._done:
             return
+        self._add_learned(nodes)
+
+    def _add_learned(self, nodes: Iterable[NodeInfo]) -> None:
+        """Add learned candidates, closest first (so one network's closest node is the one
+        it keeps)."""
         nodes = list(nodes)
         for info in nodes:
             if not isinstance(info, NodeInfo):

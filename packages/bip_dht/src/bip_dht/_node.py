@@ -84,7 +84,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
@@ -282,7 +282,9 @@ class DHTNode:
             max_peers=config.max_peers,
             peer_ttl=config.peer_ttl,
         )
-        self._items = ItemStore(max_items=config.max_items, lifetime=config.item_lifetime)
+        self._items = ItemStore(
+            max_items=config.max_items, lifetime=config.item_lifetime, node_id=own.value
+        )
         limiter = (
             RateLimiter(
                 rate=config.query_rate,
@@ -1043,10 +1045,18 @@ class DHTNode:
         return external is not None and external.host == host
 
     def new_lookup(
-        self, target: NodeId, kind: LookupKind, seeds: list[NodeInfo], salt: bytes, family: Family
+        self,
+        target: NodeId,
+        kind: LookupKind,
+        seeds: list[NodeInfo],
+        salt: bytes,
+        family: Family,
+        *,
+        learned: Sequence[NodeInfo] = (),
     ) -> Lookup:
         """A lookup of *family* with our settings, seeded with *seeds* and the family's table's
-        closest nodes (twice ``k``, so dead ones are replaced at once)."""
+        closest nodes (twice ``k``, so dead ones are replaced at once), with *learned* as
+        learned candidates (one per /24 or /64, as the nodes answers name)."""
         config = self._config
         found = list(seeds)
         table = self._tables.get(family)
@@ -1069,6 +1079,7 @@ class DHTNode:
             own_id=self._own,
             salt=salt,
             node_filter=accept,
+            learned=learned,
         )
 
     def local_port(self, family: Family) -> int:
@@ -1207,6 +1218,7 @@ class DHTNode:
             )
         tables = list(self._tables.values())
         self._handler.rebind(new, tables[0], tables[1] if len(tables) > 1 else None)
+        self._items.node_id = new.value  # a full store keeps the items nearest our id
         self._events.append(NodeIdChanged(old=old, new=new))
         # refill the neighbourhood of the new id (libtorrent re-bootstraps too)
         refill = BootstrapOp(

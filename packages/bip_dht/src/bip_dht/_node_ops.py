@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from bip_bencode import decode
@@ -107,10 +107,17 @@ class Context(Protocol):
     def config(self) -> DHTConfig: ...
 
     def new_lookup(
-        self, target: NodeId, kind: LookupKind, seeds: list[NodeInfo], salt: bytes, family: Family
+        self,
+        target: NodeId,
+        kind: LookupKind,
+        seeds: list[NodeInfo],
+        salt: bytes,
+        family: Family,
+        *,
+        learned: Sequence[NodeInfo] = (),
     ) -> Lookup:
         """A lookup of *family* with the node's settings, seeded with *seeds* and the
-        family's routing table."""
+        family's routing table, with *learned* as learned candidates (one per network)."""
         ...
 
     def emit(self, event: DHTEvent) -> None:
@@ -351,7 +358,12 @@ class LookupOp(Operation):
                 continue
             lookup = self.lookups.get(other)
             if lookup is None:
-                fresh = self.ctx.new_lookup(self.target, self.kind, list(learned), self.salt, other)
+                # The missing half starts from our routing table; what one responder named is
+                # learned, not a seed: as seeds, 8 made-up ids in one /64 would take every
+                # place of the k closest (seeds skip the one-per-network rule).
+                fresh = self.ctx.new_lookup(
+                    self.target, self.kind, [], self.salt, other, learned=learned
+                )
                 if not fresh.done:
                     self.lookups[other] = fresh
             else:

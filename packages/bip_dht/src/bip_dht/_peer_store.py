@@ -7,13 +7,20 @@ datagram, or with BEP 33 scrape bloom filters.
 
 Memory is bounded whatever the network announces: one entry per IP per info-hash (a
 re-announce from the same IP replaces the port and refreshes the entry), at most
-``max_peers_per_hash`` per info-hash, ``max_hashes`` info-hashes and ``max_peers`` in all.
-Eviction when a cap is hit:
+``max_peers_per_hash`` IPv4 and as many IPv6 peers per info-hash (each family its own cap, as
+libtorrent's ``peers4`` / ``peers6``), ``max_hashes`` info-hashes and ``max_peers`` in all.
+When a cap is hit:
 
-- an info-hash full: its least recently announced peer makes room;
-- ``max_hashes`` reached by a new info-hash: the info-hash with the fewest peers goes
-  (among equals, the one that has had that count longest), so a flood of one-announce
-  random hashes churns among itself and popular torrents stay;
+- an info-hash's family full, or ``max_hashes`` reached by a new info-hash: the newcomer is
+  refused and what is stored stays, as libtorrent's ``announce_peer`` does ("we're at
+  capacity, drop the announce"); a peer already stored still refreshes its entry. The node
+  gives no write token to a ``get_peers`` whose announce would be refused
+  (:meth:`PeerStore.accepts`), so the requester announces to other nodes near the hash
+  instead. Evicting instead would let one host empty the store: 500 addresses of one IPv6
+  /64 (each its own rate limit and token) would push every IPv4 peer out of a swarm, and
+  one IPv4 host within its rate limit would evict every small swarm in minutes. Swarms whose
+  announces have all expired count until :meth:`PeerStore.expire` runs (the node runs it
+  every maintenance tick);
 - ``max_peers`` reached: the least recently announced peer of the info-hash with the most
   peers makes room, so no single swarm can crowd the others out.
 
@@ -21,7 +28,10 @@ API (sans-IO: time is passed in, randomness from the caller's ``random.Random``)
 
 - :class:`PeerStore` ``(*, max_peers_per_hash=500, max_hashes=2000, max_peers=50_000,
   peer_ttl=1800.0)``;
-- ``announce(info_hash, address, *, seed, now) -> bool`` (False: address not connectable);
+- ``announce(info_hash, address, *, seed, now) -> bool`` (False: not stored: the address
+  is not connectable, or the store refuses a newcomer at a cap);
+- ``accepts(info_hash, address, now) -> bool``: whether an announce from that IP would be
+  stored (the node's condition for a write token);
 - ``get_peers(info_hash, family, rng, now, *, max_count=None, noseed=False) ->
   list[PeerAddress]``: at most ``max_count`` (default :func:`max_values`) random live
   peers of the family;
@@ -66,7 +76,8 @@ DEFAULT_PEER_TTL = 30 * 60.0
 """Seconds an announced peer is kept without announcing again (BEP 5 suggests 30 minutes)."""
 
 DEFAULT_MAX_PEERS_PER_HASH = 500
-"""The most peers a :class:`PeerStore` keeps for one info-hash by default."""
+"""The most peers of one address family a :class:`PeerStore` keeps for one info-hash by
+default (libtorrent's ``dht_max_peers``; IPv4 and IPv6 each have this cap)."""
 
 DEFAULT_MAX_HASHES = 2000
 """The most info-hashes a :class:`PeerStore` keeps peers for by default."""
@@ -103,11 +114,16 @@ class _Peer:
 class _Swarm:
     """The peers of one info-hash, keyed by packed IP, least recently announced first."""
 
-    __slots__ = ("index", "peers")
+    __slots__ = ("index", "peers", "v6")
 
     def __init__(self, index: int) -> None:
         self.peers: dict[bytes, _Peer] = {}
         self.index = index  # position in PeerStore._hash_list, for O(1) random sampling
+        self.v6 = 0  # how many of peers are IPv6 (the rest IPv4): each family has its own cap
+
+    def family_count(self, packed_size: int) -> int:
+        """How many peers of the family of a packed IP of ``packed_size`` bytes it holds."""
+        return self.v6 if packed_size == 16 else len(self.peers) - self.v6
 
 
 def _host(packed: bytes) -> IPv4Address | IPv6Address:
@@ -118,7 +134,7 @@ class PeerStore:
     """Announced peers per info-hash, with expiry and caps; see the module docstring.
 
     Attributes:
-        max_peers_per_hash: peers kept per info-hash at most.
+        max_peers_per_hash: IPv4 peers, and IPv6 peers, kept per info-hash at most.
         max_hashes: info-hashes kept at most.
         max_peers: peers kept in all at most.
         peer_ttl: seconds an announce is kept.
@@ -180,6 +196,8 @@ class PeerStore:
     def _drop_peer(self, info_hash: bytes, swarm: _Swarm, packed: bytes) -> None:
         count = len(swarm.peers)
         del swarm.peers[packed]
+        if len(packed) == 16:
+            swarm.v6 -= 1
         self._total -= 1
         self._regroup(info_hash, count, count - 1)
         if count == 1:
@@ -216,10 +234,12 @@ class PeerStore:
                 return None
         return swarm
 
-    def _evict_smallest_swarm(self) -> None:
-        smallest = min(self._by_count)  # at most max_peers_per_hash distinct counts
-        victim = next(iter(self._by_count[smallest]))
-        self._drop_swarm(victim, self._swarms[victim])
+    def _has_room(self, swarm: _Swarm | None, packed: bytes) -> bool:
+        """Whether a newcomer at ``packed`` (not in ``swarm`` yet) may join it: a new hash
+        needs a free hash slot, a known one room in the newcomer's family."""
+        if swarm is None:
+            return len(self._swarms) < self.max_hashes
+        return swarm.family_count(len(packed)) < self.max_peers_per_hash
 
     def _evict_from_largest_swarm(self) -> None:
         while self._top not in self._by_count:
@@ -247,28 +267,23 @@ class PeerStore:
 
         The caller has checked the token and resolved ``implied_port``. An IPv4-mapped
         IPv6 address is stored as IPv4. Returns False (storing nothing) for an address
-        nobody could connect to (port 0, unspecified or multicast host).
+        nobody could connect to (port 0, unspecified or multicast host), and for a newcomer
+        the store has no room for (its family of the swarm full, or a new info-hash with
+        ``max_hashes`` stored): see the module docstring. A stored IP always refreshes.
         """
-        if not isinstance(info_hash, bytes) or len(info_hash) != _INFO_HASH_SIZE:
-            raise LocalProtocolError(f"an info-hash is 20 bytes, got {info_hash!r}")
-        if not isinstance(address, PeerAddress):
-            raise LocalProtocolError(f"a peer is a PeerAddress, got {address!r}")
+        packed = self._packed(info_hash, address)
         if not address.is_connectable:
             return False
-        packed = address.normalized().host.packed
         swarm = self._live_swarm(info_hash, now)
         if swarm is not None and packed in swarm.peers:
             # A re-announce: refresh, and move to the back of the announce order.
             del swarm.peers[packed]
             swarm.peers[packed] = _Peer(address.port, bool(seed), now)
             return True
-        # Make room first. Each eviction may remove a whole swarm, ours included (when it
+        if not self._has_room(swarm, packed):
+            return False  # at capacity: drop the announce, keep what is stored (libtorrent)
+        # Make room in all. The eviction may remove a whole swarm, ours included (when it
         # had a single peer), so the swarm is looked up again afterwards.
-        if swarm is None:
-            if len(self._swarms) >= self.max_hashes:
-                self._evict_smallest_swarm()
-        elif len(swarm.peers) >= self.max_peers_per_hash:
-            self._drop_peer(info_hash, swarm, next(iter(swarm.peers)))
         if self._total >= self.max_peers:
             self._evict_from_largest_swarm()
         swarm = self._swarms.get(info_hash)
@@ -278,9 +293,34 @@ class PeerStore:
             self._hash_list.append(info_hash)
         count = len(swarm.peers)
         swarm.peers[packed] = _Peer(address.port, bool(seed), now)
+        if len(packed) == 16:
+            swarm.v6 += 1
         self._total += 1
         self._regroup(info_hash, count, count + 1)
         return True
+
+    def accepts(self, info_hash: bytes, address: PeerAddress, now: float) -> bool:
+        """Whether an announce of ``info_hash`` from the IP of ``address`` would be stored at
+        ``now`` (its port is not looked at): the IP is in the swarm already (a re-announce
+        refreshes), or the swarm's family, or for a new info-hash the store, has room.
+
+        The node gives a ``get_peers`` requester a write token only then, as libtorrent
+        does: a full swarm's newcomers announce to other nodes near the hash instead.
+        """
+        packed = self._packed(info_hash, address)
+        swarm = self._live_swarm(info_hash, now)
+        if swarm is not None and packed in swarm.peers:
+            return True
+        return self._has_room(swarm, packed)
+
+    @staticmethod
+    def _packed(info_hash: bytes, address: PeerAddress) -> bytes:
+        """The checked arguments' stored key: the IP packed, IPv4-mapped IPv6 as IPv4."""
+        if not isinstance(info_hash, bytes) or len(info_hash) != _INFO_HASH_SIZE:
+            raise LocalProtocolError(f"an info-hash is 20 bytes, got {info_hash!r}")
+        if not isinstance(address, PeerAddress):
+            raise LocalProtocolError(f"a peer is a PeerAddress, got {address!r}")
+        return address.normalized().host.packed
 
     def get_peers(
         self,

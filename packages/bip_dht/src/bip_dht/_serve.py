@@ -10,14 +10,19 @@ What it answers (BEP 5, 32, 33, 42, 43, 44, 51, the way libtorrent does):
 - ``ping``: our id.
 - ``find_node``: the 8 nodes closest to ``target`` from the table of each family BEP 32's
   ``want`` asks for (default: the family the query came over), as ``nodes`` / ``nodes6``.
-- ``get_peers``: a token bound to the source IP and info-hash, always; ``values`` (peers of
+- ``get_peers``: a token bound to the source IP and info-hash, unless an announce from that
+  IP would be refused (the swarm's family full, or a new hash and the store full:
+  :meth:`~bip_dht.PeerStore.accepts`), as libtorrent withholds it so the
+  announce goes to other nodes near the hash; ``values`` (peers of
   the requester's family from the :class:`~bip_dht.PeerStore`, seeds left out with BEP 33
   ``noseed``) when we know some, else the closest nodes; with BEP 33 ``scrape``, the ``BFsd``
   and ``BFpe`` bloom filters and the closest nodes instead of ``values`` (as libtorrent does:
   both would not fit one datagram). Replies stay under 1280 bytes (IPv6's minimum MTU)
   with 100 IPv4 or 40 IPv6 values.
 - ``announce_peer``: stored when the token is one we gave the source IP for that info-hash
-  (current or previous secret), else error 203; ``implied_port`` takes the source port.
+  (current or previous secret), else error 203; ``implied_port`` takes the source port. One
+  the store refuses at capacity (the token was given before it filled) is acknowledged and
+  dropped, as libtorrent does.
 - BEP 44 ``get``: a token, the closest nodes, and the item if stored (for a mutable item
   ``k``, ``seq``, ``sig``, ``v``; only ``seq`` when the query's ``seq`` says the requester
   already has that version or a newer one). ``put``: the value's size (205) and the salt's
@@ -153,10 +158,10 @@ MAX_SAMPLE_INTERVAL = 21600
 clamps its setting to it)."""
 _EARLY_REDRAWS_PER_INTERVAL = 24
 # A kept sample less than half live is drawn anew at most once per sample_interval / 24 (15 min
-# at 6 hours): half of a sample of 30-min announces has expired about then. Hashes can vanish
-# as fast as anyone announces (a full store evicts its smallest swarms), so without the spacing
-# a crawler asking at the rate limit could read the store through our redraws; with it, it
-# learns at most 25 samples (500 hashes) per interval, and only as fast as the samples die.
+# at 6 hours): half of a sample of 30-min announces has expired about then. A store that turns
+# over fast (announces made a peer_ttl ago expiring, new ones taking their places) would
+# otherwise let a crawler asking at the rate limit read it through our redraws; with the
+# spacing, it learns at most 25 samples (500 hashes) per interval, as fast as samples die.
 MAX_COUNTED_METHODS = 32
 """Distinct method names the ``queries`` counter keeps (the known ones first come well under
 it); queries with any further name are counted together under :data:`OTHER_METHODS`, so a node
@@ -497,10 +502,12 @@ class QueryHandler:
             if not self._tokens.verify(query.token, host, query.info_hash, now):
                 return self._error(tid, ErrorCode.PROTOCOL, "invalid token", source)
             port = source.port if query.implied_port else query.port
-            if not self._peers.announce(
-                query.info_hash, PeerAddress(host, port), seed=query.seed, now=now
-            ):
+            announced = PeerAddress(host, port)
+            if not announced.is_connectable:
                 return self._error(tid, ErrorCode.PROTOCOL, "invalid port", source)
+            # False at capacity (a token given before the swarm filled): dropped and still
+            # acknowledged, as libtorrent does
+            self._peers.announce(query.info_hash, announced, seed=query.seed, now=now)
             return self._reply(tid, source)
         if isinstance(query, Get):
             return self._get(query, source, now)
@@ -565,9 +572,11 @@ class QueryHandler:
         return sample
 
     def _get_peers(self, query: GetPeers, source: PeerAddress, now: float) -> bytes | None:
-        fields: dict[str, Any] = {
-            "token": self._tokens.token(source.host, query.info_hash, now),
-        }
+        fields: dict[str, Any] = {}
+        if self._peers.accepts(query.info_hash, source, now):
+            # libtorrent withholds the token when the announce would be dropped (the swarm's
+            # family or the store full): the requester announces to other nodes instead
+            fields["token"] = self._tokens.token(source.host, query.info_hash, now)
         values: list[PeerAddress] = []
         if query.scrape:
             # The filters replace the values, as in libtorrent: a scraper wants counts, and
