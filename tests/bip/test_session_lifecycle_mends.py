@@ -1,7 +1,8 @@
 """A session's and a torrent's life at its edges: a removal with the data of a torrent not on
-the disk yet, a session used after it closed, waits during a check, the queue's line while a
-removal is under way, controls of a removed torrent, and a paused torrent's check (at once
-when not auto-managed, as documented; libtorrent's ``should_check_files`` would defer it)."""
+the disk yet (its files deleted all the same), a session used after it closed, waits during a
+check, the queue's line while a removal is under way, controls of a removed torrent, and a
+paused torrent's check (at once when not auto-managed, as documented; libtorrent's
+``should_check_files`` would defer it)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def waits_for_its_check(torrent: Torrent) -> bool:
     return not torrent._unqueued_check and torrent.handle is None
 
 
-async def test_removal_with_the_data_of_a_torrent_not_on_the_disk_says_what_is_left(
+async def test_removal_with_the_data_of_a_torrent_not_on_the_disk_deletes_it(
     tmp_path: Path,
 ) -> None:
     sizes = (40_000, 20_000)
@@ -59,12 +60,14 @@ async def test_removal_with_the_data_of_a_torrent_not_on_the_disk_says_what_is_l
             assert paused.status().pieces == paused_meta.info.num_pieces
             assert queued.handle is None
 
-            # Not on the disk: its files are not deleted, and that is said (before: returned
-            # as if deleted). The removal is done all the same.
-            with pytest.raises(TorrentError, match="2 of its files were not deleted"):
-                await session.remove_torrent(queued, delete_data=True)
+            # Not on the disk: its files are deleted all the same, as libtorrent deletes them
+            # in every state (bip_disk's delete_files; before: left, and an error said so),
+            # and the folders they leave empty; nothing else of the save directory.
+            await session.remove_torrent(queued, delete_data=True)
             assert queued not in session.torrents
-            assert sorted(p.name for p in queued_data.rglob("*.bin")) == ["f0.bin", "f1.bin"]
+            assert not queued_data.exists()
+            assert queued_data.parent.is_dir()
+            assert sorted(p.name for p in paused_data.rglob("*.bin")) == ["f0.bin", "f1.bin"]
             # Nothing there (removed before its storage opened): nothing to say.
             fresh = await session.add_torrent(fresh_meta, TorrentOptions(tmp_path / "empty"))
             await session.remove_torrent(fresh, delete_data=True)

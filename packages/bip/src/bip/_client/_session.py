@@ -569,16 +569,17 @@ class Session:
         it had completed.
 
         A torrent that never reached the disk (waiting for its check's turn or for its
-        resume, or failed before) has no files bip_disk knows of: with ``delete_data`` its
-        files are then looked for (stat'ed, none read) and, if any is there, it is removed
-        all the same but :class:`TorrentError` says they were not deleted (libtorrent
-        deletes them in every state; here only bip_disk deletes a torrent's files).
+        resume, or failed before) has its files deleted all the same, as libtorrent deletes
+        them in every state: by bip_disk's :meth:`~bip_disk.DiskManager.delete_files`, in
+        the storage the torrent would use (the torrent's files only, as above). If some
+        could not be deleted it is removed all the same, and :class:`TorrentError` names
+        what was left.
 
         Raises:
             TorrentError: the torrent is not in the session (removed already, or another
                 session's), or the session is closed (nothing is removed nor deleted then);
-                or, with ``delete_data``, the torrent was removed but some of its files
-                were left (it never reached the disk).
+                or, with ``delete_data``, the torrent never reached the disk and was
+                removed, but some of its files could not be deleted (named).
         """
         self._check_open()
         self._check_ours(torrent)
@@ -1120,6 +1121,10 @@ class Session:
     async def _close(self) -> None:
         # The torrents closing one by one must not start queued ones.
         self._closing = True
+        # Nor may a torrent waiting for its turn be paused, resumed (its trackers told
+        # ``started`` again), rechecked or moved meanwhile: every one refuses from now on.
+        for torrent in self._all:
+            torrent._begin_close()
         for torrent in self._all:
             await torrent.close()
 
@@ -1439,7 +1444,10 @@ async def open_session(
     change from then on.
 
     Leaving the block saves every torrent's resume data (synced), says goodbye to the
-    trackers, and closes every connection and file.
+    trackers, and closes every connection and file. From the moment it is left, every
+    torrent's controls (:meth:`Torrent.pause`, :meth:`Torrent.resume`,
+    :meth:`Torrent.move_storage`...) raise :class:`TorrentError`, also those of a torrent
+    whose turn to close has not come yet.
 
     Raises:
         ListenError: a listening socket could not be opened (the port is taken...).

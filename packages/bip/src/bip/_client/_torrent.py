@@ -91,7 +91,6 @@ from bip_disk import (
     PieceLost,
     ResumeDataError,
     StorageError,
-    StorageLayout,
     TorrentFailed,
     TorrentHandle,
     TorrentState,
@@ -543,6 +542,9 @@ class Torrent:
         self._nursery: trio.Nursery | None = None  # run()'s, once running
         self._moving = False
         self._removed = False
+        # Its close has begun (the session's, which closes its torrents one by one): every
+        # control is refused from then on, before its own close() comes (_begin_close).
+        self._closing = False
         # One save at a time: two would write the same temporary files.
         self._save_lock = trio.Lock()
         self._save_now = trio.Event()  # cuts the wait between two saves short (a pause)
@@ -1022,7 +1024,7 @@ class Torrent:
             raise TorrentError(f"{self._name}: cannot {verb}: the torrent was removed")
         if self._phase is TorrentPhase.FAILED:
             raise TorrentError(f"{self._name}: cannot {verb}: the torrent failed: {self._error}")
-        if self._stopped.is_set():
+        if self._closing or self._stopped.is_set():
             raise TorrentError(f"{self._name}: cannot {verb}: the torrent was closed")
 
     def _hold(self, hold: str, reason: str) -> None:
@@ -1712,15 +1714,32 @@ class Torrent:
         self._enter(TorrentPhase.FAILED)
         self._stopped.set()
         self._scope.cancel()
-        self._layers.stop_serving(self._info_hash)
+        self._stop_serving()
         self._leave_swarm(REASON_STOPPED)
         logger.debug("%s failed: %s", self._name, reason)  # the owner reports it
 
+    def _stop_serving(self) -> None:
+        """A failed or closed torrent answers no peer's request for its piece layers
+        (BEP 52) nor its info dictionary (BEP 9) any more. A private torrent's dictionary
+        is never served: the exchange goes on marking it private (no ``ut_metadata`` in
+        our handshake, BEP 27) until its removal forgets it."""
+        self._layers.stop_serving(self._info_hash)
+        if not self.private:
+            self._metadata.stop_serving(self._info_hash)
+
+    def _begin_close(self) -> None:
+        """Internal (the session's close, which then closes its torrents one by one, and
+        :meth:`close`): refuse every control from now on (:class:`TorrentError`), so that
+        none restarts what the close is about to stop (a resume's trackers, a move, a
+        recheck) while the torrent waits for its turn, and serve nothing more."""
+        self._closing = True
+        self._stop_serving()
+
     async def close(self) -> None:
         """Stop its tasks, save the resume data one last time (synced), close the files."""
+        self._begin_close()
         self._scope.cancel()
         self._stopped.set()
-        self._layers.stop_serving(self._info_hash)
         if self.handle is not None:
             self._pieces()  # the count the status shows from now on
             with trio.CancelScope(shield=True):
@@ -1746,53 +1765,64 @@ class Torrent:
         self._metadata.stop_serving(self._info_hash)
         self._leave_swarm(REASON_REMOVED)
         self.peers.clear()
-        left = 0
+        problems: list[str] = []
         with trio.CancelScope(shield=True):
             # The lock: a save under way ends before its files are deleted, and none follows
             # (the torrent's tasks are cancelled).
             async with self._save_lock:
-                deleted = False
-                if self.handle is not None:
-                    self._pieces()  # the count the status shows from now on
-                    with contextlib.suppress(TorrentStateError):
-                        await self._disk.remove_torrent(self.handle, delete_data=delete_data)
-                        deleted = True
-                if delete_data and not deleted and self.info is not None:
-                    # Never added to the disk (waiting for its check, failed before): only
-                    # bip_disk deletes a torrent's files, so say which are left rather
-                    # than return as if deleted (libtorrent deletes in every state).
-                    left = await trio.to_thread.run_sync(self._files_left)
-                if self._filesystem is not None:
-                    self._filesystem.close()
-                if self._store is not None:
-                    await self._store.forget_all()
-        if left:
+                try:
+                    deleted = False
+                    if self.handle is not None:
+                        self._pieces()  # the count the status shows from now on
+                        with contextlib.suppress(TorrentStateError):
+                            await self._disk.remove_torrent(self.handle, delete_data=delete_data)
+                            deleted = True
+                    if delete_data and not deleted and self.info is not None:
+                        # Never added to the disk (waiting for its check, failed before): its
+                        # files are deleted all the same, as libtorrent deletes in every state.
+                        problems = await self._delete_files(self.info, tried=self.handle)
+                finally:
+                    if self._filesystem is not None:
+                        self._filesystem.close()
+                    if self._store is not None:
+                        await self._store.forget_all()
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             raise TorrentError(
-                f"{self._name}: removed, but {left} of its files were not deleted from"
-                f" {self.options.save_dir}: it had not reached the disk yet (not checked)"
+                f"{self._name}: removed, but not all of its files were deleted from"
+                f" {self.options.save_dir}: {'; '.join(problems[:3])}{more}"
             )
         logger.debug("%s removed%s", self._name, " with its data" if delete_data else "")
 
-    def _files_left(self) -> int:
-        """How many of the torrent's files are in its storage (stat'ed on a thread, none
-        read): the storage it opened, else one made as :meth:`_open_storage` makes it. A
-        storage that cannot be opened or looked at counts every file as left."""
-        info = self.info
-        assert info is not None
-        paths = [file.path for file in StorageLayout.from_info(info).stored_files]
-        filesystem = self._filesystem
+    async def _delete_files(self, info: Info, *, tried: TorrentHandle | None) -> list[str]:
+        """Delete the files of a torrent the disk does not have (it never reached it, or
+        knew ``tried`` no more) with bip_disk's :meth:`~bip_disk.DiskManager.delete_files`,
+        in the storage it opened, else in one made as :meth:`_open_storage` makes it (and
+        closed here). Returns what could not be deleted, said (empty when everything was,
+        or nothing was there)."""
+        make = self.options.storage
+        save_dir = self.options.save_dir
+        made: FileSystem | None = None
         try:
+            if make is None:
+                # As _open_storage refuses it: never the files of a torrent whose top name
+                # is the .bip folder under another name (its resume data would go).
+                await trio.to_thread.run_sync(check_storage_place, info, save_dir)
+            filesystem = self._filesystem
             if filesystem is None:
-                make = self.options.storage
-                save_dir = self.options.save_dir
-                filesystem = NativeFileSystem(save_dir) if make is None else make(save_dir)
-            try:
-                return sum(1 for path in paths if filesystem.stat(path) is not None)
-            finally:
-                if filesystem is not self._filesystem:
-                    filesystem.close()
-        except (DiskError, OSError):
-            return len(paths)
+                filesystem = made = NativeFileSystem(save_dir) if make is None else make(save_dir)
+            if self.handle is not None and self.handle is not tried:
+                # Its add to the disk (a thread's, not stopped by the removal's cancel)
+                # ended during the wait above: the disk has them, and deletes them.
+                await self._disk.remove_torrent(self.handle, delete_data=True)
+                return []
+            errors = await self._disk.delete_files(info, filesystem)
+        except (TorrentError, DiskError, OSError) as error:
+            return [str(error)]
+        finally:
+            if made is not None:
+                made.close()
+        return [str(error) for error in errors]
 
     async def _fetch_metadata(self) -> None:
         """Get the info dictionary, and a v2-only torrent's piece layers: saved by an earlier
