@@ -79,9 +79,12 @@ class ByteBudget:
             if waiter.granted:
                 self.pending -= size
                 self.release(size)
-            else:
+            elif not waiter.event.is_set():
                 self._waiters.remove(waiter)
                 self._grant()
+            # Else turned away in the same tick as the cancellation: ``turn_away`` took
+            # it out of the line already (removing it again would raise ValueError in
+            # place of the Cancelled), and let the next waiters in.
             raise
         if waiter.granted:
             self.pending -= size

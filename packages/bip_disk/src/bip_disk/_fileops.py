@@ -21,7 +21,7 @@ from typing import Literal
 
 from ._errors import DestinationExistsError, DiskError, StorageError
 from ._filesystem import FileSystem
-from ._layout import StorageLayout, StoredFile, create_stored_files
+from ._layout import StorageLayout, StoredFile, create_stored_files, executable_creator
 
 __all__ = [
     "Copied",
@@ -149,6 +149,9 @@ def create_files(
 ) -> list[StorageError]:
     """Create the torrent's zero-length files (and allocate the others if asked), then links.
 
+    Executable files (BEP 47 ``x``) are created first, empty, in a FileSystem that can
+    create them executable (see ``bip_disk._layout.create_stored_files``).
+
     Returns the errors creating links (a backend that cannot store them: the torrent
     works without them); a failure to create or allocate a file is raised.
 
@@ -248,7 +251,9 @@ def copy_files(
     the source's byte for byte. Files missing from the source are skipped, and what
     ``destination`` has at their paths stays, as libtorrent leaves it (it may be the
     user's own copy; the torrent had none of its bytes to copy). Links and empty
-    files are created as :func:`create_files` does. With ``existing`` other than
+    files are created as :func:`create_files` does, and so are executable files (BEP 47
+    ``x``, in a FileSystem that can create them so) before their bytes are copied.
+    With ``existing`` other than
     ``REPLACE``, each file is looked for in ``destination`` just before it is
     copied: ``FAIL`` raises, ``KEEP`` leaves it alone (a file appearing between that
     look and the first write is still replaced: the FileSystem protocol has no
@@ -270,6 +275,7 @@ def copy_files(
     kept: list[StoredFile] = []
     # What a stopped copy deletes: the files it created or wrote over, in order.
     written: list[str] = []
+    create_executable = executable_creator(destination)
     for file in layout.stored_files:
         if stop is not None and stop():
             raise CopyStopped(_delete_paths(destination, written))
@@ -297,6 +303,9 @@ def copy_files(
                 # link there is replaced rather than followed.
                 destination.remove(file.path)
             written.append(file.path)
+            if file.executable and create_executable is not None:
+                # Created executable before the copy writes it, as create_files does.
+                create_executable(file.path)
             whole = _copy_file(source, destination, file.path, stat.size, stop)
         if not whole:
             # Out of storage_faults: deleting collects its own errors.

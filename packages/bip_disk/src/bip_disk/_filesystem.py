@@ -18,6 +18,13 @@ as a bare :class:`OSError`.
 Implementations: :class:`~bip_disk.NativeFileSystem` (positional I/O on a local
 directory), :class:`~bip_disk.MemoryFileSystem` and
 :class:`~bip_disk.FsspecFileSystem` (any fsspec backend: S3, GCS, HDFS, ...).
+
+One optional capability, outside the protocol: a FileSystem with a
+``create_executable(path)`` method gets the torrent's BEP 47 executable files (attribute
+``x``) created through it, empty, before anything else creates them (see
+:meth:`NativeFileSystem.create_executable <bip_disk.NativeFileSystem.create_executable>`).
+:class:`~bip_disk.MemoryFileSystem` and :class:`~bip_disk.FsspecFileSystem` store no
+file modes and have none: the attribute is ignored there.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ short in the v2 view. The layout maps that space onto relative paths:
   :func:`read_span_data` returns zeros for it and :func:`write_span_data` skips it. (A peer
   that sends non-zero pad bytes makes the v1 hash fail, which is right.)
 - **Zero-length files** hold no piece bytes; :func:`create_files` creates them.
+- **Executable files** (BEP 47 ``x``): :func:`create_files` creates them first, empty
+  (whatever ``allocate`` says), in a FileSystem that can create files executable, as
+  :meth:`NativeFileSystem.create_executable <bip_disk.NativeFileSystem.create_executable>`
+  does; the others store no modes, and ignore the attribute.
 - **Symlinks** (BEP 47) hold no piece bytes either. bip_metainfo already points
   every link at a file or directory of the torrent, or at itself when its target
   is not in the torrent; :func:`create_files` creates the valid ones through
@@ -24,7 +28,7 @@ short in the v2 view. The layout maps that space onto relative paths:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -39,6 +43,7 @@ __all__ = [
     "StoredFile",
     "create_files",
     "create_stored_files",
+    "executable_creator",
     "read_piece",
     "read_span_data",
     "write_span_data",
@@ -379,8 +384,12 @@ def create_files(
     Zero-length files are created (so the torrent is complete on disk), other
     files too when ``allocate`` asks for it: ``"sparse"`` sets their size,
     ``"full"`` also reserves the space so a full disk shows up now. Files already
-    there are extended, never shrunk or rewritten. Then the valid BEP 47 links
-    are created (an existing link is replaced).
+    there are extended, never shrunk or rewritten. A FileSystem that can create files
+    executable (``create_executable``, as :class:`~bip_disk.NativeFileSystem` can)
+    gets the BEP 47 ``x`` files created first, empty and executable, whatever
+    ``allocate`` says, as libtorrent creates them (a file already there keeps its
+    mode); the others ignore the attribute. Then the valid BEP 47 links are created
+    (an existing link is replaced).
 
     Raises:
         StorageError: the FileSystem failed (``ENOTSUP`` when it cannot store
@@ -400,8 +409,21 @@ def create_stored_files(
     allocate: Literal["none", "sparse", "full"] = "none",
 ) -> None:
     """The first half of :func:`create_files`: the files, without the links."""
+    create_executable = executable_creator(fs)
     for file in layout.stored_files:
+        if file.executable and create_executable is not None:
+            # Now, empty, even when files grow as pieces come ("none"): the mode is set
+            # by the call that creates the file, and a write would create it 0o666.
+            create_executable(file.path)
         if file.length == 0:
             fs.allocate(file.path, 0)
         elif allocate != "none":
             fs.allocate(file.path, file.length, sparse=allocate == "sparse")
+
+
+def executable_creator(fs: FileSystem) -> Callable[[str], None] | None:
+    """``fs.create_executable`` (see
+    :meth:`NativeFileSystem.create_executable <bip_disk.NativeFileSystem.create_executable>`),
+    or None for a FileSystem without that optional capability (it stores no modes)."""
+    create = getattr(fs, "create_executable", None)
+    return create if callable(create) else None

@@ -573,9 +573,12 @@ class DiskManager:
                 once); ``"none"`` lets files grow as pieces are written.
             create_files: after the check (and after every recheck), create the
                 missing files, their directories and BEP 47 links, as libtorrent
-                does. False leaves the storage exactly as the check found it, so a
-                verifying tool changes nothing; written pieces still create the files
-                they touch, but links are then never made and ``allocate`` is ignored.
+                does (the executable ones executable, in a FileSystem that can: see
+                :meth:`NativeFileSystem.create_executable
+                <bip_disk.NativeFileSystem.create_executable>`). False leaves the
+                storage exactly as the check found it, so a verifying tool changes
+                nothing; written pieces still create the files they touch, but links
+                and executable modes are then never made and ``allocate`` is ignored.
 
         Raises:
             TorrentStateError: the torrent is already added, the manager is
@@ -670,10 +673,11 @@ class DiskManager:
 
         Pieces in memory are dropped, waiting writes fail, a check is stopped, and so
         is the copy of a :meth:`move_storage` (at its next chunk; what it copied is
-        deleted); the call returns once no thread uses the torrent's files. Without
-        ``delete_data`` the files are synced. Failures to delete or sync come as
-        :class:`~bip_disk.StorageProblem`; :class:`~bip_disk.TorrentRemoved` ends
-        the torrent's events.
+        deleted); the call returns once no thread uses the torrent's files (a move
+        that has switched deletes the old ones first: its events come before this
+        call's). Without ``delete_data`` the files are synced. Failures to delete or
+        sync come as :class:`~bip_disk.StorageProblem`; :class:`~bip_disk.TorrentRemoved`
+        ends the torrent's events.
 
         Raises:
             TorrentStateError: the torrent is unknown or already removed.
@@ -836,7 +840,9 @@ class DiskManager:
         Once the torrent has switched, the move is done: a cancellation then waits
         for the old files' deletion, and this returns normally (the cancellation
         strikes at the caller's next checkpoint), so that the caller always learns
-        where the files are.
+        where the files are. A :meth:`remove_torrent` then waits for that deletion too
+        (one job on a thread), so that the move's :class:`~bip_disk.StorageMoved` comes
+        before the :class:`~bip_disk.TorrentRemoved`.
 
         A removal of the torrent (:meth:`remove_torrent`) or the manager closing
         during the copy stops it before its next chunk (of 4 MiB), so that neither
@@ -967,6 +973,11 @@ class DiskManager:
         else:
             storage.set_state(TorrentState.READY)
         warnings = [] if copy.copied is None else list(copy.copied.warnings)
+        # The deletion below uses the old files: counted as I/O of the torrent, so that a
+        # removal meanwhile waits for it (it returns once no thread uses the torrent's
+        # files) and its TorrentRemoved comes after this move's events, sent before the
+        # count drops (TorrentRemoved ends the torrent's events).
+        storage.io_active += 1
         try:
             if copy.copied is not None:
                 # Shielded: the move is done, and the old files must not be left behind
@@ -1001,8 +1012,10 @@ class DiskManager:
                 self._start_check(storage, resume, True, "none", report=kept_files)
                 checking = False
         finally:
+            storage.io_active -= 1
             if checking:  # removed meanwhile: no check to end, and remove_torrent waits for it
                 storage.check_done.set()
+            storage.changed()  # a removal, recheck or wait_idle waits for the deletion
         return _paths(kept)
 
     def _give_back(

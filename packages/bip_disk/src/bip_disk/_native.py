@@ -49,7 +49,9 @@ power loss too. ``sync()`` with no path syncs every file written, allocated or
 truncated since its last sync, even if its descriptor was evicted meanwhile.
 
 **Permissions.** Files are created with mode ``0o666`` and directories with
-``0o777``, both reduced by the process umask.
+``0o777``, both reduced by the process umask. A torrent's BEP 47 executable files
+(attribute ``x``) are created with ``0o777`` instead, reduced by the umask too, as
+libtorrent creates them (see :meth:`~NativeFileSystem.create_executable`).
 """
 
 from __future__ import annotations
@@ -490,6 +492,37 @@ class NativeFileSystem:
                 f"cannot stat {path!r}: not a regular file", errno=errno.EINVAL, path=path
             )
         return FileStat(info.st_size, info.st_mtime_ns)
+
+    def create_executable(self, path: str) -> None:
+        """Create ``path`` as an empty executable file, unless something is there already.
+
+        For a torrent's BEP 47 ``x`` files, which the DiskManager creates this way first
+        (see :func:`~bip_disk.create_files`): mode ``0o777`` instead of ``0o666``,
+        reduced by the umask, so that the execute bits come where the umask grants them
+        (``rwxr-xr-x`` under the usual ``022``), as libtorrent opens such a file. Only a
+        file this call creates gets that mode, as libtorrent sets it only on creation:
+        whatever is at ``path`` already (a file, with its mode and bytes, a directory, a
+        link) is left as it is. Not part of the :class:`~bip_disk.FileSystem` protocol:
+        an optional capability, which the other FileSystems lack (they store no modes).
+        """
+        parts = split_path(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
+        try:
+            # Not following a link at ``path``: it is left as it is, like anything there.
+            dir_fd, name = self._walk(path, parts, create=True, follow_last=False)
+            try:
+                # O_EXCL: the mode applies to a file made now, never to one found there
+                # (O_EXCL follows no link either, one put there since the walk included).
+                os.close(os.open(name, flags, 0o777, dir_fd=dir_fd))
+            except FileExistsError:
+                return
+            finally:
+                if dir_fd is not None:
+                    os.close(dir_fd)
+        except OSError as exc:
+            raise _error(exc, path, "create") from None
+        with self._lock:
+            self._dirty.add(path)  # its directory entry is new: sync() makes it durable
 
     def allocate(self, path: str, size: int, *, sparse: bool = True) -> None:
         """Extend the file to at least ``size`` bytes (see the module documentation)."""
