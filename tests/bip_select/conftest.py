@@ -5,7 +5,8 @@ the helper modules next to them (``from _brains import ...``), and counts the pi
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection
+from collections.abc import Hashable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def picks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         *,
         choked: bool = False,
         exclusive: bool = False,
-        on_parole: Collection[object] | None = None,
+        on_parole: AbstractSet[Hashable] | None = None,
     ) -> list[Block]:
         calls.append(peer)
         return original(

@@ -214,3 +214,22 @@ def test_a_rejecting_parole_peer_keeps_at_most_its_bound_of_forfeits() -> None:
     assert picker._forfeited == {}
     assert picker._forfeits_of == {}
     picker.check()
+
+
+def test_an_asker_that_lost_the_piece_does_not_keep_it_from_a_parole_peer() -> None:
+    """A peer not on parole asked for a block of a piece it then says it no longer has (BEP 54
+    keeps its requests) finishes nothing: the parole peers left may take the piece, as when
+    it was never asked (the cheap exit tested holders only through the askers)."""
+    picker = PiecePicker(TorrentGeometry(1, 3 * BLOCK_SIZE), random.Random(0))
+    for peer in ("gone", "q", "r", "h"):
+        picker.add_peer(peer)
+        picker.peer_have_all(peer)
+    first = Block(0, 0, BLOCK_SIZE)
+    picker.requests.request("gone", first, 0.0)
+    picker.block_received("gone", first)
+    picker.remove_peer("gone")  # the piece holds a departed peer's block
+    picker.requests.request("h", Block(0, BLOCK_SIZE, BLOCK_SIZE), 1.0)
+    picker.peer_dont_have("h", 0)  # h, not on parole, is still asked but no longer has it
+    assert picker.pick("q", 2, 2.0, exclusive=True, on_parole={"q", "r"}) == [
+        Block(0, 2 * BLOCK_SIZE, BLOCK_SIZE)
+    ]

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Protocol, TypeAlias
 
 from ._availability import Availability
@@ -825,7 +826,7 @@ class PiecePicker:
         *,
         choked: bool = False,
         exclusive: bool = False,
-        on_parole: Collection[PeerKey] | None = None,
+        on_parole: AbstractSet[PeerKey] | None = None,
     ) -> list[Block]:
         """Choose up to ``count`` blocks to request from ``peer`` and record them.
 
@@ -992,16 +993,21 @@ class PiecePicker:
                 picked.append(block)
         return picked
 
-    def _maybe_stranded(self, piece: int, peer: PeerKey, on_parole: Collection[PeerKey]) -> bool:
+    def _maybe_stranded(self, piece: int, peer: PeerKey, on_parole: AbstractSet[PeerKey]) -> bool:
         """The cheap half of ``_stranded``: False when a peer not in ``on_parole`` surely
         has ``piece`` (``_stranded`` is then False too). O(1) while more peers have the
         piece than are on parole (the usual case), else O(peers asked for a block of it)."""
         if self.availability.count(piece) > len(on_parole) + (peer not in on_parole):
             return False  # more peers have it than are on parole: one that is not does
-        # One not on parole asked for a block of it finishes it.
-        return all(other == peer or other in on_parole for other in self.requests.askers(piece))
+        # One not on parole asked for a block of it, and still having it, finishes it (a
+        # BEP 54 don't-have keeps the peer's requests: such an asker finishes nothing).
+        peer_has = self.availability.peer_has
+        return all(
+            other == peer or other in on_parole or not peer_has(other, piece)
+            for other in self.requests.askers(piece)
+        )
 
-    def _stranded(self, piece: int, peer: PeerKey, on_parole: Collection[PeerKey]) -> bool:
+    def _stranded(self, piece: int, peer: PeerKey, on_parole: AbstractSet[PeerKey]) -> bool:
         """Whether every connected peer but ``peer`` that has ``piece`` is in ``on_parole``
         (so none of them may finish a piece others worked on): the parole ones (and
         ``peer``) that have it are all of them. O(parole peers), never a pass over every
