@@ -1,20 +1,25 @@
 """Mends after the review of the manager's event bounds (e9cf952).
 
-- A reader that finds the queue past ``event_buffer`` (the PeerAdded events ``add_peer``
-  queues whatever it holds) counts no room, instead of a negative room taken for some.
-- :attr:`PeerManager.places_in_use` counts the peers connected and those leaving: what
-  ``add_peer`` refuses by.
-- ``add_peer(..., replacing=old)``: a connection replacing a duplicate takes its place, in
-  ``max_peers`` and in ``max_peers_per_host``, instead of being refused while it leaves.
-- Decoded PEX messages and extended handshakes count in the queue's byte bound.
-- A service's ``peer_added`` that raises: no PeerAdded/PeerRemoved pair for a peer the
-  caller never got.
+1. A reader that finds the queue past ``event_buffer`` (the PeerAdded events ``add_peer``
+   queues whatever it holds) counts no room, instead of a negative room taken for some.
+2. :attr:`PeerManager.places_in_use` counts the peers connected and those leaving: what
+   ``add_peer`` refuses by.
+3. ``replace_peer(old, ...)``: a connection replacing a duplicate takes its place, in
+   ``max_peers`` and in ``max_peers_per_host``, instead of being refused while it leaves.
+4. Decoded PEX messages and extended handshakes count in the queue's byte bound.
+5. A service's ``peer_added`` that raises: no PeerAdded/PeerRemoved pair for a peer the
+   caller never got.
+6. Random sequences of adds, replacements, removals, closes, messages and reads keep the
+   places and the event queue within their bounds, and every peer announced once each way.
 
 In-memory streams, virtual clock."""
 
 from __future__ import annotations
 
+import contextlib
+import random
 import tracemalloc
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
@@ -142,7 +147,7 @@ async def test_places_in_use_counts_the_peers_leaving(
         assert manager.places_in_use == 2
 
 
-# -- 7. a replacing connection takes the leaving peer's place ------------------------------------
+# -- 3. a replacing connection takes the leaving peer's place ------------------------------------
 
 
 @pytest.mark.parametrize("bound", ["max_peers", "max_peers_per_host"])
@@ -204,7 +209,7 @@ async def test_replacing_removes_the_old_peer_and_a_chain_stays_bounded(
     assert {e.reason for e in removed} == {"replaced"}
 
 
-# -- 3. decoded extension messages count in the byte bound ----------------------------------------
+# -- 4. decoded extension messages count in the byte bound ----------------------------------------
 
 
 def _v4(n: int) -> PeerAddress:
@@ -323,3 +328,84 @@ async def test_an_add_a_service_fails_queues_no_event_about_the_peer(
         assert len(manager._events) == 0
         seen = await drain(aiter(manager.events()), seconds=1)
     assert seen == []
+
+
+# -- 6. randomised invariants of the places and the queue ----------------------------------------
+
+_HOSTS = ("203.0.113.1", "203.0.113.2", "203.0.113.3")
+
+
+def _check_bounds(manager: PeerManager, config: PeerManagerConfig, handles: list[Peer]) -> None:
+    connected = [peer for peer in handles if manager.is_connected(peer)]
+    assert set(connected) <= manager.peers
+    # Each peer connected holds a place; those leaving may hold more, never past the bound.
+    assert len(connected) <= manager.places_in_use <= config.max_peers
+    assert len(manager._events) <= config.event_buffer + config.max_peers
+    if config.max_peers_per_host is not None:
+        per_host = Counter(peer.address.normalized().host for peer in connected)
+        assert max(per_host.values(), default=0) <= config.max_peers_per_host
+
+
+@pytest.mark.parametrize("seed", range(20))
+async def test_random_operations_keep_the_places_and_the_queue_bounded(
+    autojump_clock: trio.testing.MockClock, seed: int
+) -> None:
+    rng = random.Random(seed)
+    config = PeerManagerConfig(
+        event_buffer=rng.choice([1, 2, 4]),
+        max_peers=rng.choice([1, 2, 3, 5]),
+        max_peers_per_host=rng.choice([None, 1, 2]),
+    )
+    handles: list[Peer] = []
+    far_ends: dict[Peer, trio.abc.Stream] = {}
+    seen: list[ManagerEvent] = []
+    async with open_peer_manager(config) as manager:
+        events = aiter(manager.events())
+        for n in range(1, 301):
+            op = rng.random()
+            try:
+                if op < 0.3:
+                    peer, far = add(manager, n, host=rng.choice(_HOSTS))
+                    handles.append(peer)
+                    far_ends[peer] = far
+                elif op < 0.55 and handles:
+                    old = rng.choice(handles)
+                    # Mostly from the old one's host, as a duplicate is.
+                    host = str(old.address.host) if rng.random() < 0.8 else rng.choice(_HOSTS)
+                    peer, far = add(manager, n, host=host, replacing=old)
+                    handles.append(peer)
+                    far_ends[peer] = far
+                elif op < 0.65 and handles:
+                    manager.remove_peer(rng.choice(handles), "gone")
+                elif op < 0.72 and handles:
+                    await far_ends[rng.choice(handles)].aclose()
+                elif op < 0.78 and handles:
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await far_ends[rng.choice(handles)].send_all(
+                            Have(rng.randrange(8)).encode()
+                        )
+                elif op < 0.92:
+                    for _ in range(rng.randrange(4)):
+                        with trio.move_on_after(0.01):
+                            seen.append(await anext(events))
+                else:
+                    await trio.testing.wait_all_tasks_blocked()
+            except PeerManagerFullError:
+                pass
+            _check_bounds(manager, config, handles)
+            if rng.random() < 0.5:
+                await trio.testing.wait_all_tasks_blocked()
+                _check_bounds(manager, config, handles)
+        for peer in handles:
+            manager.remove_peer(peer, "end")
+        seen += await drain(events)
+        # No place leaked (none given and never freed): all of them are free again.
+        assert manager.places_in_use == 0
+        assert not manager.peers
+        for n in range(config.max_peers):
+            add(manager, 1000 + n, host=f"198.51.100.{n + 1}")
+    for peer in handles:
+        assert [e for e in about(peer, seen) if e != "MessageReceived"] == [
+            "PeerAdded",
+            "PeerRemoved",
+        ]

@@ -1032,26 +1032,35 @@ class Session:
         the connection it replaces if so (removed as ``REASON_DUPLICATE``).
 
         Two clients that find each other dial each other, often at once: two connections for
-        one pair. Both sides keep the same one, with no message exchanged: the one opened by
-        the side with the greater peer id (libtorrent breaks the tie the same way). The tie is
-        broken only between two connections with one host: a peer id is no secret (every
-        peer the client meets learns it), so a new connection from another host giving a
-        connected peer's id is refused, or anyone could cut that peer off again and again.
+        one pair, from one host. Both sides keep the same one, with no message exchanged: the
+        one opened by the side with the greater peer id (libtorrent breaks the tie the same
+        way). Only a connection from the same host is a duplicate: a peer id is no identity
+        (every peer the client meets learns it, and nothing proves it), so a connection from
+        another host giving a connected peer's id is kept beside it. Settling across hosts
+        let whoever claimed an id first keep it: an impostor connected from its own address
+        first, and the real peer was refused for good, its inbound connections and our dials
+        alike (libtorrent 2 settles by peer id whatever the hosts, and so has that weakness).
+        The cost: a peer reachable at two addresses (dual stack, IPv4 and IPv6) may be
+        connected at both, one extra connection, each held to the host limits. A connection
+        being removed (still among the manager's peers until its task runs) is no duplicate:
+        refusing a new one for it would lose both.
         """
+        host = handshake.address.normalized().host
         # The manager's peers, not the torrent's: a peer is there as soon as it is added,
         # before its PeerAdded event reaches the torrent.
         old = next(
             (
                 peer
                 for peer in self.manager.peers
-                if peer.peer_id == handshake.peer_id and self.find(peer.info_hash) is torrent
+                if peer.peer_id == handshake.peer_id
+                and peer.address.normalized().host == host
+                and self.manager.is_connected(peer)
+                and self.find(peer.info_hash) is torrent
             ),
             None,
         )
         if old is None:
             return True, None
-        if old.address.normalized().host != handshake.address.normalized().host:
-            return False, None
         ours, theirs = bytes(self.peer_id), bytes(handshake.peer_id)
         opener = ours if handshake.direction == "outbound" else theirs
         if opener != max(ours, theirs):
