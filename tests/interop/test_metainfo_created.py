@@ -20,6 +20,10 @@ tests/bip_metainfo/test_create.py; this file adds aria2:
   an incomplete download, its control file (`<name>.aria2`) holding every piece but the one with
   the changed byte.
 
+libtorrent 2.1.1 loads our torrents within exactly as many bencoded tokens and bytes as
+create_torrent counts before refusing what libtorrent would not load by default (one fewer of
+either, and libtorrent refuses them): create_torrent's counts are libtorrent's.
+
 aria2 runs with `--no-conf=true`, a private HOME, a UTF-8 locale and a timeout; the verification
 runs with DHT, local peer discovery and peer exchange off, IPv6 off, listening on a free
 127.0.0.1 port, on torrents with no trackers, so it has nobody to contact.
@@ -41,7 +45,7 @@ from typing import Any, Literal
 import pytest
 
 from bip_bencode import decode, encode
-from bip_metainfo import Metainfo, create_torrent
+from bip_metainfo import Metainfo, _create, create_torrent
 
 from ._helpers import free_port, require_client
 from ._seeders import HOST, aria2_loopback_options
@@ -330,6 +334,43 @@ def test_aria2_miscomputes_the_v1_info_hash_of_our_hybrid_torrent(
     else:
         assert pads, "a hybrid directory torrent has pad files"
         assert all(path == f"{DIR_NAME}/.pad/{size}" for path, size in pads)
+
+
+# --- libtorrent's limits, as create_torrent counts them -------------------------------------
+
+
+def _limits_share(root: Path) -> Path:
+    """A directory and two files, one of them with a piece layer (three pieces of 16 KiB)."""
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "a").write_bytes(b"a" * 40_000)
+    (root / "b").write_bytes(b"b" * 20_000)
+    (root / "c").write_bytes(b"c" * 10)
+    return root
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "hybrid"])
+def test_our_token_and_byte_counts_are_libtorrents(
+    tmp_path: Path, version: Literal["v1", "v2", "hybrid"]
+) -> None:
+    """create_torrent refuses a torrent over libtorrent's default ``max_decode_tokens`` or
+    ``max_buffer_size`` by its own counts: libtorrent loads ours at exactly those counts and
+    refuses them at one fewer, so the counts are libtorrent's, not near them."""
+    require_client("libtorrent")
+    lt: Any = importlib.import_module("libtorrent")
+    content = _limits_share(tmp_path / version)
+    data = create_torrent(
+        content, version=version, piece_length=16 * KIB, creation_date=None, threads=1
+    ).to_bytes()
+    path = tmp_path / "x.torrent"
+    path.write_bytes(data)
+    measure = _create._measure(lt.bdecode(data))  # as create_torrent measures it
+    assert measure.size == len(data)
+    lt.load_torrent_file(str(path), {"max_decode_tokens": measure.tokens})
+    with pytest.raises(RuntimeError, match="item count limit exceeded"):
+        lt.load_torrent_file(str(path), {"max_decode_tokens": measure.tokens - 1})
+    lt.load_torrent_file(str(path), {"max_buffer_size": measure.size})
+    with pytest.raises(RuntimeError, match="metadata too large"):
+        lt.load_torrent_file(str(path), {"max_buffer_size": measure.size - 1})
 
 
 # --- aria2 verifying our data -------------------------------------------------------------

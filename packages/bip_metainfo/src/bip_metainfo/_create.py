@@ -167,7 +167,7 @@ def _v1_files(files: list[_Entry]) -> list[dict[str, Any]]:
 
 
 def _file_tree(files: list[_Entry], name: str, *, placeholder: bool = False) -> dict[str, Any]:
-    """The v2 ``file tree``; with ``placeholder``, before hashing (for :func:`_count_values`)."""
+    """The v2 ``file tree``; with ``placeholder``, before hashing (for ``_measure``)."""
     tree: dict[str, Any] = {}
     for entry in files:
         path = entry.path or (name,)

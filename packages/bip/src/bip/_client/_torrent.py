@@ -540,6 +540,11 @@ class Torrent:
         self._told_upload_only = False  # what the peers were last told (BEP 21)
         self._pausable: set[trio.CancelScope] = set()  # cancelled by a hold
         self._nursery: trio.Nursery | None = None  # run()'s, once running
+        # run() began, and is done opening the storage (the disk has the torrent, or never
+        # will from this run): a removal or close waits for it (_settled), as an add to the
+        # disk under way ends on an uncancellable thread and only then stores its handle.
+        self._run_began = False
+        self._storage_settled = trio.Event()
         self._moving = False
         self._removed = False
         # Its close has begun (the session's, which closes its torrents one by one): every
@@ -1614,10 +1619,21 @@ class Torrent:
 
     async def run(self) -> None:
         """Fetch metadata, check the storage, then download and seed until cancelled."""
-        with self._scope:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._blocks.run, self._store_block, self._blocks_drained)
+        self._run_began = True
+        try:
+            if self._stopped.is_set():
+                return  # closed or removed before it began: nothing to open
+            with self._scope:
+                await self._run()
+        finally:
+            self._storage_settled.set()  # however it ended (set already once opened)
+
+    async def _run(self) -> None:
+        """:meth:`run`'s work, in its cancel scope."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._blocks.run, self._store_block, self._blocks_drained)
+            try:
                 await self._load_peers()
                 user = UserPeers(await self._user_peers(), interval=self._config.redial_interval)
                 nursery.start_soon(self._run_sources, [user, *self._sources])
@@ -1633,10 +1649,14 @@ class Torrent:
                     self._fail(str(error))
                     nursery.cancel_scope.cancel()
                     return
-                self._start_web_seeds()
-                nursery.start_soon(self._save_resume_loop)
-                assert self.handle is not None
-                nursery.start_soon(self._uploader.run, self.handle)
+            finally:
+                # Opened, failed or cancelled: a removal or close waiting in _settled reads
+                # the handle and the storage from now on (the rest of the run opens none).
+                self._storage_settled.set()
+            self._start_web_seeds()
+            nursery.start_soon(self._save_resume_loop)
+            assert self.handle is not None
+            nursery.start_soon(self._uploader.run, self.handle)
 
     async def _run_sources(self, sources: list[PeerSource]) -> None:
         """Run the discovery sources while no hold is on: a pause cancels them (trackers hear
@@ -1735,11 +1755,23 @@ class Torrent:
         self._closing = True
         self._stop_serving()
 
+    async def _settled(self) -> None:
+        """Internal (a removal or close, shielded, once the torrent's tasks are cancelled):
+        wait until :meth:`run` is done opening the storage, so that the handle read next is
+        the last. Bounded: a cancelled run has only thread work left there (a piece layers
+        check in bip_disk's ``add_torrent``, a stat, a resume file read), which no
+        cancellation stops, and after which an add under way still hands its torrent over.
+        A run not begun yet opens nothing (it sees the torrent stopped)."""
+        if self._run_began:
+            await self._storage_settled.wait()
+
     async def close(self) -> None:
         """Stop its tasks, save the resume data one last time (synced), close the files."""
         self._begin_close()
         self._scope.cancel()
         self._stopped.set()
+        with trio.CancelScope(shield=True):
+            await self._settled()
         if self.handle is not None:
             self._pieces()  # the count the status shows from now on
             with trio.CancelScope(shield=True):
@@ -1767,6 +1799,8 @@ class Torrent:
         self.peers.clear()
         problems: list[str] = []
         with trio.CancelScope(shield=True):
+            # Before the lock, which the metadata's save in the run takes.
+            await self._settled()
             # The lock: a save under way ends before its files are deleted, and none follows
             # (the torrent's tasks are cancelled).
             async with self._save_lock:
@@ -1780,7 +1814,7 @@ class Torrent:
                     if delete_data and not deleted and self.info is not None:
                         # Never added to the disk (waiting for its check, failed before): its
                         # files are deleted all the same, as libtorrent deletes in every state.
-                        problems = await self._delete_files(self.info, tried=self.handle)
+                        problems = await self._delete_files(self.info)
                 finally:
                     if self._filesystem is not None:
                         self._filesystem.close()
@@ -1794,10 +1828,10 @@ class Torrent:
             )
         logger.debug("%s removed%s", self._name, " with its data" if delete_data else "")
 
-    async def _delete_files(self, info: Info, *, tried: TorrentHandle | None) -> list[str]:
+    async def _delete_files(self, info: Info) -> list[str]:
         """Delete the files of a torrent the disk does not have (it never reached it, or
-        knew ``tried`` no more) with bip_disk's :meth:`~bip_disk.DiskManager.delete_files`,
-        in the storage it opened, else in one made as :meth:`_open_storage` makes it (and
+        knew it no more) with bip_disk's :meth:`~bip_disk.DiskManager.delete_files`,
+        in the storage it opened, else in one made as ``_open_storage`` makes it (and
         closed here). Returns what could not be deleted, said (empty when everything was,
         or nothing was there)."""
         make = self.options.storage
@@ -1811,11 +1845,6 @@ class Torrent:
             filesystem = self._filesystem
             if filesystem is None:
                 filesystem = made = NativeFileSystem(save_dir) if make is None else make(save_dir)
-            if self.handle is not None and self.handle is not tried:
-                # Its add to the disk (a thread's, not stopped by the removal's cancel)
-                # ended during the wait above: the disk has them, and deletes them.
-                await self._disk.remove_torrent(self.handle, delete_data=True)
-                return []
             errors = await self._disk.delete_files(info, filesystem)
         except (TorrentError, DiskError, OSError) as error:
             return [str(error)]
