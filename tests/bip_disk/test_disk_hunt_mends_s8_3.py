@@ -230,7 +230,9 @@ def test_native_create_executable_leaves_what_is_there(tmp_path: Path) -> None:
 def test_create_files_and_copies_make_executable_files_executable(tmp_path: Path) -> None:
     layout = _layout()
     with _umask(0o022), NativeFileSystem(tmp_path / "a") as fs:
-        create_files(fs, layout)  # allocate "none": the executable file is created all the same
+        create_files(fs, layout)  # allocate "none": "t/run" is left to its first write
+        assert not (tmp_path / "a/t/run").exists()
+        create_files(fs, layout, allocate="sparse")  # allocated: created executable now
         fs.write("t/run", PIECE, b"z" * PIECE)
         fs.write("t/data", 0, b"d" * 100)
         with NativeFileSystem(tmp_path / "b") as destination:

@@ -79,7 +79,8 @@ class Copied:
 
 class CopyStopped(DiskError):  # noqa: N818 - named for what happened, like trio.Cancelled
     """``copy_files`` was told to stop before it was done; what it had written to the
-    destination is deleted (what was there before and left alone stays).
+    destination is deleted (what was there before and left alone stays, but for an empty
+    folder of the torrent's left empty again: see ``copy_files``).
 
     Attributes:
         problems: the errors deleting that met (deleting goes on past each).
@@ -149,8 +150,9 @@ def create_files(
 ) -> list[StorageError]:
     """Create the torrent's zero-length files (and allocate the others if asked), then links.
 
-    Executable files (BEP 47 ``x``) are created first, empty, in a FileSystem that can
-    create them executable (see ``bip_disk._layout.create_stored_files``).
+    Executable files (BEP 47 ``x``) among these are created executable first, in a
+    FileSystem that can (see ``bip_disk._layout.create_stored_files``); a non-empty one
+    left to grow (``allocate`` ``"none"``) is created by its first write instead.
 
     Returns the errors creating links (a backend that cannot store them: the torrent
     works without them); a failure to create or allocate a file is raised.
@@ -192,7 +194,9 @@ def delete_files(
 
 def _delete_paths(fs: FileSystem, paths: Iterable[str]) -> list[StorageError]:
     """Delete the files or links at ``paths``, then the directories they leave empty; the
-    errors met (deleting goes on past each)."""
+    errors met (deleting goes on past each). A parent directory of theirs that is empty is
+    removed whoever made it: one that was there, empty, before the files were (a user's
+    own folder) goes too, as nothing tells the two apart."""
     errors: list[StorageError] = []
     directories: set[str] = set()
     for path in paths:
@@ -251,9 +255,9 @@ def copy_files(
     the source's byte for byte. Files missing from the source are skipped, and what
     ``destination`` has at their paths stays, as libtorrent leaves it (it may be the
     user's own copy; the torrent had none of its bytes to copy). Links and empty
-    files are created as :func:`create_files` does, and so are executable files (BEP 47
-    ``x``, in a FileSystem that can create them so) before their bytes are copied.
-    With ``existing`` other than
+    files are created as :func:`create_files` does; a copied executable file (BEP 47
+    ``x``) is created executable, in a FileSystem that can, before its bytes are copied
+    (one the source lacks is not created). With ``existing`` other than
     ``REPLACE``, each file is looked for in ``destination`` just before it is
     copied: ``FAIL`` raises, ``KEEP`` leaves it alone (a file appearing between that
     look and the first write is still replaced: the FileSystem protocol has no
@@ -265,7 +269,10 @@ def copy_files(
     the directories that leaves empty, and :class:`CopyStopped` is raised. So whoever
     stops a copy waits for one chunk at most (and the deletion). Files it had not
     reached and those ``KEEP`` left alone stay as they were; one ``REPLACE`` removed
-    before copying it is not brought back (its copy is deleted with the others).
+    before copying it is not brought back (its copy is deleted with the others), and
+    a folder of the torrent's that was at the destination already, empty (the user's
+    own), goes too when it is empty again: the FileSystem does not tell who made a
+    folder.
 
     Raises:
         CopyStopped: ``stop`` answered true.
@@ -304,7 +311,8 @@ def copy_files(
                 destination.remove(file.path)
             written.append(file.path)
             if file.executable and create_executable is not None:
-                # Created executable before the copy writes it, as create_files does.
+                # Created executable before the copy writes it, as the DiskManager's first
+                # write of it does.
                 create_executable(file.path)
             whole = _copy_file(source, destination, file.path, stat.size, stop)
         if not whole:

@@ -21,7 +21,8 @@ directory), :class:`~bip_disk.MemoryFileSystem` and
 
 One optional capability, outside the protocol: a FileSystem with a
 ``create_executable(path)`` method gets the torrent's BEP 47 executable files (attribute
-``x``) created through it, empty, before anything else creates them (see
+``x``) created through it, empty, before anything else creates them: before the first
+write touching one, or with the torrent's other files when it is empty or allocated (see
 :meth:`NativeFileSystem.create_executable <bip_disk.NativeFileSystem.create_executable>`).
 :class:`~bip_disk.MemoryFileSystem` and :class:`~bip_disk.FsspecFileSystem` store no
 file modes and have none: the attribute is ignored there.

@@ -14,10 +14,12 @@ short in the v2 view. The layout maps that space onto relative paths:
   :func:`read_span_data` returns zeros for it and :func:`write_span_data` skips it. (A peer
   that sends non-zero pad bytes makes the v1 hash fail, which is right.)
 - **Zero-length files** hold no piece bytes; :func:`create_files` creates them.
-- **Executable files** (BEP 47 ``x``): :func:`create_files` creates them first, empty
-  (whatever ``allocate`` says), in a FileSystem that can create files executable, as
-  :meth:`NativeFileSystem.create_executable <bip_disk.NativeFileSystem.create_executable>`
-  does; the others store no modes, and ignore the attribute.
+- **Executable files** (BEP 47 ``x``) are created executable in a FileSystem that can
+  (:meth:`NativeFileSystem.create_executable <bip_disk.NativeFileSystem.create_executable>`),
+  by whatever creates them first: :func:`create_files` for an empty one or an allocated
+  one, the DiskManager before the first write touching the others (as libtorrent sets
+  the mode when it first opens a file for writing); :func:`write_span_data` does not.
+  The other FileSystems store no modes, and ignore the attribute.
 - **Symlinks** (BEP 47) hold no piece bytes either. bip_metainfo already points
   every link at a file or directory of the torrent, or at itself when its target
   is not in the torrent; :func:`create_files` creates the valid ones through
@@ -386,9 +388,10 @@ def create_files(
     ``"full"`` also reserves the space so a full disk shows up now. Files already
     there are extended, never shrunk or rewritten. A FileSystem that can create files
     executable (``create_executable``, as :class:`~bip_disk.NativeFileSystem` can)
-    gets the BEP 47 ``x`` files created first, empty and executable, whatever
-    ``allocate`` says, as libtorrent creates them (a file already there keeps its
-    mode); the others ignore the attribute. Then the valid BEP 47 links are created
+    gets the BEP 47 ``x`` files among these created executable first (a file already
+    there keeps its mode); a non-empty one that ``allocate`` leaves alone is not
+    created here (the DiskManager creates it executable before writing it first). The
+    other FileSystems ignore the attribute. Then the valid BEP 47 links are created
     (an existing link is replaced).
 
     Raises:
@@ -411,13 +414,17 @@ def create_stored_files(
     """The first half of :func:`create_files`: the files, without the links."""
     create_executable = executable_creator(fs)
     for file in layout.stored_files:
+        if file.length and allocate == "none":
+            # Created by the first write that touches it (executable then, by the
+            # DiskManager), as libtorrent creates it: never, if nothing is written to it.
+            continue
         if file.executable and create_executable is not None:
-            # Now, empty, even when files grow as pieces come ("none"): the mode is set
-            # by the call that creates the file, and a write would create it 0o666.
+            # The mode is set by the call that creates the file: allocate would create
+            # it 0o666.
             create_executable(file.path)
         if file.length == 0:
             fs.allocate(file.path, 0)
-        elif allocate != "none":
+        else:
             fs.allocate(file.path, file.length, sparse=allocate == "sparse")
 
 

@@ -135,7 +135,7 @@ from ._fileops import (
 )
 from ._filesystem import Buffer, FileStat, FileSystem
 from ._hashing import HashPool, PieceVerifier, default_hash_threads
-from ._layout import StorageLayout, StoredFile, read_span_data
+from ._layout import StorageLayout, StoredFile, executable_creator, read_span_data
 from ._native import NativeFileSystem
 from ._readcache import LineCache, LineRead
 from ._resume import RACY_WINDOW_NS, ResumeData
@@ -378,6 +378,24 @@ def _write_run(run: _Run, outcomes: list[_Outcome]) -> None:
                 outcomes[index] = None
         return
     fs = torrent.fs
+    if run.path in torrent.unmade_executables:
+        # A BEP 47 executable file, created executable by its first write (as libtorrent
+        # gives it 0o777 when it first opens it for writing), not up front: a file no
+        # piece was written to (one the user deselected) is not created at all.
+        create_executable = executable_creator(fs)
+        try:
+            with storage_faults(run.path):
+                if create_executable is not None:
+                    create_executable(run.path)  # a no-op for a file that is there
+        except StorageError as error:
+            fault = _without_frames(error)
+            for index, _, _ in parts:
+                if outcomes[index] is True:
+                    outcomes[index] = fault  # not written: as a failed write
+            return
+        # Only once it is there: a flush thread writing the same file meanwhile creates
+        # it too (one of the two finds it made), rather than write it into being 0o666.
+        torrent.unmade_executables.discard(run.path)
     # NativeFileSystem writes a run with one pwritev. (A subclass overriding write,
     # to count or fail writes, keeps seeing every write.)
     if len(parts) > 1 and type(fs).write is NativeFileSystem.write:
@@ -572,17 +590,22 @@ class DiskManager:
                 ``"full"`` also reserves the space (a full disk then shows up at
                 once); ``"none"`` lets files grow as pieces are written.
             create_files: after the check (and after every recheck), create the
-                missing files, their directories and BEP 47 links, as libtorrent
-                does (the executable ones executable, in a FileSystem that can: see
-                :meth:`NativeFileSystem.create_executable
-                <bip_disk.NativeFileSystem.create_executable>`). False leaves the
+                missing empty files (and with ``allocate`` the others), their
+                directories and BEP 47 links, as libtorrent does. False leaves the
                 storage exactly as the check found it, so a verifying tool changes
                 nothing; written pieces still create the files they touch, but links
-                and executable modes are then never made and ``allocate`` is ignored.
+                are then never made and ``allocate`` is ignored. Either way a BEP 47
+                executable file is created executable, in a FileSystem that can (see
+                :meth:`NativeFileSystem.create_executable
+                <bip_disk.NativeFileSystem.create_executable>`), by whatever creates
+                it first: this, or the first write touching it (so a non-empty one no
+                piece touches is not created, unless allocated).
 
         Raises:
-            TorrentStateError: the torrent is already added, the manager is
-                closing, or a v2-only torrent lacks piece layers.
+            TorrentStateError: the torrent is already added, or its files are being
+                deleted (:meth:`remove_torrent` with ``delete_data``,
+                :meth:`delete_files`), the manager is closing, or a v2-only torrent lacks
+                piece layers.
             ResumeDataError: ``resume_data`` is malformed or of another torrent
                 (add again without it to check everything).
             PathError: ``name`` is not usable.
@@ -677,37 +700,51 @@ class DiskManager:
         that has switched deletes the old ones first: its events come before this
         call's). Without ``delete_data`` the files are synced. Failures to delete or
         sync come as :class:`~bip_disk.StorageProblem`; :class:`~bip_disk.TorrentRemoved`
-        ends the torrent's events.
+        ends the torrent's events. With ``delete_data``, from the call on until the files
+        are deleted (also a moving torrent's copy), :meth:`add_torrent` and
+        :meth:`delete_files` refuse the torrent: its check would find every piece there,
+        and the deletion would then take them from under it.
 
         Raises:
             TorrentStateError: the torrent is unknown or already removed.
         """
         storage = self._get(torrent)
+        info_hash = storage.info.info_hash
+        if delete_data:
+            # Before it leaves _by_hash: until its files are deleted, the torrent must not
+            # be added again (its check would find every piece, then lose the files under
+            # it) nor its files deleted twice at once (see delete_files).
+            self._deleting.add(info_hash)
         del self._torrents[torrent.id]
-        self._by_hash.pop(storage.info.info_hash, None)
-        if delete_data and storage.state is TorrentState.MOVING:
-            # The move deletes its copy too (one entry per move under way: the move drops it).
-            self._deleted_while_moving.add(torrent.id)
-        storage.set_state(TorrentState.REMOVED)
-        self._drop_partials(storage)
-        if storage.check_scope is not None:
-            storage.check_stop[0] = True
-            storage.check_scope.cancel()
-        with trio.CancelScope(shield=True):
-            # Shielded: returning early would let a thread still write the files
-            # that the caller is about to reuse or delete.
-            while not storage.idle:
-                await storage.wait_changed()
-            await storage.check_done.wait()
-            self._cache.drop_torrent(torrent.id)
-            try:
-                if delete_data:
-                    problems = await self._io_pool.run(delete_files, storage.fs, storage.layout)
-                else:
-                    problems = []
-                    await self._io_pool.run(_sync, storage.fs)
-            except StorageError as error:
-                problems = [error]
+        self._by_hash.pop(info_hash, None)
+        try:
+            if delete_data and storage.state is TorrentState.MOVING:
+                # The move deletes its copy too (one entry per move under way: the move
+                # drops it).
+                self._deleted_while_moving.add(torrent.id)
+            storage.set_state(TorrentState.REMOVED)
+            self._drop_partials(storage)
+            if storage.check_scope is not None:
+                storage.check_stop[0] = True
+                storage.check_scope.cancel()
+            with trio.CancelScope(shield=True):
+                # Shielded: returning early would let a thread still write the files
+                # that the caller is about to reuse or delete.
+                while not storage.idle:
+                    await storage.wait_changed()
+                await storage.check_done.wait()
+                self._cache.drop_torrent(torrent.id)
+                try:
+                    if delete_data:
+                        problems = await self._io_pool.run(delete_files, storage.fs, storage.layout)
+                    else:
+                        problems = []
+                        await self._io_pool.run(_sync, storage.fs)
+                except StorageError as error:
+                    problems = [error]
+        finally:
+            if delete_data:
+                self._deleting.discard(info_hash)
         # Not shielded: a full event queue must not make this call uncancellable.
         _warn_problems(torrent, "removing it", problems)
         for problem in problems:
@@ -749,7 +786,7 @@ class DiskManager:
             TypeError: ``torrent`` or ``filesystem`` is not one.
             TorrentStateError: the manager has the torrent (its files are in use: remove
                 it with :meth:`remove_torrent` and ``delete_data``), is deleting its files
-                already, or is closing.
+                already (here, or for a removal with ``delete_data``), or is closing.
             PathError: ``name`` is not usable.
         """
         self._check_open()
@@ -847,10 +884,11 @@ class DiskManager:
         A removal of the torrent (:meth:`remove_torrent`) or the manager closing
         during the copy stops it before its next chunk (of 4 MiB), so that neither
         waits for a copy it would refuse: the files the copy created or wrote over
-        are deleted (one a ``REPLACE`` removed first is not brought back), those it
-        had not reached and those ``KEEP`` left alone stay, and the torrent stays on
-        its old storage (a removal deleting the data deletes it there). Deleting what
-        failed is a WARNING.
+        are deleted (one a ``REPLACE`` removed first is not brought back) with the
+        folders that leaves empty (also one of the torrent's that was there, empty,
+        before), those it had not reached and those ``KEEP`` left alone stay, and the
+        torrent stays on its old storage (a removal deleting the data deletes it
+        there). Deleting what failed is a WARNING.
 
         Returns:
             The torrent-relative paths of the files kept (``KEEP``), in the torrent's
@@ -951,17 +989,28 @@ class DiskManager:
             # Removed during the copy (remove_torrent waited for it): the old files were
             # synced or deleted. A removal that deleted the data deletes the copy too.
             if torrent.id in self._deleted_while_moving and copy.copied is not None:
-                with trio.CancelScope(shield=True):
-                    problems = await self._io_pool.run(
-                        functools.partial(
-                            delete_files, filesystem, storage.layout, keep=_paths(kept)
+                # Counted as the torrent's I/O, and from before this task yields: the
+                # removal, woken as the copy ended, waits for this deletion too, so that
+                # the torrent cannot be added again until its copy is gone.
+                storage.io_active += 1
+                try:
+                    with trio.CancelScope(shield=True):
+                        problems = await self._io_pool.run(
+                            functools.partial(
+                                delete_files, filesystem, storage.layout, keep=_paths(kept)
+                            )
                         )
-                    )
+                finally:
+                    storage.io_active -= 1
+                    storage.changed()
                 _warn_problems(torrent, "deleting the copy of a removed torrent", problems)
             raise TorrentStateError(f"{torrent!r} was removed while its storage moved")
         # The switch: from here on the torrent is moved, whatever happens to the caller.
         old = storage.fs
         storage.fs = filesystem
+        # The executable files the copy did not create (the source lacked them) are
+        # created executable by their first write there.
+        storage.expect_executables()
         storage.error = storage.reason = None
         self._cache.drop_torrent(torrent.id)
         checking = bool(kept)
@@ -1908,6 +1957,9 @@ class DiskManager:
         # right away cancels a check that has not started yet.
         scope = storage.check_scope = trio.CancelScope()
         storage.check_stop = [False]
+        # Nothing writes until the check ends: an executable file found missing (deleted
+        # since the last check) is created executable again by its first write.
+        storage.expect_executables()
         self._nursery.start_soon(
             functools.partial(
                 self._run_check,

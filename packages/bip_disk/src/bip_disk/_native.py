@@ -51,7 +51,8 @@ truncated since its last sync, even if its descriptor was evicted meanwhile.
 **Permissions.** Files are created with mode ``0o666`` and directories with
 ``0o777``, both reduced by the process umask. A torrent's BEP 47 executable files
 (attribute ``x``) are created with ``0o777`` instead, reduced by the umask too, as
-libtorrent creates them (see :meth:`~NativeFileSystem.create_executable`).
+libtorrent creates them when it first opens them for writing (see
+:meth:`~NativeFileSystem.create_executable`).
 """
 
 from __future__ import annotations
@@ -496,11 +497,14 @@ class NativeFileSystem:
     def create_executable(self, path: str) -> None:
         """Create ``path`` as an empty executable file, unless something is there already.
 
-        For a torrent's BEP 47 ``x`` files, which the DiskManager creates this way first
-        (see :func:`~bip_disk.create_files`): mode ``0o777`` instead of ``0o666``,
+        For a torrent's BEP 47 ``x`` files, which the DiskManager creates this way just
+        before the first write touching one (an empty or allocated one with the
+        torrent's other files, see :func:`~bip_disk.create_files`), so that a file
+        nothing is written to is not created: mode ``0o777`` instead of ``0o666``,
         reduced by the umask, so that the execute bits come where the umask grants them
-        (``rwxr-xr-x`` under the usual ``022``), as libtorrent opens such a file. Only a
-        file this call creates gets that mode, as libtorrent sets it only on creation:
+        (``rwxr-xr-x`` under the usual ``022``), as libtorrent opens such a file for
+        writing. Only a file this call creates gets that mode, as libtorrent sets it
+        only on creation:
         whatever is at ``path`` already (a file, with its mode and bytes, a directory, a
         link) is left as it is. Not part of the :class:`~bip_disk.FileSystem` protocol:
         an optional capability, which the other FileSystems lack (they store no modes).

@@ -22,7 +22,7 @@ from ._errors import DiskError
 from ._events import TorrentHandle, TorrentState
 from ._filesystem import Buffer, FileSystem
 from ._hashing import PieceVerifier
-from ._layout import StorageLayout
+from ._layout import StorageLayout, executable_creator
 from ._readcache import LineRead
 
 __all__ = ["PartialPiece", "TorrentStatus", "TorrentStorage"]
@@ -180,6 +180,8 @@ class TorrentStorage:
         self.layout = layout
         self.verifier = verifier
         self.fs = fs
+        self.unmade_executables: set[str] = set()
+        self.expect_executables()
         self.state = TorrentState.CHECKING
         self.create_files = True  # after each check, create missing files and links
         self.error: DiskError | None = None
@@ -205,6 +207,23 @@ class TorrentStorage:
         # Every piece is piece_length long but the last (pads included).
         self._last_piece = layout.num_pieces - 1
         self._last_size = layout.piece_size(self._last_piece)
+
+    def expect_executables(self) -> None:
+        """Mark the torrent's BEP 47 executable files as not yet created by it in ``fs``
+        (all of them, if ``fs`` can create files executable): a flush thread creates
+        each one executable before the first write touching it (see ``_write_run`` in the
+        manager), then takes it out of ``unmade_executables``. Called when ``fs`` is
+        set (the torrent added or moved) and when a check starts, so that a file deleted
+        meanwhile comes back executable; creating a file that is there is a no-op.
+        Empty ones are created (executable) with the torrent's other files."""
+        if executable_creator(self.fs) is None:
+            self.unmade_executables = set()
+        else:
+            self.unmade_executables = {
+                file.path
+                for file in self.layout.stored_files
+                if file.executable and file.length > 0
+            }
 
     # -- state ------------------------------------------------------------------------
 
