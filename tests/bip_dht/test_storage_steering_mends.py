@@ -72,13 +72,14 @@ def _v4(index: int) -> PeerAddress:
 
 def test_one_ipv6_network_cannot_push_the_ipv4_peers_out_of_a_swarm() -> None:
     # Before: the per-hash cap was shared by both families and a full swarm dropped its least
-    # recently announced peer, so 40 addresses of one /64 evicted every IPv4 peer.
+    # recently announced peer, so 40 IPv6 addresses evicted every IPv4 peer. (One /64 now
+    # holds at most max_peers_per_hash // 8 of a swarm's family: the flood comes from 40.)
     config = DHTConfig(max_peers_per_hash=20)
     node = DHTNode(rng=random.Random(1), now=0.0, families=(4, 6), config=config)
     asker = Asker(node)
     for index in range(10):
         assert asker.announce(_v4(index), INFO_HASH, float(index))
-    flood = [PeerAddress(IPv6Address(f"2001:db8:1:1::{index + 1:x}"), 6881) for index in range(40)]
+    flood = [PeerAddress(IPv6Address(f"2001:db8:1:{index + 1:x}::1"), 6881) for index in range(40)]
     taken = [asker.announce(address, INFO_HASH, 20.0) for address in flood]
     assert taken == [True] * 20 + [False] * 20  # the IPv6 half full: no token for a newcomer
     assert len(asker.values(PeerAddress.parse("82.0.0.1:6881"), INFO_HASH, 21.0)) == 10

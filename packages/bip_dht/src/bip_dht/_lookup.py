@@ -16,6 +16,7 @@ API::
     lookup.next_deadline() -> float | None
     lookup.done -> bool
     lookup.result() -> LookupResult (closest responders with tokens, peers, best item)
+    lookup.writable(k) -> (LookupNode, ...) (the k closest responders that gave a token)
 
 Timeouts, as libtorrent does them. A query unanswered after ``slow_after`` seconds (default 2 s)
 is *slow*: it stops counting against ``alpha`` so one dead node does not stall the lookup, but
@@ -489,6 +490,30 @@ class Lookup:
             isinstance(item, MutableItem) and isinstance(best, MutableItem) and item.seq > best.seq
         ):
             self._item = item
+
+    def writable(self, k: int | None = None) -> tuple[LookupNode, ...]:
+        """The ``k`` (default: the lookup's) closest responders that gave a write token,
+        closest first: where an announce_peer or put goes.
+
+        Every responder is walked and the tokenless ones skipped, as libtorrent's
+        ``find_data::done`` does, not only the ``k`` closest: a node whose store is full for
+        the target withholds its token (so do read-only ones), and the ``k`` closest
+        responders of a popular hash may all do so; the write then goes to the next closest
+        that take it, not to nobody.
+
+        Raises:
+            LocalProtocolError: ``k`` is not a positive int.
+        """
+        limit = self.k if k is None else k
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise LocalProtocolError(f"k is a positive int, got {k!r}")
+        out: list[LookupNode] = []
+        for entry in self._entries:  # closest first
+            if entry.state is _State.RESPONDED and entry.token is not None:
+                out.append(LookupNode(entry.info, entry.token))
+                if len(out) == limit:
+                    break
+        return tuple(out)
 
     def result(self) -> LookupResult:
         """The closest ``k`` responding nodes (with tokens), the peers and the best item."""

@@ -15,8 +15,9 @@ The operations follow libtorrent's traversal algorithms: a lookup is a :class:`~
 a bootstrap first asks each address (whose id we do not know) for nodes close to our own id,
 then runs a find_node lookup on our id seeded with what they said (libtorrent's bootstrap
 traversal); an announce (put) is a get_peers (get) lookup followed by announce_peer (put) to
-the ``k`` closest responders that gave a write token, as libtorrent's dht::announce and
-put_data do.
+the ``k`` closest responders that gave a write token (:meth:`~bip_dht.Lookup.writable`: past
+the ``k`` closest responders when those withhold their tokens), as libtorrent's dht::announce
+and put_data do.
 """
 
 from __future__ import annotations
@@ -543,11 +544,13 @@ class BootstrapOp(LookupOp):
             self._begin_from_answers()
 
     def _begin_from_answers(self) -> None:
-        """Start each family's lookup from its responders, the nodes they named offered as
-        learned candidates. From the named nodes themselves (the old rule, unchecked) where
-        no responder of the family is left to start from: none answered in it (``nodes6``
-        from an IPv4 responder), or the lookup's filter refused them all (BEP 42 enforced on
-        a router's id, an unconnectable address); else the bootstrap would ask nobody."""
+        """Start each family's lookup from its responders (seeds) and the routing table, the
+        nodes the responders named offered as learned candidates (one per /24 or /64). The
+        learned ones start the lookup alone where no responder of the family is left to
+        start from: none answered in it (``nodes6`` from an IPv4 responder), or the lookup's
+        filter refused them all (BEP 42 enforced on a router's id, an unconnectable
+        address); as seeds there, one answer's made-up ids in one network could take every
+        place of the ``k`` closest (seeds skip the one-per-network rule)."""
         self.started = True
         ctx = self.ctx
         responders = list(self._responders.values())
@@ -555,11 +558,7 @@ class BootstrapOp(LookupOp):
         for family in ctx.families:
             theirs = [n for n in named if n.address.family == family]
             mine = [n for n in responders if n.address.family == family]
-            lookup = ctx.new_lookup(self.target, self.kind, mine, self.salt, family)
-            if mine and not lookup.done:
-                lookup.add_candidates(theirs)
-            else:
-                lookup = ctx.new_lookup(self.target, self.kind, theirs, self.salt, family)
+            lookup = ctx.new_lookup(self.target, self.kind, mine, self.salt, family, learned=theirs)
             if not lookup.done:
                 self.lookups[family] = lookup
         self._check_done()
@@ -582,7 +581,8 @@ class BootstrapOp(LookupOp):
 
 class _StoreOp(LookupOp):
     """A lookup followed by a write (announce_peer, put) to the closest responders with a
-    token: ``k`` of them at most per family."""
+    token: ``k`` of them at most per family, walking past the tokenless ones (a full swarm's
+    nodes withhold their tokens) as libtorrent's ``find_data::done`` does."""
 
     def __init__(
         self,
@@ -613,12 +613,10 @@ class _StoreOp(LookupOp):
             self._final = super().result()
             writes: deque[LookupNode] = deque()
             for family in self.ctx.families:
-                mine = [
-                    n
-                    for n in self._final.nodes
-                    if n.token is not None and n.node.address.family == family
-                ]
-                writes.extend(mine[: self.k])
+                lookup = self.lookups.get(family)
+                if lookup is not None:
+                    # every responder with a token, not only those among the k closest
+                    writes.extend(lookup.writable(self.k))
             self._writes = writes
         if not self._writes and not self._pending:
             self.done = True

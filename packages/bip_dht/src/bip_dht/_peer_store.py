@@ -24,6 +24,16 @@ When a cap is hit:
 - ``max_peers`` reached: the least recently announced peer of the info-hash with the most
   peers makes room, so no single swarm can crowd the others out.
 
+Refusing newcomers at a cap means whoever fills a cap first keeps it, so one network's share
+is bounded too: the entries (one per info-hash and IP) of one /24 (IPv4) or /64 (IPv6) are
+at most ``max_hashes // 8`` over the whole store and ``max_peers_per_hash // 8`` in one
+swarm's family (each at least 1); a newcomer of a network at either bound is refused (no
+token) like one at a cap. Without it one IPv4 host re-announcing 2000 random hashes every
+30 minutes (2.2 queries a second, well within the rate limit) held every hash slot for
+ever, and every new swarm was refused. The network is the routing
+table's (``_network``); local addresses (a LAN, loopback: those BEP 42 exempts) share a /24
+honestly and are exempt, as there.
+
 API (sans-IO: time is passed in, randomness from the caller's ``random.Random``):
 
 - :class:`PeerStore` ``(*, max_peers_per_hash=500, max_hashes=2000, max_peers=50_000,
@@ -31,7 +41,7 @@ API (sans-IO: time is passed in, randomness from the caller's ``random.Random``)
 - ``announce(info_hash, address, *, seed, now) -> bool`` (False: not stored: the address
   is not connectable, or the store refuses a newcomer at a cap);
 - ``accepts(info_hash, address, now) -> bool``: whether an announce from that IP would be
-  stored (the node's condition for a write token);
+  stored (the node's condition for a write token: caps and network bounds alike);
 - ``get_peers(info_hash, family, rng, now, *, max_count=None, noseed=False) ->
   list[PeerAddress]``: at most ``max_count`` (default :func:`max_values`) random live
   peers of the family;
@@ -62,6 +72,7 @@ from bip_handshake import PeerAddress
 
 from ._bloom import ScrapeBloom
 from ._errors import LocalProtocolError
+from ._routing import _network
 
 __all__ = [
     "DEFAULT_MAX_HASHES",
@@ -87,6 +98,10 @@ DEFAULT_MAX_PEERS = 50_000
 
 _INFO_HASH_SIZE = 20
 
+# A network's share (see the module docstring): 1/8 of the hash slots over the store, 1/8 of a
+# swarm's family cap in one swarm: it takes eight networks or more to fill either cap.
+_NETWORK_SHARE = 8
+
 # How many compact peers fit in a get_peers response. A reply also carries the header,
 # id, token and 8 nodes (26 bytes each over IPv4, 38 over IPv6); each value costs its
 # compact form plus the bencoded length prefix ("6:" / "18:"). 100 IPv4 values (800 bytes)
@@ -102,24 +117,37 @@ def max_values(family: int) -> int:
     return _MAX_VALUES[family]
 
 
-class _Peer:
-    __slots__ = ("announced_at", "port", "seed")
+def _network_key(host: IPv4Address | IPv6Address) -> int | None:
+    """The /24 or /64 of a stored (unmapped) IP as one int, the family in the low bit so an
+    IPv4 /24 and an IPv6 /64 of the same number stay apart; None for a local address."""
+    prefix = _network(host)
+    if prefix is None:
+        return None
+    return prefix << 1 | (host.version == 6)
 
-    def __init__(self, port: int, seed: bool, announced_at: float) -> None:
+
+class _Peer:
+    __slots__ = ("announced_at", "network", "port", "seed")
+
+    def __init__(self, port: int, seed: bool, announced_at: float, network: int | None) -> None:
         self.port = port
         self.seed = seed
         self.announced_at = announced_at
+        self.network = network  # _network_key of its IP, kept to count it down when dropped
 
 
 class _Swarm:
     """The peers of one info-hash, keyed by packed IP, least recently announced first."""
 
-    __slots__ = ("index", "peers", "v6")
+    __slots__ = ("index", "networks", "peers", "v6")
 
     def __init__(self, index: int) -> None:
         self.peers: dict[bytes, _Peer] = {}
         self.index = index  # position in PeerStore._hash_list, for O(1) random sampling
         self.v6 = 0  # how many of peers are IPv6 (the rest IPv4): each family has its own cap
+        # peers per network key (non-local ones; the key holds the family): at most
+        # max_peers_per_hash // 8 each
+        self.networks: dict[int, int] = {}
 
     def family_count(self, packed_size: int) -> int:
         """How many peers of the family of a packed IP of ``packed_size`` bytes it holds."""
@@ -143,6 +171,9 @@ class PeerStore:
     __slots__ = (
         "_by_count",
         "_hash_list",
+        "_network_cap",
+        "_networks",
+        "_swarm_network_cap",
         "_swarms",
         "_top",
         "_total",
@@ -180,6 +211,11 @@ class PeerStore:
         self._by_count: dict[int, dict[bytes, None]] = {}
         self._top = 0  # an upper bound of the highest non-empty count
         self._total = 0
+        # entries (one per info-hash and IP) per non-local network over the whole store, and
+        # the bounds on a network's entries there and in one swarm's family
+        self._networks: dict[int, int] = {}
+        self._network_cap = max(1, max_hashes // _NETWORK_SHARE)
+        self._swarm_network_cap = max(1, max_peers_per_hash // _NETWORK_SHARE)
 
     # -- bookkeeping -------------------------------------------------------------------
 
@@ -193,9 +229,22 @@ class PeerStore:
             self._by_count.setdefault(new, {})[info_hash] = None
             self._top = max(self._top, new)
 
+    def _count_network(self, swarm: _Swarm, network: int | None, change: int) -> None:
+        """Count a peer of ``network`` in or out (``change`` +1 or -1) of the swarm's and the
+        store's network counts; a count reaching zero is deleted (the dicts stay bounded)."""
+        if network is None:
+            return
+        for counts in (swarm.networks, self._networks):
+            left = counts.get(network, 0) + change
+            if left:
+                counts[network] = left
+            else:
+                del counts[network]
+
     def _drop_peer(self, info_hash: bytes, swarm: _Swarm, packed: bytes) -> None:
         count = len(swarm.peers)
-        del swarm.peers[packed]
+        peer = swarm.peers.pop(packed)
+        self._count_network(swarm, peer.network, -1)
         if len(packed) == 16:
             swarm.v6 -= 1
         self._total -= 1
@@ -208,6 +257,8 @@ class PeerStore:
         if count:
             self._regroup(info_hash, count, 0)
             self._total -= count
+            for peer in swarm.peers.values():
+                self._count_network(swarm, peer.network, -1)
         # Swap-remove from the sampling list.
         last = self._hash_list.pop()
         if last != info_hash:
@@ -234,12 +285,17 @@ class PeerStore:
                 return None
         return swarm
 
-    def _has_room(self, swarm: _Swarm | None, packed: bytes) -> bool:
-        """Whether a newcomer at ``packed`` (not in ``swarm`` yet) may join it: a new hash
-        needs a free hash slot, a known one room in the newcomer's family."""
+    def _has_room(self, swarm: _Swarm | None, packed: bytes, network: int | None) -> bool:
+        """Whether a newcomer at ``packed`` of ``network`` (not in ``swarm`` yet) may join
+        it: its network under its share of the store, and a new hash needs a free hash slot,
+        a known one room in the newcomer's family and for its network there."""
+        if network is not None and self._networks.get(network, 0) >= self._network_cap:
+            return False
         if swarm is None:
             return len(self._swarms) < self.max_hashes
-        return swarm.family_count(len(packed)) < self.max_peers_per_hash
+        if swarm.family_count(len(packed)) >= self.max_peers_per_hash:
+            return False
+        return network is None or swarm.networks.get(network, 0) < self._swarm_network_cap
 
     def _evict_from_largest_swarm(self) -> None:
         while self._top not in self._by_count:
@@ -268,19 +324,20 @@ class PeerStore:
         The caller has checked the token and resolved ``implied_port``. An IPv4-mapped
         IPv6 address is stored as IPv4. Returns False (storing nothing) for an address
         nobody could connect to (port 0, unspecified or multicast host), and for a newcomer
-        the store has no room for (its family of the swarm full, or a new info-hash with
-        ``max_hashes`` stored): see the module docstring. A stored IP always refreshes.
+        the store has no room for (its family of the swarm full, a new info-hash with
+        ``max_hashes`` stored, or its network at its share): see the module docstring. A
+        stored IP always refreshes.
         """
-        packed = self._packed(info_hash, address)
+        packed, network = self._key(info_hash, address)
         if not address.is_connectable:
             return False
         swarm = self._live_swarm(info_hash, now)
         if swarm is not None and packed in swarm.peers:
             # A re-announce: refresh, and move to the back of the announce order.
             del swarm.peers[packed]
-            swarm.peers[packed] = _Peer(address.port, bool(seed), now)
+            swarm.peers[packed] = _Peer(address.port, bool(seed), now, network)
             return True
-        if not self._has_room(swarm, packed):
+        if not self._has_room(swarm, packed, network):
             return False  # at capacity: drop the announce, keep what is stored (libtorrent)
         # Make room in all. The eviction may remove a whole swarm, ours included (when it
         # had a single peer), so the swarm is looked up again afterwards.
@@ -292,7 +349,8 @@ class PeerStore:
             self._swarms[info_hash] = swarm
             self._hash_list.append(info_hash)
         count = len(swarm.peers)
-        swarm.peers[packed] = _Peer(address.port, bool(seed), now)
+        swarm.peers[packed] = _Peer(address.port, bool(seed), now, network)
+        self._count_network(swarm, network, 1)
         if len(packed) == 16:
             swarm.v6 += 1
         self._total += 1
@@ -302,25 +360,28 @@ class PeerStore:
     def accepts(self, info_hash: bytes, address: PeerAddress, now: float) -> bool:
         """Whether an announce of ``info_hash`` from the IP of ``address`` would be stored at
         ``now`` (its port is not looked at): the IP is in the swarm already (a re-announce
-        refreshes), or the swarm's family, or for a new info-hash the store, has room.
+        refreshes), or the swarm's family, or for a new info-hash the store, has room, and
+        the IP's network is under its shares (see the module docstring).
 
         The node gives a ``get_peers`` requester a write token only then, as libtorrent
         does: a full swarm's newcomers announce to other nodes near the hash instead.
         """
-        packed = self._packed(info_hash, address)
+        packed, network = self._key(info_hash, address)
         swarm = self._live_swarm(info_hash, now)
         if swarm is not None and packed in swarm.peers:
             return True
-        return self._has_room(swarm, packed)
+        return self._has_room(swarm, packed, network)
 
     @staticmethod
-    def _packed(info_hash: bytes, address: PeerAddress) -> bytes:
-        """The checked arguments' stored key: the IP packed, IPv4-mapped IPv6 as IPv4."""
+    def _key(info_hash: bytes, address: PeerAddress) -> tuple[bytes, int | None]:
+        """The checked arguments' stored key (the IP packed, IPv4-mapped IPv6 as IPv4) and
+        its network key (None: a local address)."""
         if not isinstance(info_hash, bytes) or len(info_hash) != _INFO_HASH_SIZE:
             raise LocalProtocolError(f"an info-hash is 20 bytes, got {info_hash!r}")
         if not isinstance(address, PeerAddress):
             raise LocalProtocolError(f"a peer is a PeerAddress, got {address!r}")
-        return address.normalized().host.packed
+        host = address.normalized().host
+        return host.packed, _network_key(host)
 
     def get_peers(
         self,

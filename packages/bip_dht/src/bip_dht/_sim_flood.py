@@ -34,6 +34,9 @@ __all__ = ["FloodReport", "announce_flood", "memory_budget"]
 # datagrams only ever reach the node object in this process.
 _FIRST_SOURCE = int(IPv4Address("20.0.0.0"))
 _MAX_SOURCES = 1 << 24
+# The /24s the sources spread over (20.0.0.0 to 21.255.255.0): source i is in /24 number
+# i % _NETWORKS, so up to that many sources each have a network of their own.
+_NETWORKS = 1 << 17
 
 
 # What one stored thing may cost at most, for memory_budget: generous next to what the stores
@@ -89,8 +92,11 @@ class FloodReport:
 
 
 def _source(index: int) -> PeerAddress:
-    # host parts 1..254 only: .0 and .255 read as network and broadcast addresses to some
-    number = _FIRST_SOURCE + (index // 254) * 256 + index % 254 + 1
+    # One /24 per source first: the node bounds what one network may store (an eighth of its
+    # hash slots), so sources packed 254 to a /24 would test that bound, not the caps. Host
+    # parts 1..128 (2**24 sources over 2**17 networks): never .0 or .255, which read as
+    # network and broadcast addresses to some.
+    number = _FIRST_SOURCE + ((index % _NETWORKS) << 8) + index // _NETWORKS + 1
     return PeerAddress(IPv4Address(number), 6881 + index % 1000)
 
 
@@ -135,7 +141,10 @@ def announce_flood(
 
     Announce number ``i`` (counting from ``first``, so that a flood run in chunks goes on
     where the last chunk stopped) comes from source ``i % sources``, whose address and node
-    id are fixed, and, with ``hashes``, is for ``hashes[i % len(hashes)]``.
+    id are fixed, and, with ``hashes``, is for ``hashes[i % len(hashes)]``. The sources'
+    addresses spread over 131,072 /24s (a network each for up to that many sources), so the
+    node's bound on one network's share of its store does not stop the flood before its caps
+    do.
     """
     if count < 0 or first < 0 or not 1 <= sources <= _MAX_SOURCES or interval < 0:
         raise LocalProtocolError("count, first >= 0, sources in 1..2**24 and interval >= 0")
