@@ -251,10 +251,7 @@ class FsspecFileSystem:
 
     def _held(self) -> int:
         with self._state:
-            return self._held_locked()
-
-    def _held_locked(self) -> int:
-        return self._held_bytes
+            return self._held_bytes
 
     def _drop_locked(self, path: str) -> None:
         """Drop ``path``'s staged copy, if any, from the staged files and the counts
@@ -385,7 +382,7 @@ class FsspecFileSystem:
         uploads after each write.
         """
         limit = 2 * self.max_staged_bytes
-        if adding <= 0 or self._held_locked() + adding <= limit:
+        if adding <= 0 or self._held_bytes + adding <= limit:
             return None
         if not self._failures:
             return None  # nothing says the backend fails: stage, then upload early

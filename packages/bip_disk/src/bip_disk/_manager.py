@@ -476,6 +476,16 @@ def _lost_pieces(fs: FileSystem, layout: StorageLayout, piece: int) -> set[int]:
     return lost
 
 
+def _info_of(torrent: object) -> Info:
+    """``torrent``'s info dictionary: a :class:`~bip_metainfo.Metainfo`'s or the
+    :class:`~bip_metainfo.Info` itself; ``TypeError`` for anything else."""
+    if isinstance(torrent, Metainfo):
+        return torrent.info
+    if isinstance(torrent, Info):
+        return torrent
+    raise TypeError(f"a torrent is a Metainfo or an Info, not {type(torrent).__name__}")
+
+
 def _check_filesystem(filesystem: object) -> None:
     """Refuse what is not a :class:`FileSystem` (a TypeError, the caller's mistake)."""
     if not isinstance(filesystem, FileSystem):
@@ -676,10 +686,7 @@ class DiskManager:
             StorageError: a file could not be stat'ed.
         """
         self._check_open()
-        if isinstance(torrent, Metainfo | Info):
-            info = torrent.info if isinstance(torrent, Metainfo) else torrent
-        else:
-            raise TypeError(f"a torrent is a Metainfo or an Info, not {type(torrent).__name__}")
+        info = _info_of(torrent)
         _check_filesystem(filesystem)
         resume = _resume_of(info, resume_data)
         layout = StorageLayout.from_info(info, name_override=name)
@@ -790,10 +797,7 @@ class DiskManager:
             PathError: ``name`` is not usable.
         """
         self._check_open()
-        if isinstance(torrent, Metainfo | Info):
-            info = torrent.info if isinstance(torrent, Metainfo) else torrent
-        else:
-            raise TypeError(f"a torrent is a Metainfo or an Info, not {type(torrent).__name__}")
+        info = _info_of(torrent)
         _check_filesystem(filesystem)
         if info.info_hash in self._by_hash:
             raise TorrentStateError(

@@ -1435,7 +1435,7 @@ class Torrent:
         if make is None and self.info is not None:  # as where the storage first opened
             await trio.to_thread.run_sync(check_storage_place, self.info, save_dir)
         try:
-            filesystem = NativeFileSystem(save_dir) if make is None else make(save_dir)
+            filesystem = self._make_filesystem(save_dir)
         except (StorageError, OSError) as error:
             raise TorrentError(f"{self._name}: cannot move to {save_dir}: {error}") from None
         try:
@@ -1828,6 +1828,12 @@ class Torrent:
             )
         logger.debug("%s removed%s", self._name, " with its data" if delete_data else "")
 
+    def _make_filesystem(self, save_dir: Path) -> FileSystem:
+        """The torrent's storage for ``save_dir``: ``options.storage``'s, else native files
+        there (the caller checks the place first, where it must)."""
+        make = self.options.storage
+        return NativeFileSystem(save_dir) if make is None else make(save_dir)
+
     async def _delete_files(self, info: Info) -> list[str]:
         """Delete the files of a torrent the disk does not have (it never reached it, or
         knew it no more) with bip_disk's :meth:`~bip_disk.DiskManager.delete_files`,
@@ -1844,7 +1850,7 @@ class Torrent:
                 await trio.to_thread.run_sync(check_storage_place, info, save_dir)
             filesystem = self._filesystem
             if filesystem is None:
-                filesystem = made = NativeFileSystem(save_dir) if make is None else make(save_dir)
+                filesystem = made = self._make_filesystem(save_dir)
             errors = await self._disk.delete_files(info, filesystem)
         except (TorrentError, DiskError, OSError) as error:
             return [str(error)]
@@ -2035,9 +2041,7 @@ class Torrent:
         make = self.options.storage
         if make is None:  # files at save_dir/<path> (a custom storage names them its own way)
             await trio.to_thread.run_sync(check_storage_place, info, self.options.save_dir)
-        self._filesystem = (
-            NativeFileSystem(self.options.save_dir) if make is None else make(self.options.save_dir)
-        )
+        self._filesystem = self._make_filesystem(self.options.save_dir)
         resume = None if self._store is None else await self._store.load_resume()
         # Now checking. As libtorrent's checking_resume_data, the disk first says whether the
         # check will hash anything (files stat'ed, none read), out of the queue's view and
