@@ -133,8 +133,8 @@ async def test_adding_again_while_the_removal_deletes_a_moves_copy_is_refused() 
                 await trio.testing.wait_all_tasks_blocked()
                 new.sync_gate.set()
                 assert await trio.to_thread.run_sync(new.entered.wait, 5)
-                # The removal's own deletion (of the old files) is over by now; the copy's
-                # is not, and the torrent must not be added there meanwhile.
+                # The copy's deletion is under way (the removal waits for it, then deletes
+                # the old files): the torrent must not be added there meanwhile.
                 with pytest.raises(TorrentStateError, match="being deleted"):
                     await disk.add_torrent(info, new)
                 new.gate.set()

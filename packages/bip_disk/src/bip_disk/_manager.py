@@ -1012,8 +1012,9 @@ class DiskManager:
         # The switch: from here on the torrent is moved, whatever happens to the caller.
         old = storage.fs
         storage.fs = filesystem
-        # The executable files the copy did not create (the source lacked them) are
-        # created executable by their first write there.
+        # Every executable file is expected again: one the copy did not create (the source
+        # lacked it) is made executable by its first write there; for the copied ones the
+        # exclusive create is a no-op.
         storage.expect_executables()
         storage.error = storage.reason = None
         self._cache.drop_torrent(torrent.id)
