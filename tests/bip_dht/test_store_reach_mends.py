@@ -169,13 +169,15 @@ def _hash(index: int) -> bytes:
 def test_one_ipv4_network_cannot_take_every_hash_slot() -> None:
     # Before: one host re-announcing max_hashes random hashes within the rate limit held
     # every slot for ever, and every other new hash was refused (no token).
-    store = PeerStore(max_hashes=80)  # a network's share: 10 entries
+    store = PeerStore(max_hashes=80)  # a network's share: 10 hashes
     host = PeerAddress.parse("198.51.100.7:6881")
     taken = [store.announce(_hash(i), host, seed=False, now=0.0) for i in range(80)]
     assert taken == [True] * 10 + [False] * 70
     neighbour = PeerAddress.parse("198.51.100.200:6881")  # the same /24
     assert not store.accepts(_hash(90), neighbour, now=1.0)
-    assert not store.announce(_hash(0), neighbour, seed=False, now=1.0)  # a stored hash too
+    assert not store.announce(_hash(90), neighbour, seed=False, now=1.0)
+    # a hash the network holds already takes more of its hosts (the swarm's share bounds them)
+    assert store.announce(_hash(0), neighbour, seed=False, now=1.0)
     assert store.announce(_hash(0), host, seed=True, now=1.0)  # a stored entry refreshes
     # other networks have room; local addresses share a /24 honestly and are exempt
     assert store.announce(_hash(90), PeerAddress.parse("198.51.101.7:6881"), seed=False, now=2.0)
@@ -183,7 +185,30 @@ def test_one_ipv4_network_cannot_take_every_hash_slot() -> None:
     assert all(store.announce(_hash(100 + i), lan, seed=False, now=2.0) for i in range(20))
     # once the network's entries expire, it has room again
     assert store.expire(DEFAULT_PEER_TTL + 0.5) == 9
+    assert store._networks[_network_of(host.host.packed) or 0] == 1  # hash 0 (white-box)
     assert store.announce(_hash(95), neighbour, seed=False, now=DEFAULT_PEER_TTL + 0.5)
+    _check_network_counts(store)
+
+
+def test_the_hash_share_counts_hashes_not_entries() -> None:
+    # Before: the bound counted a network's entries (one per info-hash and IP), so 99 hosts of
+    # one /24 holding 5 of 200 hashes reached their swarm's share, 62, for no swarm (25 each,
+    # 200 // 8 entries in all); a campus or CGNAT network lost its honest announces.
+    s = PeerStore(max_peers_per_hash=500, max_hashes=200)
+    h = b"\x01" * 20
+    stored = sum(
+        s.announce(h, PeerAddress(IPv4Address(f"198.51.100.{i}"), 6881), seed=False, now=0.0)
+        for i in range(1, 100)
+    )
+    assert stored == 62  # 500 // 8: the swarm's share, not the store's
+    store = PeerStore()  # 2000 hashes: a network's share is 250 hashes
+    hosts = [PeerAddress(IPv4Address(f"203.0.113.{i}"), 6881) for i in range(1, 100)]
+    for index in range(5):
+        taken = [store.announce(_hash(index), a, seed=False, now=0.0) for a in hosts]
+        assert taken == [True] * 62 + [False] * 37
+        assert not store.accepts(_hash(index), hosts[-1], now=0.0)
+    assert len(store) == 310  # over 250 entries: only 5 hashes count
+    assert store.accepts(_hash(9), hosts[-1], now=0.0)
     _check_network_counts(store)
 
 
@@ -219,7 +244,8 @@ def _network_of(packed: bytes) -> int | None:
 
 
 def _check_network_counts(store: PeerStore) -> None:
-    """The network counts agree with the peers, and stay within the shares (white-box)."""
+    """The network counts agree with the peers, and stay within the shares (white-box): per
+    swarm a network's entries, over the store the hashes a network has entries in."""
     _check_invariants(store)
     total: dict[int, int] = {}
     for swarm in store._swarms.values():
@@ -229,11 +255,36 @@ def _check_network_counts(store: PeerStore) -> None:
             assert peer.network == network
             if network is not None:
                 counts[network] = counts.get(network, 0) + 1
-                total[network] = total.get(network, 0) + 1
+        for network in counts:
+            total[network] = total.get(network, 0) + 1
         assert swarm.networks == counts
         assert all(count <= max(1, store.max_peers_per_hash // 8) for count in counts.values())
     assert store._networks == total
     assert all(count <= max(1, store.max_hashes // 8) for count in total.values())
+
+
+def _expected_accept(store: PeerStore, info_hash: bytes, address: PeerAddress) -> bool:
+    """The documented rule, from the stored peers alone (after a lazy expiry of the swarm):
+    a stored IP refreshes; a newcomer needs room in the swarm's family (a new hash a free
+    slot), and for its network room in the swarm's share when the network is in the swarm
+    already, else a hash count under its share of the hash slots."""
+    packed = address.normalized().host.packed
+    swarm = store._swarms.get(info_hash)
+    if swarm is not None and packed in swarm.peers:
+        return True
+    if swarm is None:
+        if store.hash_count >= store.max_hashes:
+            return False
+    elif swarm.family_count(len(packed)) >= store.max_peers_per_hash:
+        return False
+    network = _network_of(packed)
+    if network is None:
+        return True
+    here = 0 if swarm is None else sum(_network_of(p) == network for p in swarm.peers)
+    if here:
+        return here < max(1, store.max_peers_per_hash // 8)
+    hashes = sum(any(_network_of(p) == network for p in s.peers) for s in store._swarms.values())
+    return hashes < max(1, store.max_hashes // 8)
 
 
 def _address(index: int) -> PeerAddress:
@@ -258,7 +309,7 @@ _steps = st.lists(
 
 
 @settings(max_examples=100, deadline=None)
-@given(_steps, st.integers(1, 20), st.integers(1, 20), st.integers(1, 30))
+@given(_steps, st.integers(1, 40), st.integers(1, 20), st.integers(1, 30))
 def test_network_counts_stay_exact_under_any_sequence(
     steps: list[tuple[int, int, float, bool]], per_hash: int, hashes: int, total: int
 ) -> None:
@@ -271,6 +322,7 @@ def test_network_counts_stay_exact_under_any_sequence(
         info_hash = bytes([info_hash_index]) * 20
         address = _address(address_index)
         accepted = store.accepts(info_hash, address, now)
+        assert accepted == _expected_accept(store, info_hash, address)
         assert store.announce(info_hash, address, seed=False, now=now) == accepted
         found = store.get_peers(info_hash, address.family, rng, now=now, max_count=99)
         assert (address in found) == accepted

@@ -25,12 +25,15 @@ When a cap is hit:
   peers makes room, so no single swarm can crowd the others out.
 
 Refusing newcomers at a cap means whoever fills a cap first keeps it, so one network's share
-is bounded too: the entries (one per info-hash and IP) of one /24 (IPv4) or /64 (IPv6) are
-at most ``max_hashes // 8`` over the whole store and ``max_peers_per_hash // 8`` in one
-swarm's family (each at least 1); a newcomer of a network at either bound is refused (no
-token) like one at a cap. Without it one IPv4 host re-announcing 2000 random hashes every
+is bounded too: one /24 (IPv4) or /64 (IPv6) has entries in at most ``max_hashes // 8``
+info-hashes (an eighth of the hash slots) and at most ``max_peers_per_hash // 8`` entries in
+one swarm's family (each at least 1); a newcomer of a network at either bound is refused (no
+token) like one at a cap: one that would add a hash to its network's share, or one over its
+network's share of the swarm. Without it one IPv4 host re-announcing 2000 random hashes every
 30 minutes (2.2 queries a second, well within the rate limit) held every hash slot for
-ever, and every new swarm was refused. The network is the routing
+ever, and every new swarm was refused. The hash bound counts hashes, not entries: many hosts
+of one network (a campus, a carrier-grade NAT) in a few popular swarms each reach their
+share of every swarm. The network is the routing
 table's (``_network``); local addresses (a LAN, loopback: those BEP 42 exempts) share a /24
 honestly and are exempt, as there.
 
@@ -146,7 +149,7 @@ class _Swarm:
         self.index = index  # position in PeerStore._hash_list, for O(1) random sampling
         self.v6 = 0  # how many of peers are IPv6 (the rest IPv4): each family has its own cap
         # peers per network key (non-local ones; the key holds the family): at most
-        # max_peers_per_hash // 8 each
+        # max_peers_per_hash // 8 each; a network's key is here iff it has a peer here
         self.networks: dict[int, int] = {}
 
     def family_count(self, packed_size: int) -> int:
@@ -211,8 +214,8 @@ class PeerStore:
         self._by_count: dict[int, dict[bytes, None]] = {}
         self._top = 0  # an upper bound of the highest non-empty count
         self._total = 0
-        # entries (one per info-hash and IP) per non-local network over the whole store, and
-        # the bounds on a network's entries there and in one swarm's family
+        # per non-local network, how many info-hashes it has an entry in (the swarms whose
+        # ``networks`` hold its key); the bounds on that and on its entries in one swarm's family
         self._networks: dict[int, int] = {}
         self._network_cap = max(1, max_hashes // _NETWORK_SHARE)
         self._swarm_network_cap = max(1, max_peers_per_hash // _NETWORK_SHARE)
@@ -230,16 +233,27 @@ class PeerStore:
             self._top = max(self._top, new)
 
     def _count_network(self, swarm: _Swarm, network: int | None, change: int) -> None:
-        """Count a peer of ``network`` in or out (``change`` +1 or -1) of the swarm's and the
-        store's network counts; a count reaching zero is deleted (the dicts stay bounded)."""
+        """Count a peer of ``network`` in or out (``change`` +1 or -1) of the swarm's network
+        counts, and the swarm in or out of the network's hash count when that peer is the
+        network's first there or its last; a count reaching zero is deleted (the dicts stay
+        bounded)."""
         if network is None:
             return
-        for counts in (swarm.networks, self._networks):
-            left = counts.get(network, 0) + change
-            if left:
-                counts[network] = left
-            else:
-                del counts[network]
+        left = swarm.networks.get(network, 0) + change
+        if left:
+            swarm.networks[network] = left
+        else:
+            del swarm.networks[network]
+        if left == 0 or (left == 1 and change == 1):
+            self._count_hash(network, -1 if left == 0 else 1)
+
+    def _count_hash(self, network: int, change: int) -> None:
+        """Count an info-hash in or out of the hashes ``network`` has entries in."""
+        left = self._networks.get(network, 0) + change
+        if left:
+            self._networks[network] = left
+        else:
+            del self._networks[network]
 
     def _drop_peer(self, info_hash: bytes, swarm: _Swarm, packed: bytes) -> None:
         count = len(swarm.peers)
@@ -257,8 +271,9 @@ class PeerStore:
         if count:
             self._regroup(info_hash, count, 0)
             self._total -= count
-            for peer in swarm.peers.values():
-                self._count_network(swarm, peer.network, -1)
+            for network in swarm.networks:
+                self._count_hash(network, -1)
+            swarm.networks.clear()
         # Swap-remove from the sampling list.
         last = self._hash_list.pop()
         if last != info_hash:
@@ -287,15 +302,20 @@ class PeerStore:
 
     def _has_room(self, swarm: _Swarm | None, packed: bytes, network: int | None) -> bool:
         """Whether a newcomer at ``packed`` of ``network`` (not in ``swarm`` yet) may join
-        it: its network under its share of the store, and a new hash needs a free hash slot,
-        a known one room in the newcomer's family and for its network there."""
-        if network is not None and self._networks.get(network, 0) >= self._network_cap:
-            return False
+        it: a new hash needs a free hash slot, a known one room in the newcomer's family and
+        for its network there; and a newcomer that would add a hash to its network's count
+        (none of its network in the swarm yet) needs that count under its share."""
         if swarm is None:
-            return len(self._swarms) < self.max_hashes
-        if swarm.family_count(len(packed)) >= self.max_peers_per_hash:
+            if len(self._swarms) >= self.max_hashes:
+                return False
+        elif swarm.family_count(len(packed)) >= self.max_peers_per_hash:
             return False
-        return network is None or swarm.networks.get(network, 0) < self._swarm_network_cap
+        if network is None:
+            return True  # a local address: no network bound
+        here = 0 if swarm is None else swarm.networks.get(network, 0)
+        if here:
+            return here < self._swarm_network_cap  # the hash counts for its network already
+        return self._networks.get(network, 0) < self._network_cap
 
     def _evict_from_largest_swarm(self) -> None:
         while self._top not in self._by_count:
