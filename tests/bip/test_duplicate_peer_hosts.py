@@ -5,7 +5,9 @@
   alone refused the real peer for good.
 - From one host, the tie-break still keeps one (libtorrent's rule, by peer id).
 - A connection being removed (still in ``manager.peers`` until its task runs) is no
-  duplicate: a new connection from its host is not refused for it.
+  duplicate: a new connection from its host is not refused for it, and takes its place
+  (added beside it, it was refused at ``max_peers_per_host``: the leaving one holds its
+  place until its task runs).
 
 Loopback sessions on 127.0.0.1; the hostile peer helper makes plain handshakes with a
 chosen peer id, from a chosen 127.0.0.X."""
@@ -22,7 +24,7 @@ import trio.testing
 from _engine_helpers import address_of, loopback_config, make_torrent, write_content
 from _hostile_peer import hostile_peer
 
-from bip._client import Session, Torrent, TorrentOptions, open_session
+from bip._client import REASON_DUPLICATE, Session, Torrent, TorrentOptions, open_session
 from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
 
 HONEST_HOST = "127.0.0.1"
@@ -32,10 +34,12 @@ HIGH_ID = b"\xff" * 20  # above ours: a new inbound connection wins it
 
 
 @asynccontextmanager
-async def seeding_session(tmp_path: Path) -> AsyncIterator[tuple[Session, Torrent]]:
+async def seeding_session(
+    tmp_path: Path, **changes: object
+) -> AsyncIterator[tuple[Session, Torrent]]:
     folder = write_content(tmp_path / "data", [20_000])
     torrent = make_torrent(folder, "v1")
-    async with open_session(loopback_config()) as session:
+    async with open_session(loopback_config(**changes)) as session:
         seeding = await session.add_torrent(torrent, TorrentOptions(folder.parent))
         await seeding.wait_complete()
         yield session, seeding
@@ -111,6 +115,29 @@ async def test_a_connection_being_removed_is_no_duplicate(tmp_path: Path) -> Non
                 assert session._settle_duplicate(seeding, new) == (False, None)
                 session.manager.remove_peer(old, "gone")
                 # ...which is leaving now (still among the peers until its task runs): the
-                # new one was refused for it, and both were lost.
+                # new one was refused for it, and both were lost. It takes its place.
                 assert old in session.manager.peers
-                assert session._settle_duplicate(seeding, new) == (True, None)
+                assert session._settle_duplicate(seeding, new) == (True, old)
+
+
+async def test_a_connection_arriving_while_its_host_leaves_is_added(tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        async with seeding_session(tmp_path, max_peers_per_host=1) as (session, seeding):
+            address = address_of(session)
+            async with hostile_peer(address, seeding.info_hash, peer_id=LOW_ID):
+                await connected(session, 1)
+                [old] = session.manager.peers
+                session.manager.remove_peer(old, "gone")
+                new = _handshake_from(session, LOW_ID, HONEST_HOST)
+                # As the session's accept loop takes it: the leaving connection still holds
+                # the host's only place, so added beside it, it was refused.
+                keep, replaced = session._settle_duplicate(seeding, new)
+                assert keep
+                if replaced is None:
+                    peer = session.manager.add_peer(new, num_pieces=seeding.num_pieces)
+                else:
+                    peer = session.manager.replace_peer(
+                        replaced, new, reason=REASON_DUPLICATE, num_pieces=seeding.num_pieces
+                    )
+                assert session.manager.is_connected(peer)
+                assert not session.manager.is_connected(old)

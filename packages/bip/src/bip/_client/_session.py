@@ -1043,24 +1043,25 @@ class Session:
         The cost: a peer reachable at two addresses (dual stack, IPv4 and IPv6) may be
         connected at both, one extra connection, each held to the host limits. A connection
         being removed (still among the manager's peers until its task runs) is no duplicate:
-        refusing a new one for it would lose both.
+        refusing a new one for it would lose both. The new one takes its place, though (it
+        is returned): added beside it, it was refused at ``max_peers`` or
+        ``max_peers_per_host``, the leaving one holding its place until its task runs.
         """
         host = handshake.address.normalized().host
         # The manager's peers, not the torrent's: a peer is there as soon as it is added,
         # before its PeerAdded event reaches the torrent.
-        old = next(
-            (
-                peer
-                for peer in self.manager.peers
-                if peer.peer_id == handshake.peer_id
-                and peer.address.normalized().host == host
-                and self.manager.is_connected(peer)
-                and self.find(peer.info_hash) is torrent
-            ),
-            None,
-        )
+        same = [
+            peer
+            for peer in self.manager.peers
+            if peer.peer_id == handshake.peer_id
+            and peer.address.normalized().host == host
+            and self.find(peer.info_hash) is torrent
+        ]
+        old = next((peer for peer in same if self.manager.is_connected(peer)), None)
         if old is None:
-            return True, None
+            # None connected: a leaving one's place, if any (replace_peer takes it, else adds
+            # the new one as add_peer does).
+            return True, same[0] if same else None
         ours, theirs = bytes(self.peer_id), bytes(handshake.peer_id)
         opener = ours if handshake.direction == "outbound" else theirs
         if opener != max(ours, theirs):

@@ -1863,12 +1863,18 @@ class Torrent:
         """Get the info dictionary, and a v2-only torrent's piece layers: saved by an earlier
         run, else from the peers (BEP 9, then BEP 52 hash requests)."""
         saved = None if self._store is None else await self._store.load_metadata()
+        # Parsed in a thread, which a removal or a close does not cut short, and whose result
+        # comes back with no checkpoint: cancelled meanwhile, this would register the
+        # torrent again (session and handshaker) and serve its metadata after its removal.
+        await trio.lowlevel.checkpoint_if_cancelled()
         if saved is not None:
             info, self._piece_layers = saved
             if self.options.storage is None:  # kept by a run that did not refuse it
                 check_storage_name(info)
         else:
             info = await self._fetch_info()
+            # Likewise: its parse and its save end in threads.
+            await trio.lowlevel.checkpoint_if_cancelled()
         # Both name this torrent: load_metadata and _fetch_info check it (default storage).
         self.info = info
         self._name = info.name
@@ -1890,6 +1896,8 @@ class Torrent:
             # once, there, not hashed again here.
             self._piece_layers = await self._fetch_layers(info)
             await self._save_info(info)
+            # Saved in a thread: a removal meanwhile must not see the torrent checking.
+            await trio.lowlevel.checkpoint_if_cancelled()
         else:
             self._serve_layers(info)
         # Checking from now on: held until the queue decides, out of its view until the
