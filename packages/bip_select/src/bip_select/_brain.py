@@ -54,9 +54,9 @@ a have, is offered at once to the peers that have it, whatever room they have.
 A client that stores blocks before telling the brain (:class:`~bip_select.BlockReceived`
 after the disk write) feeds :class:`~bip_select.BlockArrived` as each block comes off the
 wire: a slow disk then holds up no peer's clock (no snub, no timed-out or cancelled request
-for a peer whose block waits for our disk), as libtorrent counts a block when it arrives; a
-block the client drops itself goes back with :class:`~bip_select.BlockDropped`, which blames
-nobody.
+for a peer whose block waits for our disk; an arrival ends a snub, and a choke keeps such a
+block asked of its peer), as libtorrent counts a block when it arrives; a block the client
+drops itself goes back with :class:`~bip_select.BlockDropped`, which blames nobody.
 
 Logging: the brain is a sans-IO core, so it logs at DEBUG only, under ``bip_select.brain``, and
 only its own decisions a log reader cannot see in the actions: end-game entered, a peer banned
@@ -875,7 +875,12 @@ class SwarmBrain:
             return []
         state.choking_us = True
         actions: list[Action] = []
-        freed = self.picker.peer_choked(peer, state.fast)
+        # Blocks that arrived and wait for our disk are served, not requests: kept (asked
+        # of the peer until stored or dropped), or they would be asked of others again.
+        queues = self.queues
+        freed = self.picker.peer_choked(
+            peer, state.fast, keep=lambda block: queues.is_waiting(peer, block)
+        )
         if freed:
             self._released(now, actions, {block.piece for block in freed})
         return actions
@@ -927,10 +932,7 @@ class SwarmBrain:
         queues.block_received(peer, length, now)
         queues.block_settled(peer, block, now)  # stored: it no longer waits for the disk
         self.choker.downloaded(peer, length, now)
-        if state.snubbed_since is not None:
-            _log.debug("peer %s no longer snubs us", peer)
-            state.snubbed_since = None
-            self.choker.set_snubbed(peer, False)
+        self._unsnub(peer, state)
         received = self.picker.block_received(peer, block)
         actions: list[Action] = []
         if received is not None:
@@ -954,13 +956,25 @@ class SwarmBrain:
         # 1% of pieces went from 2.8% to 3.7%, worse on every seed).
         return actions
 
+    def _unsnub(self, peer: PeerKey, state: _PeerState) -> None:
+        """``peer`` sent a block: a snub ends, and the time it counts toward
+        ``drop_snubbed_after`` with it (the queueing layer has cleared its own flag)."""
+        if state.snubbed_since is not None:
+            _log.debug("peer %s no longer snubs us", peer)
+            state.snubbed_since = None
+            self.choker.set_snubbed(peer, False)
+
     def _block_arrived(self, event: BlockArrived, now: float) -> list[Action]:
         peer, block = event.peer, event.block
-        self._peer(peer)
+        state = self._peer(peer)
         # Only a block asked of it: what is recorded stays bounded by its requests, and a
         # block nobody asked for proves nothing.
         if self.geometry.is_block(block) and block in self.picker.requests.outstanding(peer):
+            # The peer is sending: a snub ends now, not when our disk gets to the block
+            # (libtorrent's incoming_piece clears it on the data's arrival), or a slow disk
+            # would have drop_snubbed_after drop a peer that delivered.
             self.queues.block_arrived(peer, block, now)
+            self._unsnub(peer, state)
         return []  # it is not received yet: BlockReceived does the rest once it is stored
 
     def _block_dropped(self, event: BlockDropped, now: float) -> list[Action]:

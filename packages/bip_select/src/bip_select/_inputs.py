@@ -159,7 +159,9 @@ class PeerChokedUs(Input):
 
     With the fast extension the peer rejects each dropped request explicitly (and may keep
     serving allowed-fast pieces), so the brain waits for the rejects; without it every request
-    to that peer is considered lost at once, as BEP 3 says.
+    to that peer is considered lost at once, as BEP 3 says, but for the blocks that arrived
+    and wait for our disk (:class:`BlockArrived`): those were served, and stay the peer's
+    until :class:`BlockReceived` or :class:`BlockDropped`.
     """
 
     peer: PeerKey
@@ -213,13 +215,14 @@ class BlockArrived(Input):
 
     For a client that stores blocks before it tells the brain (:class:`BlockReceived`
     follows the store): a slow disk (a storage move, a slow drive) must not count against
-    peers that delivered on time. The peer's request clock is refreshed, and while the block
-    waits the peer is neither snubbed nor are its requests timed out (a client that stops
-    reading peers whose blocks wait for the disk holds up their other requests itself); no
-    cancel is sent for the block. The block is not received yet: :class:`BlockReceived`
-    once it is stored, or :class:`BlockDropped` if the client gives it up, must follow
-    (libtorrent counts a block when it arrives, before its disk write). A block that was
-    not asked of ``peer`` is ignored.
+    peers that delivered on time. The peer's request clock is refreshed, a snub ends (the
+    peer is sending), and while the block waits the peer is neither snubbed nor are its
+    requests timed out (a client that stops reading peers whose blocks wait for the disk
+    holds up their other requests itself); no cancel is sent for the block, and a choke
+    (without the fast extension) keeps it asked of ``peer``. The block is not received yet:
+    :class:`BlockReceived` once it is stored, or :class:`BlockDropped` if the client gives
+    it up, must follow (libtorrent counts a block when it arrives, before its disk write).
+    A block that was not asked of ``peer`` is ignored.
 
     >>> from bip_select import Block
     >>> BlockArrived(7, Block(0, 0, 16384))

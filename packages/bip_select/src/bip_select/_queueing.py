@@ -371,10 +371,12 @@ class PeerQueues:
     def block_arrived(self, peer: PeerKey, block: Block, now: float) -> None:
         """``peer`` delivered ``block`` (asked of it) at ``now``, and it waits for our disk.
 
-        The peer's idle clock is refreshed, and held until every block of it that waits is
-        settled (:meth:`block_settled`): meanwhile :meth:`expired` neither snubs it nor
-        times out its requests. A client that stops reading a peer while its disk is behind
-        holds up the peer's other requests itself; the peer is not to blame for them.
+        A snub ends (the peer is sending, as libtorrent's ``incoming_piece`` decides on the
+        data's arrival, before its disk write). The peer's idle clock is refreshed, and held
+        until every block of it that waits is settled (:meth:`block_settled`): meanwhile
+        :meth:`expired` neither snubs it nor times out its requests. A client that stops
+        reading a peer while its disk is behind holds up the peer's other requests itself;
+        the peer is not to blame for them.
         The rate is measured when the block is stored (:meth:`block_received`).
 
         Raises:
@@ -382,6 +384,7 @@ class PeerQueues:
         """
         state = self._peer(peer)
         state.last_block = max(state.last_block, now)
+        state.snubbed = False
         state.waiting[block] = None
 
     def block_settled(self, peer: PeerKey, block: Block, now: float) -> None:

@@ -14,8 +14,9 @@ API:
     have, not a block of this torrent).
   - ``reject(peer, block)``, ``time_out(peer, block)``, ``cancel(peer, block)``:
     the request is gone; the block is free to request again once nobody else has it.
-  - ``drop_peer(peer) -> list[Block]``: every request of a departed (or, without the
-    fast extension, choking) peer is gone; returns them.
+  - ``drop_peer(peer, keep=None) -> list[Block]``: every request of a departed (or,
+    without the fast extension, choking) peer is gone, but those ``keep(block)`` spares;
+    returns them.
   - ``piece_passed(piece)`` / ``piece_failed(piece)``: the hash verdict; both return
     the peers that sent blocks of the piece (for trust and bans). A failed piece
     starts over with every block free.
@@ -351,9 +352,16 @@ class RequestBook:
         """We cancelled ``block`` at ``peer``; returns whether it was pending."""
         return self._release(peer, block)
 
-    def drop_peer(self, peer: PeerKey) -> list[Block]:
-        """Forget every pending request to ``peer``; returns them, oldest first."""
+    def drop_peer(self, peer: PeerKey, keep: Callable[[Block], bool] | None = None) -> list[Block]:
+        """Forget every pending request to ``peer``; returns them, oldest first.
+
+        ``keep`` spares the blocks it says True of: they stay asked of ``peer`` (a choke
+        without the fast extension keeps the blocks that arrived and wait for our disk:
+        they are served, and freeing them would have them asked of others again).
+        """
         blocks = list(self._peers.get(peer, ()))
+        if keep is not None:
+            blocks = [block for block in blocks if not keep(block)]
         for block in blocks:
             self._release(peer, block)
         return blocks

@@ -56,11 +56,11 @@ API:
   - ``block_received(peer, block) -> Received | None`` (its ``cancel`` lists the
     end-game losers), ``block_rejected``, ``block_timed_out``, ``block_cancelled``,
     ``block_dropped``, ``peer_choked`` (without the fast extension a choke drops every
-    request: returns them); a reject, a time-out, a choke, a departure or the peer
-    losing the piece ends a parole peer's hold on the piece (a time-out, or a reject
-    while the peer unchokes us, also forfeits the piece for a while), our own cancel or
-    drop does not (unless the peer chokes us and nothing else of the piece is asked of
-    it), nor does the reject that answers our cancel;
+    request but those its ``keep`` spares: returns them); a reject, a time-out, a choke,
+    a departure or the peer losing the piece ends a parole peer's hold on the piece (a
+    time-out, or a reject while the peer unchokes us, also forfeits the piece for a
+    while), our own cancel or drop does not (unless the peer chokes us and nothing else
+    of the piece is asked of it), nor does the reject that answers our cancel;
   - ``piece_passed(piece)`` / ``piece_failed(piece)`` -> the peers that sent it;
     ``lose_piece(piece)`` (a piece we had is gone: wanted again);
   - priorities: ``set_piece_priority``, ``set_piece_priorities``,
@@ -72,7 +72,15 @@ API:
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from collections.abc import Set as AbstractSet
 from typing import Protocol, TypeAlias
 
@@ -594,9 +602,12 @@ class PiecePicker:
         """Whether ``peer`` has a piece we want."""
         return next(iter(self.availability.iter_wanted(peer)), None) is not None
 
-    def peer_choked(self, peer: PeerKey, fast: bool) -> list[Block]:
+    def peer_choked(
+        self, peer: PeerKey, fast: bool, keep: Callable[[Block], bool] | None = None
+    ) -> list[Block]:
         """``peer`` choked us. Without the fast extension every pending request is gone
-        (returns them); with it, requests stay until rejected (returns nothing).
+        (returns them) but those ``keep(block)`` spares (blocks that arrived and wait for
+        our disk: they are served); with it, requests stay until rejected (returns nothing).
 
         A parole peer's holds end with its requests (see ``pick``'s ``exclusive``): with
         the fast extension each reject ends its own; a piece held with nothing asked of the
@@ -608,7 +619,7 @@ class PiecePicker:
             self._release_idle(peer)
             return []
         self._release_exclusive(peer)
-        return self.requests.drop_peer(peer)
+        return self.requests.drop_peer(peer, keep)
 
     # -- blocks ------------------------------------------------------------------------
 
