@@ -15,6 +15,7 @@ import trio.testing
 from bip_bencode import encode
 from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
 from bip_metainfo import InfoHash
+from bip_peer._errors import RemoteProtocolError
 from bip_peer._exchange import MetadataExchange, PeerExchange
 from bip_peer._extended import MetadataData, MetadataRequest, PexMessage
 from bip_peer._manager import (
@@ -30,6 +31,7 @@ from bip_peer._manager import (
     open_peer_manager,
 )
 from bip_peer._messages import HaveAll, Interested, Piece, Request, Unchoke
+from bip_peer._pex import PEX_FLOOD_ALLOWANCE
 
 EXT = Extensions.EXTENSION_PROTOCOL | Extensions.FAST
 NUM_PIECES = 16
@@ -376,9 +378,13 @@ async def test_a_pex_flood_is_one_debug_record(caplog: pytest.LogCaptureFixture)
         flood = PexMessage(
             added=(addr(7),), added_flags=(0,), added6=(), added6_flags=(), dropped=(), dropped6=()
         )
-        for _ in range(50):
+        # The allowance (libtorrent's six bunched messages): the first is taken, the rest
+        # ignored with one record; the next within the minute ends the connection.
+        for _ in range(PEX_FLOOD_ALLOWANCE):
             assert exchange.message_received(manager, peer, flood)
-        assert exchange.statistics().messages_ignored == 49
+        assert exchange.statistics().messages_ignored == PEX_FLOOD_ALLOWANCE - 1
+        with pytest.raises(RemoteProtocolError):
+            exchange.message_received(manager, peer, flood)
     flooding = [m for m in caplog.messages if "sent too soon" in m]
     assert flooding == [
         "PEX message from 10.0.0.1:6881 ignored: sent too soon after the previous one "

@@ -788,6 +788,10 @@ class PeerExchange:
 
         A peer of a torrent found private since it connected (a magnet's metadata says so)
         has its PEX state dropped and the message ignored (BEP 27).
+
+        Raises:
+            RemoteProtocolError: the peer floods (its inbox's limit on messages a minute),
+                which removes it.
         """
         if not isinstance(message, PexMessage):
             return False

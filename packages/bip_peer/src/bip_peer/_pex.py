@@ -9,7 +9,10 @@
   :class:`~bip_handshake.PeerSink`: messages closer together than the minimum interval are
   ignored, only so many addresses per message and per peer are taken, and addresses that cannot
   be dialled (port 0, unspecified, multicast), ours, the sender's own, or private ones from a
-  public peer are dropped. Everything ignored is counted.
+  public peer are dropped. Everything ignored is counted. A peer that floods (more than
+  ``PEX_FLOOD_ALLOWANCE`` messages within ``PEX_FLOOD_WINDOW`` seconds, libtorrent's
+  rule) raises :class:`~bip_peer.RemoteProtocolError` before its message is looked at, which
+  removes it: ignoring it would leave it free to cost us a decode per tiny message for ever.
 
 Peers lie, so received addresses are only ever *candidates* for a dial; nothing here trusts them
 beyond that.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -27,6 +30,7 @@ from typing import Final
 
 from bip_handshake import PeerAddress
 
+from ._errors import RemoteProtocolError
 from ._extended import PexMessage
 
 __all__ = [
@@ -37,6 +41,8 @@ __all__ = [
     "DEFAULT_PEX_MIN_RECEIVE_INTERVAL",
     "DEFAULT_PEX_RECEIVE_LIMIT",
     "MAX_OUR_ADDRESSES",
+    "PEX_FLOOD_ALLOWANCE",
+    "PEX_FLOOD_WINDOW",
     "PexFlags",
     "PexInbox",
     "PexInboxStatistics",
@@ -65,6 +71,14 @@ DEFAULT_PEX_MAX_KNOWN: Final = 200
 """Addresses remembered per peer (libtorrent's ``max_pex_peers`` is 200 too); beyond it, new ones
 are ignored until the peer drops some."""
 
+PEX_FLOOD_ALLOWANCE: Final = 6
+"""Messages a peer may send within ``PEX_FLOOD_WINDOW`` seconds; one more is a protocol
+error. libtorrent (``ut_pex.cpp``, ``m_last_pex``) keeps the times of the last six and
+disconnects on a seventh within 60 s: six, not one, because messages that queued behind a
+rate-limited connection arrive back to back."""
+
+PEX_FLOOD_WINDOW: Final = 60.0
+"""Seconds over which ``PEX_FLOOD_ALLOWANCE`` counts (libtorrent's, and BEP 11's minute)."""
 
 MAX_OUR_ADDRESSES: Final = 64
 """Our own addresses added after construction (``add_our_address``: the external ones a
@@ -281,7 +295,8 @@ class PexInboxStatistics:
 
     Attributes:
         messages: messages taken.
-        ignored_too_soon: messages ignored for arriving closer than the minimum interval.
+        ignored_too_soon: messages ignored for arriving closer than the minimum interval
+            (within the flood allowance: past it, the peer is a protocol error).
         accepted: addresses passed on as new candidates.
         ignored_excess: addresses beyond the per-message or per-peer limit.
         ignored_invalid: addresses that cannot be dialled (port 0, unspecified, multicast).
@@ -349,6 +364,12 @@ class PexInbox:
     True
     >>> inbox.statistics().ignored_too_soon
     1
+    >>> for now in (2.0, 3.0, 4.0, 5.0):  # six messages in a minute: still ignored
+    ...     inbox.receive(message, now)
+    >>> inbox.receive(message, now=6.0)  # a seventh: a flood, the peer must go
+    Traceback (most recent call last):
+    ...
+    bip_peer._errors.RemoteProtocolError: 7 ut_pex messages within 60 s (at most 6 allowed)
 
     Args:
         peer_address: the sender's address: its own address in its list is ignored, and when it
@@ -387,6 +408,8 @@ class PexInbox:
         self._max_known = max_known
         self._known: dict[PeerAddress, None] = {}  # addresses this peer added, not dropped
         self._last = -math.inf
+        # When the last PEX_FLOOD_ALLOWANCE messages arrived, taken or not, oldest first.
+        self._arrivals: deque[float] = deque(maxlen=PEX_FLOOD_ALLOWANCE)
         self._messages = 0
         self._too_soon = 0
         self._accepted = 0
@@ -397,7 +420,21 @@ class PexInbox:
         self._dup = 0
 
     def receive(self, message: PexMessage, now: float) -> PexUpdate | None:
-        """Take a message: the new candidates and the drops, or None if it came too soon."""
+        """Take a message: the new candidates and the drops, or None if it came too soon.
+
+        Raises:
+            RemoteProtocolError: the message is one more than ``PEX_FLOOD_ALLOWANCE``
+                within ``PEX_FLOOD_WINDOW`` seconds (libtorrent's rule): the peer floods
+                and must be disconnected. Checked first, so nothing of the message is used.
+        """
+        # Before anything else: a flood's cost is per message, however little it carries.
+        arrivals = self._arrivals
+        if len(arrivals) == PEX_FLOOD_ALLOWANCE and now - PEX_FLOOD_WINDOW < arrivals[0]:
+            raise RemoteProtocolError(
+                f"{PEX_FLOOD_ALLOWANCE + 1} ut_pex messages within {PEX_FLOOD_WINDOW:g} s "
+                f"(at most {PEX_FLOOD_ALLOWANCE} allowed)"
+            )
+        arrivals.append(now)
         if now < self._last + self._min_interval:
             self._too_soon += 1
             return None
