@@ -212,6 +212,31 @@ def test_the_hash_share_counts_hashes_not_entries() -> None:
     _check_network_counts(store)
 
 
+def test_a_few_ipv6_networks_cannot_fill_the_store_and_evict_an_honest_swarm() -> None:
+    # Before: once a /64 had a hash, only the swarm's share bounded its hosts there: 62 hosts
+    # in 250 hashes held 15,500 entries, four /64s filled max_peers, and the eviction (the
+    # largest swarm gives way) cut an honest swarm of 494 IPv4 peers down to 50.
+    store = PeerStore()  # a network's share: 250 hashes, 6250 entries, 62 per swarm family
+    honest = _hash(5000)
+    for index in range(494):
+        peer = PeerAddress(IPv4Address(f"203.{index // 256}.{index % 256}.1"), 6881)
+        assert store.announce(honest, peer, seed=False, now=0.0)
+    hosts = [
+        PeerAddress(IPv6Address(f"2001:db8:0:{net:x}::{host:x}"), 6881)
+        for net in range(4)
+        for host in range(1, 63)
+    ]
+    for index in range(1000):
+        info_hash = _hash(index)
+        for address in hosts:
+            store.announce(info_hash, address, seed=False, now=1.0)
+    assert store.counts(honest, now=2.0) == (0, 494)
+    assert len(store) == 494 + 4 * 6250  # each /64 at its share of the entries
+    assert not store.accepts(_hash(0), PeerAddress.parse("[2001:db8::99]:6881"), now=2.0)
+    assert store.accepts(_hash(0), PeerAddress.parse("[2001:db8:0:9::1]:6881"), now=2.0)
+    _check_network_counts(store)
+
+
 def test_one_network_holds_an_eighth_of_a_swarms_family() -> None:
     store = PeerStore(max_peers_per_hash=16)  # a network's share of a swarm's family: 2
     h = _hash(1)
@@ -245,9 +270,11 @@ def _network_of(packed: bytes) -> int | None:
 
 def _check_network_counts(store: PeerStore) -> None:
     """The network counts agree with the peers, and stay within the shares (white-box): per
-    swarm a network's entries, over the store the hashes a network has entries in."""
+    swarm a network's entries, over the store the hashes a network has entries in and its
+    entries in all."""
     _check_invariants(store)
     total: dict[int, int] = {}
+    entries: dict[int, int] = {}
     for swarm in store._swarms.values():
         counts: dict[int, int] = {}
         for packed, peer in swarm.peers.items():
@@ -255,19 +282,23 @@ def _check_network_counts(store: PeerStore) -> None:
             assert peer.network == network
             if network is not None:
                 counts[network] = counts.get(network, 0) + 1
-        for network in counts:
+        for network, count in counts.items():
             total[network] = total.get(network, 0) + 1
+            entries[network] = entries.get(network, 0) + count
         assert swarm.networks == counts
         assert all(count <= max(1, store.max_peers_per_hash // 8) for count in counts.values())
     assert store._networks == total
     assert all(count <= max(1, store.max_hashes // 8) for count in total.values())
+    assert store._network_entries == entries
+    assert all(count <= max(1, store.max_peers // 8) for count in entries.values())
 
 
 def _expected_accept(store: PeerStore, info_hash: bytes, address: PeerAddress) -> bool:
     """The documented rule, from the stored peers alone (after a lazy expiry of the swarm):
     a stored IP refreshes; a newcomer needs room in the swarm's family (a new hash a free
-    slot), and for its network room in the swarm's share when the network is in the swarm
-    already, else a hash count under its share of the hash slots."""
+    slot), and for its network entries in all under its share of max_peers, and room in the
+    swarm's share when the network is in the swarm already, else a hash count under its
+    share of the hash slots."""
     packed = address.normalized().host.packed
     swarm = store._swarms.get(info_hash)
     if swarm is not None and packed in swarm.peers:
@@ -280,6 +311,9 @@ def _expected_accept(store: PeerStore, info_hash: bytes, address: PeerAddress) -
     network = _network_of(packed)
     if network is None:
         return True
+    stored = sum(_network_of(p) == network for s in store._swarms.values() for p in s.peers)
+    if stored >= max(1, store.max_peers // 8):
+        return False
     here = 0 if swarm is None else sum(_network_of(p) == network for p in swarm.peers)
     if here:
         return here < max(1, store.max_peers_per_hash // 8)
@@ -309,7 +343,7 @@ _steps = st.lists(
 
 
 @settings(max_examples=100, deadline=None)
-@given(_steps, st.integers(1, 40), st.integers(1, 20), st.integers(1, 30))
+@given(_steps, st.integers(1, 40), st.integers(1, 20), st.integers(1, 60))
 def test_network_counts_stay_exact_under_any_sequence(
     steps: list[tuple[int, int, float, bool]], per_hash: int, hashes: int, total: int
 ) -> None:

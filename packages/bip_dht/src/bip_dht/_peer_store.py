@@ -26,14 +26,17 @@ When a cap is hit:
 
 Refusing newcomers at a cap means whoever fills a cap first keeps it, so one network's share
 is bounded too: one /24 (IPv4) or /64 (IPv6) has entries in at most ``max_hashes // 8``
-info-hashes (an eighth of the hash slots) and at most ``max_peers_per_hash // 8`` entries in
-one swarm's family (each at least 1); a newcomer of a network at either bound is refused (no
-token) like one at a cap: one that would add a hash to its network's share, or one over its
-network's share of the swarm. Without it one IPv4 host re-announcing 2000 random hashes every
-30 minutes (2.2 queries a second, well within the rate limit) held every hash slot for
-ever, and every new swarm was refused. The hash bound counts hashes, not entries: many hosts
-of one network (a campus, a carrier-grade NAT) in a few popular swarms each reach their
-share of every swarm. The network is the routing
+info-hashes (an eighth of the hash slots), at most ``max_peers // 8`` entries in all (an
+eighth of the store) and at most ``max_peers_per_hash // 8`` entries in one swarm's family
+(each at least 1); a newcomer of a network at any of these bounds is refused (no token) like
+one at a cap: one that would add a hash to its network's share, one over its network's share
+of the store, or one over its network's share of the swarm. Without them one IPv4 host
+re-announcing 2000 random hashes every 30 minutes (2.2 queries a second, well within the rate
+limit) held every hash slot for ever, and every new swarm was refused; and 62 hosts of one
+IPv6 /64 in 250 swarms held 15,500 entries, so four /64s filled ``max_peers`` and the
+eviction (the largest swarm gives way) pushed honest peers out. The hash bound counts hashes,
+not entries: many hosts of one network (a campus, a carrier-grade NAT) in a few popular
+swarms each reach their share of every swarm. The network is the routing
 table's (``_network``); local addresses (a LAN, loopback: those BEP 42 exempts) share a /24
 honestly and are exempt, as there.
 
@@ -101,8 +104,9 @@ DEFAULT_MAX_PEERS = 50_000
 
 _INFO_HASH_SIZE = 20
 
-# A network's share (see the module docstring): 1/8 of the hash slots over the store, 1/8 of a
-# swarm's family cap in one swarm: it takes eight networks or more to fill either cap.
+# A network's share (see the module docstring): 1/8 of the hash slots and 1/8 of the entries
+# over the store, 1/8 of a swarm's family cap in one swarm: it takes eight networks or more to
+# fill any of these caps.
 _NETWORK_SHARE = 8
 
 # How many compact peers fit in a get_peers response. A reply also carries the header,
@@ -157,6 +161,17 @@ class _Swarm:
         return self.v6 if packed_size == 16 else len(self.peers) - self.v6
 
 
+def _add(counts: dict[int, int], key: int, change: int) -> int:
+    """Add ``change`` to ``counts[key]`` and return the new count; a count reaching zero is
+    deleted, so the dict holds only networks with entries (it stays bounded)."""
+    left = counts.get(key, 0) + change
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+    return left
+
+
 def _host(packed: bytes) -> IPv4Address | IPv6Address:
     return IPv4Address(packed) if len(packed) == 4 else IPv6Address(packed)
 
@@ -175,6 +190,8 @@ class PeerStore:
         "_by_count",
         "_hash_list",
         "_network_cap",
+        "_network_entries",
+        "_network_entry_cap",
         "_networks",
         "_swarm_network_cap",
         "_swarms",
@@ -215,9 +232,14 @@ class PeerStore:
         self._top = 0  # an upper bound of the highest non-empty count
         self._total = 0
         # per non-local network, how many info-hashes it has an entry in (the swarms whose
-        # ``networks`` hold its key); the bounds on that and on its entries in one swarm's family
+        # ``networks`` hold its key) and how many entries it has in all (the sum of its counts
+        # in the swarms' ``networks``); the bounds on these and on its entries in one swarm's
+        # family. Both counts are kept: many hosts of a network in few hashes reach no hash
+        # bound, yet without the entry bound four /64s filled max_peers.
         self._networks: dict[int, int] = {}
+        self._network_entries: dict[int, int] = {}
         self._network_cap = max(1, max_hashes // _NETWORK_SHARE)
+        self._network_entry_cap = max(1, max_peers // _NETWORK_SHARE)
         self._swarm_network_cap = max(1, max_peers_per_hash // _NETWORK_SHARE)
 
     # -- bookkeeping -------------------------------------------------------------------
@@ -233,27 +255,15 @@ class PeerStore:
             self._top = max(self._top, new)
 
     def _count_network(self, swarm: _Swarm, network: int | None, change: int) -> None:
-        """Count a peer of ``network`` in or out (``change`` +1 or -1) of the swarm's network
-        counts, and the swarm in or out of the network's hash count when that peer is the
-        network's first there or its last; a count reaching zero is deleted (the dicts stay
-        bounded)."""
+        """Count a peer of ``network`` in or out (``change`` +1 or -1) of the swarm's and the
+        store's entry counts of its network, and the swarm in or out of the network's hash
+        count when that peer is the network's first there or its last."""
         if network is None:
             return
-        left = swarm.networks.get(network, 0) + change
-        if left:
-            swarm.networks[network] = left
-        else:
-            del swarm.networks[network]
+        left = _add(swarm.networks, network, change)
+        _add(self._network_entries, network, change)
         if left == 0 or (left == 1 and change == 1):
-            self._count_hash(network, -1 if left == 0 else 1)
-
-    def _count_hash(self, network: int, change: int) -> None:
-        """Count an info-hash in or out of the hashes ``network`` has entries in."""
-        left = self._networks.get(network, 0) + change
-        if left:
-            self._networks[network] = left
-        else:
-            del self._networks[network]
+            _add(self._networks, network, -1 if left == 0 else 1)
 
     def _drop_peer(self, info_hash: bytes, swarm: _Swarm, packed: bytes) -> None:
         count = len(swarm.peers)
@@ -271,8 +281,9 @@ class PeerStore:
         if count:
             self._regroup(info_hash, count, 0)
             self._total -= count
-            for network in swarm.networks:
-                self._count_hash(network, -1)
+            for network, entries in swarm.networks.items():
+                _add(self._networks, network, -1)
+                _add(self._network_entries, network, -entries)
             swarm.networks.clear()
         # Swap-remove from the sampling list.
         last = self._hash_list.pop()
@@ -303,8 +314,9 @@ class PeerStore:
     def _has_room(self, swarm: _Swarm | None, packed: bytes, network: int | None) -> bool:
         """Whether a newcomer at ``packed`` of ``network`` (not in ``swarm`` yet) may join
         it: a new hash needs a free hash slot, a known one room in the newcomer's family and
-        for its network there; and a newcomer that would add a hash to its network's count
-        (none of its network in the swarm yet) needs that count under its share."""
+        for its network there; its network's entries in all must be under their share; and a
+        newcomer that would add a hash to its network's count (none of its network in the
+        swarm yet) needs that count under its share."""
         if swarm is None:
             if len(self._swarms) >= self.max_hashes:
                 return False
@@ -312,6 +324,8 @@ class PeerStore:
             return False
         if network is None:
             return True  # a local address: no network bound
+        if self._network_entries.get(network, 0) >= self._network_entry_cap:
+            return False
         here = 0 if swarm is None else swarm.networks.get(network, 0)
         if here:
             return here < self._swarm_network_cap  # the hash counts for its network already
