@@ -64,13 +64,14 @@ How it behaves, following BEP 29 and libtorrent:
   waiting for its zero-window probe; once per opening (the update is the new advertised
   window).
 - Receiving: out-of-order packets wait in a reorder buffer bounded by the window we
-  advertise (``receive_buffer`` less what is buffered) and by
-  :data:`MAX_REORDER_DISTANCE` packets; we acknowledge them with selective acks. A DATA,
-  FIN or ST_STATE further ahead (an ST_STATE shows the peer's next number: one more), or
-  more than ``MAX_REORDER_DISTANCE + 1`` behind (older than any packet the peer may still
-  resend), is dropped whole, before its acks, window and timestamps count (libtorrent
-  drops those ahead so): forged, or from a connection that lost more than that. A DATA or
-  FIN behind still gets our ack, as any duplicate does.
+  advertise (``receive_buffer`` less what is buffered) and by a reorder bound of one
+  packet per KiB of ``receive_buffer``, from :data:`MAX_REORDER_DISTANCE` (the default
+  1 MiB's, and the floor) to 4096; we acknowledge them with selective acks. A DATA, FIN
+  or ST_STATE further ahead (an ST_STATE shows the peer's next number: one more), or more
+  than the bound plus one behind (older than any packet the peer may still resend), is
+  dropped whole, before its acks, window and timestamps count (libtorrent drops those ahead so):
+  forged, or from a connection that lost more than that. A DATA or FIN behind still gets
+  our ack, as any duplicate does.
 - Every connection of a socket draws on one :class:`UtpReceiveBudget`
   (``max_buffered`` bytes): the window we advertise never exceeds what it has left,
   out-of-order data takes at most half of it, and a packet it cannot afford is dropped
@@ -143,7 +144,9 @@ CCONTROL_TARGET_US: Final = 100_000
 MAX_CWND_INCREASE_PER_RTT: Final = 3000
 """Most bytes the congestion window grows by per round trip outside slow start (BEP 29)."""
 MAX_REORDER_DISTANCE: Final = 1024
-"""Packets past the last in-order one that we buffer at most, whatever the window."""
+"""Packets past the last in-order one that a connection with the default 1 MiB
+``receive_buffer`` (or a smaller one) buffers at most; a larger buffer buffers one packet
+per KiB of it, up to 4096 (``_reorder_distance``)."""
 MIN_TIMEOUT_US: Final = 500_000
 INITIAL_TIMEOUT_US: Final = 1_000_000
 MAX_TIMEOUT_US: Final = 60_000_000
@@ -191,17 +194,30 @@ timeout, the time libtorrent's ``m_num_timeouts`` starts counting."""
 _STALLED_RTTS: Final = 4
 """...or this many smoothed round trips, when that is longer (a slow path is not a dead one)."""
 _HALF: Final = 0x8000
-_MAX_BEHIND: Final = MAX_REORDER_DISTANCE + 1
-"""Sequence numbers behind our ``ack_nr`` a packet of the peer's may show at most (older
-ones are dropped before their acks count). The peer resends only packets we have not
-acked, all sent while its oldest unacked one was: a resend lies behind our ``ack_nr`` by
-fewer than the packets it has in flight, which its send window (``min(cwnd, our
-window)``, in bytes) bounds: our ``receive_buffer`` of 1 MiB in full packets of about
-1,400 bytes is some 750 (libtorrent sizes its reorder bound, ``max(16, receive buffer /
-1100)``, by the same count). An ST_STATE shows the peer's last number, at or ahead of our
-``ack_nr`` but for one delayed behind the peer's later packets, or one behind after
-libtorrent's FIN (which does not move its number on). A peer with more in flight (a small
-MTU, a larger window) loses no data to the bound: its far resend still gets our ack."""
+
+
+def _reorder_distance(receive_buffer: int) -> int:
+    """Packets past the last in-order one that a connection with ``receive_buffer`` bytes
+    buffers at most; a packet further ahead is dropped, as is one more than this plus one
+    behind (older than any resend).
+
+    One per KiB of the buffer: the packets of at least 1 KiB a peer can have in flight in
+    the window we advertise, so that a large buffer's peer is not cut off at 1024 packets
+    (libtorrent scales its bound so: ``max(16, receive buffer / 1100)``). Never below
+    :data:`MAX_REORDER_DISTANCE`, the bound before it scaled: a small window may still
+    hold many small packets (its bytes, not this count, bound what we hold). At most
+    ``_MAX_OUTSTANDING``, the bound our own sending keeps to, far below half the sequence
+    space, so that ahead and behind stay unambiguous (the bytes of a larger buffer are for
+    larger packets).
+
+    >>> _reorder_distance(64 * 1024), _reorder_distance(1024 * 1024)
+    (1024, 1024)
+    >>> _reorder_distance(3 * 1024 * 1024), _reorder_distance(1 << 30)
+    (3072, 4096)
+    """
+    return max(MAX_REORDER_DISTANCE, min(receive_buffer // 1024, _MAX_OUTSTANDING))
+
+
 _TS_MASK: Final = 0xFFFFFFFF
 
 
@@ -507,6 +523,18 @@ class UtpConnection:
         # Receiving.
         self._ack_nr = ack_nr  # the last sequence number received in order
         self._reorder: dict[int, bytes] = {}
+        self._reorder_limit = _reorder_distance(config.receive_buffer)
+        # Sequence numbers behind our ack_nr a packet of the peer's may show at most (older
+        # ones are dropped before their acks count). The peer resends only packets we have
+        # not acked, all sent while its oldest unacked one was: a resend lies behind our
+        # ack_nr by fewer than the packets it has in flight, which its send window
+        # (min(cwnd, our window), in bytes) bounds, as it does the reorder bound: the
+        # default 1 MiB in full packets of about 1,400 bytes is some 750. An ST_STATE shows
+        # the peer's last number, at or ahead of our ack_nr but for one delayed behind the
+        # peer's later packets, or one behind after libtorrent's FIN (which does not move
+        # its number on). A peer with more in flight (a small MTU, a larger window) loses
+        # no data to the bound: its far resend still gets our ack.
+        self._max_behind = self._reorder_limit + 1
         self._reorder_bytes = 0
         self._inbound = bytearray()
         self._eof_seq: int | None = None
@@ -827,15 +855,15 @@ class UtpConnection:
         # its FIN, whose number libtorrent does not move on, one behind our ack_nr).
         shown = packet.seq_nr if kind is not UtpPacketType.STATE else packet.seq_nr - 1
         distance = seq_distance(self._ack_nr, shown & _SEQ_MASK)
-        if MAX_REORDER_DISTANCE < distance < _SEQ_MASK + 1 - _MAX_BEHIND:
+        if self._reorder_limit < distance < _SEQ_MASK + 1 - self._max_behind:
             # Too far ahead for the reorder buffer, or too far behind for any packet the
-            # peer may still resend (see _MAX_BEHIND): forged, or from a connection that
+            # peer may still resend (see _max_behind): forged, or from a connection that
             # lost more than we buffer. Dropped whole before its acks, window and
             # timestamps count (libtorrent drops those ahead so): it could otherwise ack
             # our packets in flight (lost for good), shut the window or feed the RTT; a
-            # blind forger now has to hit 2,050 of the 65,536 numbers as well as an ack
-            # in our flight. Its type counts for nothing either: a FIN out there does not
-            # fix the end.
+            # blind forger now has to hit twice the bound plus two of the 65,536 numbers
+            # (2,050 at the default buffer) as well as an ack in our flight. Its type
+            # counts for nothing either: a FIN out there does not fix the end.
             if distance >= _HALF and kind is not UtpPacketType.STATE:
                 # Behind: the resend of a packet we hold, from a peer with more packets
                 # in flight than the bound (a small MTU, a larger window) whose acks we
@@ -1262,7 +1290,7 @@ class UtpConnection:
         distance = seq_distance(self._ack_nr, seq)
         if distance == 0 or distance >= _HALF:
             return  # a duplicate: the ack above tells the peer again
-        # Never past MAX_REORDER_DISTANCE: receive_packet drops those before their acks.
+        # Never past _reorder_limit: receive_packet drops those before their acks.
         if fin:
             if self._eof_seq is not None and seq != self._eof_seq:
                 return  # a second end: the first one stands
