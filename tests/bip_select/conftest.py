@@ -5,7 +5,7 @@ the helper modules next to them (``from _brains import ...``), and counts the pi
 from __future__ import annotations
 
 import sys
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 
@@ -34,10 +34,18 @@ def picks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         choked: bool = False,
         exclusive: bool = False,
         on_parole: AbstractSet[Hashable] | None = None,
+        arrived: Callable[[Hashable, Block], bool] | None = None,
     ) -> list[Block]:
         calls.append(peer)
         return original(
-            self, peer, count, now, choked=choked, exclusive=exclusive, on_parole=on_parole
+            self,
+            peer,
+            count,
+            now,
+            choked=choked,
+            exclusive=exclusive,
+            on_parole=on_parole,
+            arrived=arrived,
         )
 
     monkeypatch.setattr(PiecePicker, "pick", counting)

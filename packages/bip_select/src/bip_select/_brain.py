@@ -55,7 +55,8 @@ A client that stores blocks before telling the brain (:class:`~bip_select.BlockR
 after the disk write) feeds :class:`~bip_select.BlockArrived` as each block comes off the
 wire: a slow disk then holds up no peer's clock (no snub, no timed-out or cancelled request
 for a peer whose block waits for our disk; an arrival ends a snub, and a choke keeps such a
-block asked of its peer), as libtorrent counts a block when it arrives; a block the client
+block asked of its peer; nor is it duplicated in end-game or for a deadline), as libtorrent
+counts a block when it arrives and never asks again for one being written; a block the client
 drops itself goes back with :class:`~bip_select.BlockDropped`, which blames nobody.
 
 Logging: the brain is a sans-IO core, so it logs at DEBUG only, under ``bip_select.brain``, and
@@ -619,6 +620,7 @@ class SwarmBrain:
             choked=choked,
             exclusive=parole,
             on_parole=parole_peers if parole else None,
+            arrived=self.queues.is_waiting,
         )
         actions.extend(SendRequest(peer, block) for block in blocks)
         if len(blocks) < room:

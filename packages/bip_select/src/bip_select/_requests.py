@@ -24,7 +24,8 @@ API:
     ``num_outstanding(peer)``, ``requesters(block)``, ``is_received(block)``,
     ``sources(piece)``, ``is_asked_of(piece, peer)``, ``askers(piece)``,
     ``worked_on_by_others(piece, peer)``, ``started_pieces()``, ``free_blocks(piece)``,
-    ``num_free(piece)``, ``have(piece)``, ``duplicate_candidates(peer_has, peer, limit)``.
+    ``num_free(piece)``, ``have(piece)``,
+    ``duplicate_candidates(peer, peer_has, limit, arrived=None)``.
 
 Every requested block ends up in exactly one of: received (from this or another peer),
 rejected, timed out, cancelled or dropped; the property tests check it.
@@ -254,12 +255,19 @@ class RequestBook:
         return any(other != peer for other in state.askers)
 
     def duplicate_candidates(
-        self, peer: PeerKey, peer_has: Callable[[int], bool], limit: int
+        self,
+        peer: PeerKey,
+        peer_has: Callable[[int], bool],
+        limit: int,
+        arrived: Callable[[PeerKey, Block], bool] | None = None,
     ) -> list[Block]:
         """Blocks asked of others, not of ``peer``, not received, that ``peer`` could send.
 
         The end-game choice: fewest requesters first (spread the duplicates), then
-        the pieces closest to completion, then the oldest requests.
+        the pieces closest to completion, then the oldest requests. A block that
+        ``arrived(other, block)`` says came from one of its requesters (it waits for our
+        disk) is no candidate: it is here, and asking for it again wastes a peer's upload
+        (libtorrent never re-requests a block in its "writing" state).
         """
         if limit <= 0:
             return []
@@ -275,6 +283,8 @@ class RequestBook:
                     continue
                 block = geometry.block(piece, index)
                 if block in mine:
+                    continue
+                if arrived is not None and any(arrived(other, block) for other in asked):
                     continue
                 found.append((len(asked), missing, order, block))
         found.sort(key=lambda item: item[:3])

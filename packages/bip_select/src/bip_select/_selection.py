@@ -36,7 +36,8 @@ API:
     ``revoke_allowed_fast(peer, piece)``,
     ``set_rate(peer, bytes_per_s)``;
   - ``is_interesting(peer)``, ``wants(piece)``;
-  - ``pick(peer, count, now, choked=False, exclusive=False, on_parole=None) -> list[Block]``:
+  - ``pick(peer, count, now, choked=False, exclusive=False, on_parole=None, arrived=None)
+    -> list[Block]``:
     choose up to ``count`` blocks and record them as requested. Order: the strategy's,
     with a piece already started ahead of fresh ones of the same tier and rank
     (finish what you started, as libtorrent does: fewer partial pieces in memory,
@@ -47,7 +48,8 @@ API:
     peers are left to finish); in end-game (every block of every wanted piece is
     asked of someone) blocks already asked of others, fewest copies first, while the
     peer has fewer than ``endgame_depth`` (1: none) requests pending (never to a peer on
-    parole, as libtorrent; nor, our own rule, of a piece a parole peer holds). A choked
+    parole, as libtorrent; nor, our own rule, of a piece a parole peer holds; nor of a
+    block ``arrived`` says waits for our disk, as libtorrent's "writing" state). A choked
     peer's pick sorts its allowed-fast pieces (at most :data:`MAX_ALLOWED_FAST`) by the
     strategy's tier and rank, ties by the availability index's order, rather than walking
     every wanted piece: the same order as the strategy's for :class:`RarestFirst` and
@@ -838,6 +840,7 @@ class PiecePicker:
         choked: bool = False,
         exclusive: bool = False,
         on_parole: AbstractSet[PeerKey] | None = None,
+        arrived: Callable[[PeerKey, Block], bool] | None = None,
     ) -> list[Block]:
         """Choose up to ``count`` blocks to request from ``peer`` and record them.
 
@@ -872,6 +875,9 @@ class PiecePicker:
                 a mixed piece (a bad hash then blames every contributor, and bans none as
                 sole contributor). libtorrent has no such rule (its parole peers only pick
                 pieces they alone worked on, whoever else is left). ``None``: never.
+            arrived: ``arrived(other, block)``: whether ``block`` came from ``other`` and
+                waits for our disk. Such a block gets no end-game or deadline duplicate:
+                it is here, not late (libtorrent never re-requests a block being written).
 
         Returns:
             The blocks, already recorded as requested: send them in order.
@@ -931,7 +937,7 @@ class PiecePicker:
 
         # 1. Late deadline blocks: ask a faster peer too (never a parole peer).
         if not exclusive:
-            self._deadline_duplicates(peer, count, now, allowed, picked)
+            self._deadline_duplicates(peer, count, now, allowed, picked, arrived=arrived)
 
         # 2. Started pieces first within a tier, then the strategy's fresh pieces.
         # A started piece beats a fresh one of the same tier and rank (libtorrent: a
@@ -999,7 +1005,7 @@ class PiecePicker:
                     and held.get(piece, peer) == peer
                 )
 
-            for block in requests.duplicate_candidates(peer, has, room):
+            for block in requests.duplicate_candidates(peer, has, room, arrived):
                 requests.request(peer, block, now, duplicate=True)
                 picked.append(block)
         return picked
@@ -1048,6 +1054,8 @@ class PiecePicker:
         now: float,
         allowed: Collection[int] | None,
         picked: list[Block],
+        *,
+        arrived: Callable[[PeerKey, Block], bool] | None = None,
     ) -> None:
         """Late blocks of started deadline pieces, asked of ``peer`` too when it would
         deliver them sooner. A parole peer's hold does not stop it (a missed deadline is a
@@ -1078,6 +1086,8 @@ class PiecePicker:
                 asked = requests.requesters(block)
                 if not asked or peer in asked or len(asked) >= _MAX_DEADLINE_COPIES:
                     continue
+                if arrived is not None and any(arrived(other, block) for other in asked):
+                    continue  # it is here, waiting for our disk: not late
                 arrival = min(self._arrival(other, block) for other in asked)
                 eta = self._eta(peer, now, 1 + len(picked))
                 # Late: its current peers will miss the deadline (or are overdue) and
