@@ -277,15 +277,8 @@ class PeerStore:
             self._drop_swarm(info_hash, swarm)
 
     def _drop_swarm(self, info_hash: bytes, swarm: _Swarm) -> None:
-        count = len(swarm.peers)
-        if count:
-            self._regroup(info_hash, count, 0)
-            self._total -= count
-            for network, entries in swarm.networks.items():
-                _add(self._networks, network, -1)
-                _add(self._network_entries, network, -entries)
-            swarm.networks.clear()
-        # Swap-remove from the sampling list.
+        # Called on a swarm its last peer just left (_drop_peer): its counts are zero
+        # already. Swap-remove it from the sampling list.
         last = self._hash_list.pop()
         if last != info_hash:
             self._hash_list[swarm.index] = last

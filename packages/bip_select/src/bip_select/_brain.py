@@ -934,9 +934,9 @@ class SwarmBrain:
         queues.block_received(peer, length, now)
         queues.block_settled(peer, block, now)  # stored: it no longer waits for the disk
         self.choker.downloaded(peer, length, now)
-        self._unsnub(peer, state)
-        received = self.picker.block_received(peer, block)
         actions: list[Action] = []
+        self._sync_snub(peer, state, now, actions)  # the queues cleared their snub: it ends
+        received = self.picker.block_received(peer, block)
         if received is not None:
             # Not to a loser whose copy arrived already (it waits for our disk): it was sent.
             actions.extend(
@@ -958,14 +958,6 @@ class SwarmBrain:
         # 1% of pieces went from 2.8% to 3.7%, worse on every seed).
         return actions
 
-    def _unsnub(self, peer: PeerKey, state: _PeerState) -> None:
-        """``peer`` sent a block: a snub ends, and the time it counts toward
-        ``drop_snubbed_after`` with it (the queueing layer has cleared its own flag)."""
-        if state.snubbed_since is not None:
-            _log.debug("peer %s no longer snubs us", peer)
-            state.snubbed_since = None
-            self.choker.set_snubbed(peer, False)
-
     def _block_arrived(self, event: BlockArrived, now: float) -> list[Action]:
         peer, block = event.peer, event.block
         state = self._peer(peer)
@@ -976,7 +968,7 @@ class SwarmBrain:
             # (libtorrent's incoming_piece clears it on the data's arrival), or a slow disk
             # would have drop_snubbed_after drop a peer that delivered.
             self.queues.block_arrived(peer, block, now)
-            self._unsnub(peer, state)
+            self._sync_snub(peer, state, now, [])  # the queues cleared their snub: it ends
         return []  # it is not received yet: BlockReceived does the rest once it is stored
 
     def _block_dropped(self, event: BlockDropped, now: float) -> list[Action]:
