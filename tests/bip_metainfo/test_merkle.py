@@ -397,7 +397,7 @@ def test_small_files_and_the_single_piece_rule() -> None:
         data, 0, pieces_root=root, piece_layer=b"", piece_length=65536, file_length=len(data)
     )
     assert verify_piece_layer(b"", root, 65536, len(data))
-    assert verify_piece_layer(root, root, 65536, len(data))  # libtorrent accepts [root] too
+    assert verify_piece_layer(root, root, 65536, len(data))  # libtorrent 2.0 ignored [root]
     assert not verify_piece_layer(bytes(32), root, 65536, len(data))
     assert pieces_root_from_layer(root, 65536, len(data)) == root
     # exactly one piece is still one piece; one byte more makes two

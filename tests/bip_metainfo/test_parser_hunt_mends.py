@@ -10,6 +10,18 @@
   ``torrent_invalid_pad_file``).
 - A bare info dictionary (BEP 9 metadata) may nest as deeply as it may in a .torrent file.
 - A bad piece layer of files sharing a root is reported for the first of them.
+
+Second hunt (h1):
+
+- A ``so`` entry past libtorrent's bound on file indices (10,000) is skipped as libtorrent
+  skips it: ``so=0-99999999`` (74 characters) made a client expanding the selection build
+  100 million ints.
+- Every parameter name may carry a ``.<number>`` suffix (``xt.1``, ``ws.2``), as
+  libtorrent reads it, not only ``tr.N``.
+- Duplicate web seeds and HTTP seeds cost one escape each, and only so many entries are
+  looked at: 1.4 million copies of one URL took 5 s to parse.
+- A symlink to a file renamed as a duplicate follows the file to its new name, and a link
+  that leads to its own directory on a case-insensitive disk is broken like any loop.
 """
 
 from __future__ import annotations
@@ -24,14 +36,19 @@ from bip_bencode import encode
 from bip_metainfo import (
     CreateError,
     Info,
+    InfoHash,
+    MagnetError,
+    MagnetLink,
     Metainfo,
     MetainfoError,
     MetainfoErrorKind,
+    MutableTorrentLink,
     block_hashes,
     create_torrent,
     piece_layer,
     pieces_root,
 )
+from bip_metainfo import _metainfo as metainfo_module
 from bip_metainfo._info import MAX_FILE_TREE_DEPTH
 
 K = MetainfoErrorKind
@@ -278,3 +295,250 @@ def test_a_bad_layer_of_files_sharing_a_root_names_the_first() -> None:
     bad = encode({b"info": info, b"piece layers": {root: layer[::-1]}})
     reason = _refused(bad, K.INVALID_PIECE_LAYER)
     assert "'t/a'" in reason
+
+
+# --- h1: select-only indices bounded as libtorrent bounds them ---------------------------
+
+V1_HEX = "cd" * 20
+V2_HEX = "1220" + "ab" * 32
+BASE = f"magnet:?xt=urn:btih:{V1_HEX}"
+HYBRID = InfoHash(v1=bytes.fromhex(V1_HEX), v2=bytes.fromhex(V2_HEX[4:]))
+
+
+@pytest.mark.parametrize(
+    ("value", "ranges"),
+    [
+        # What libtorrent 2.1.1's parse_magnet_uri makes of each (its max_index is 10000).
+        ("0-99999999", None),
+        ("5-10000", ((5, 10_000),)),
+        ("9999-10001", None),
+        ("10001", None),
+        ("3,20000,4", ((3, 4),)),
+        ("10000", ((10_000, 10_000),)),
+        ("00010000", ((10_000, 10_000),)),
+        ("0000000000003", ((3, 3),)),  # leading zeros read as atoi reads them
+        ("2147483648-2147483650", None),
+    ],
+)
+def test_select_only_is_bounded_as_libtorrent_bounds_it(
+    value: str, ranges: tuple[tuple[int, int], ...] | None
+) -> None:
+    link = MagnetLink.parse(f"{BASE}&so={value}")
+    assert link.select_only == ranges
+    assert MagnetLink.MAX_FILE_INDEX == 10_000
+    # whatever a link says, a client expanding the selection builds at most 10,001 ints
+    assert sum(last - first + 1 for first, last in link.select_only or ()) <= 10_001
+
+
+def test_a_selection_past_the_bound_cannot_be_made_or_written() -> None:
+    with pytest.raises(MagnetError) as caught:
+        MagnetLink.from_info_hash(HYBRID, select_only=[10_001])
+    assert caught.value.parameter == "so"
+    info: dict[bytes, Any] = {
+        b"name": b"x",
+        b"piece length": PIECE,
+        b"length": 5,
+        b"pieces": bytes(20),
+    }
+    torrent = Metainfo.from_bytes(encode({b"info": info}))
+    assert torrent.magnet(select_only=[(0, 10_000)]).select_only == ((0, 10_000),)
+    with pytest.raises(MagnetError):
+        torrent.magnet(select_only=[(0, 10_001)])
+
+
+# --- h1: numbered parameter names --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("numbered", "plain"),
+    [
+        (f"magnet:?xt.1=urn:btih:{V1_HEX}", f"magnet:?xt=urn:btih:{V1_HEX}"),
+        (
+            f"magnet:?xt.1=urn:btih:{V1_HEX}&xt.2=urn:btmh:{V2_HEX}",
+            f"magnet:?xt=urn:btih:{V1_HEX}&xt=urn:btmh:{V2_HEX}",
+        ),
+        (
+            f"magnet:?xt=urn:btmh:{V2_HEX}&XT.1=urn:btih:{V1_HEX}",
+            f"magnet:?xt=urn:btmh:{V2_HEX}&xt=urn:btih:{V1_HEX}",
+        ),
+        (
+            f"{BASE}&ws.1=http%3A%2F%2Fseed.example%2F&dn.1=name&as.2=http://a&xs.3=http://x"
+            "&kt.1=k&xl.1=5&dht.7=h:1&so.0=1&tr.01=udp://t:1&xt.9=urn:ed2k:abc",
+            f"{BASE}&ws=http%3A%2F%2Fseed.example%2F&dn=name&as=http://a&xs=http://x"
+            "&kt=k&xl=5&dht=h:1&so=1&tr=udp://t:1&xt=urn:ed2k:abc",
+        ),
+        (f"{BASE}&dn.=name", f"{BASE}&dn=name"),  # libtorrent strips an empty number too
+    ],
+)
+def test_a_number_after_any_parameter_name_is_ignored(numbered: str, plain: str) -> None:
+    link = MagnetLink.parse(numbered, strict=True)
+    assert link == MagnetLink.parse(plain, strict=True)
+    assert MagnetLink.parse(str(link), strict=True) == link
+
+
+@pytest.mark.parametrize("name", ["x.pe.1", "tr.a", "xt.1.2", "x.1", "dn.1x", "dn.\u0661"])
+def test_names_libtorrent_does_not_strip_stay_extras(name: str) -> None:
+    link = MagnetLink.parse(f"{BASE}&{name}=v")
+    assert link.extra == ((name, "v"),)
+    assert MagnetLink.parse(str(link), strict=True) == link
+
+
+@pytest.mark.parametrize("name", ["xt.1", "WS.2", "dn.", "so.10", "x.pe", "s.1"])
+def test_an_extra_read_as_a_known_parameter_cannot_be_made(name: str) -> None:
+    if name == "s.1":  # the BEP 46 salt is no MagnetLink field: an extra there
+        assert MagnetLink(HYBRID, extra=((name, "ab"),)).extra == ((name, "ab"),)
+        return
+    with pytest.raises(MagnetError) as caught:
+        MagnetLink(HYBRID, extra=((name, "v"),))
+    assert caught.value.parameter == name
+
+
+def test_a_mutable_link_reads_numbered_names_too() -> None:
+    key = "8543d3e6115f0f98c944077a4493dcd543e49c739fd998550a1f614ab36ed63e"
+    link = MutableTorrentLink.parse(f"magnet:?xs.1=urn:btpk:{key}&s.2=6e&dn.1=Nightly&so.1=2")
+    assert (link.public_key.hex(), link.salt, link.display_name) == (key, b"n", "Nightly")
+    assert link.select_only == ((2, 2),)
+    assert MutableTorrentLink.parse(str(link)) == link
+
+
+# --- h1: web seed lists bounded in work, not only in what is kept ------------------------
+
+
+def _count_escapes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+    escape = metainfo_module._escape_url
+
+    def counting(url: str) -> str | None:
+        seen.append(url)
+        return escape(url)
+
+    monkeypatch.setattr(metainfo_module, "_escape_url", counting)
+    return seen
+
+
+@pytest.mark.parametrize("key", [b"url-list", b"httpseeds"])
+def test_duplicate_seed_urls_are_escaped_once(monkeypatch: pytest.MonkeyPatch, key: bytes) -> None:
+    seen = _count_escapes(monkeypatch)
+    info: dict[bytes, Any] = {
+        b"name": b"A",
+        b"piece length": PIECE,
+        b"length": 5,
+        b"pieces": bytes(20),
+    }
+    urls = [b"a://b", b"", b"http://h/a b"] * 20_000
+    torrent = Metainfo.from_bytes(encode({b"info": info, key: urls}))
+    field = torrent.url_list if key == b"url-list" else torrent.httpseeds
+    assert field == ("a://b", "http://h/a%20b")
+    assert len(seen) == 2
+
+
+def test_only_so_many_seed_entries_are_looked_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _count_escapes(monkeypatch)
+    info: dict[bytes, Any] = {
+        b"name": b"A",
+        b"piece length": PIECE,
+        b"length": 5,
+        b"pieces": bytes(20),
+    }
+    # distinct entries that are no URL (an unclosed IPv6 host): none is ever kept
+    urls = [b"http://[%d" % i for i in range(50_000)] + [b"http://late/"]
+    torrent = Metainfo.from_bytes(encode({b"info": info, b"url-list": urls}))
+    assert torrent.url_list == ()
+    assert len(seen) <= 10 * metainfo_module.MAX_URLS
+    # a normal list is read whole, in order, each URL once
+    normal = [b"http://m%d/ x" % (i % 30) for i in range(90)]
+    torrent = Metainfo.from_bytes(encode({b"info": info, b"url-list": normal}))
+    assert torrent.url_list == tuple(f"http://m{i}/%20x" for i in range(30))
+
+
+# --- h1: symlinks follow the renamed files they name -------------------------------------
+
+
+def _link(path: list[bytes], target: list[bytes]) -> dict[bytes, Any]:
+    return {b"attr": b"l", b"length": 0, b"path": path, b"symlink path": target}
+
+
+def _links(files: list[dict[bytes, Any]]) -> dict[str, str | None]:
+    total = sum(entry[b"length"] for entry in files)
+    info: dict[bytes, Any] = {
+        b"name": b"t",
+        b"piece length": PIECE,
+        b"files": files,
+        b"pieces": bytes(20 * -(-total // PIECE)),
+    }
+    parsed = Info.from_bytes(encode(info))
+    paths = {entry.path for entry in parsed.files}
+    directories = {
+        entry.path[:depth] for entry in parsed.files for depth in range(1, len(entry.path))
+    }
+    links = {entry.path for entry in parsed.files if entry.symlink_target}
+    for entry in parsed.files:
+        target = entry.symlink_target
+        # every target names something of the torrent, or passes through a link that does
+        assert (
+            target is None
+            or target in paths | directories
+            or any(target[:depth] in links for depth in range(1, len(target)))
+        ), entry
+    return {
+        "/".join(entry.path): None
+        if entry.symlink_target is None
+        else "/".join(entry.symlink_target)
+        for entry in parsed.files
+    }
+
+
+def test_a_link_to_a_renamed_file_follows_it() -> None:
+    files = [_file(b"a", 5), _file(b"A", 5), _link([b"L"], [b"A"])]
+    assert _links(files) == {"t/a": None, "t/A.1": None, "t/L": "t/A.1"}
+
+
+def test_a_link_to_a_file_renamed_for_a_directory_is_no_loop() -> None:
+    files = [
+        {b"length": 5, b"path": [b"d", b"x"]},
+        _file(b"D", 5),
+        _link([b"d", b"up"], [b"D"]),
+    ]
+    assert _links(files) == {"t/d/x": None, "t/D.1": None, "t/d/up": "t/D.1"}
+
+
+def test_a_link_to_a_renamed_link_follows_it() -> None:
+    files = [_file(b"b", 5), _link([b"B"], [b"b"]), _link([b"C"], [b"B"])]
+    assert _links(files) == {"t/b": None, "t/B.1": "t/b", "t/C": "t/B.1"}
+
+
+def test_a_link_to_its_own_directory_in_other_case_is_a_loop() -> None:
+    # on a case-insensitive disk t/D is t/d, the link's own directory
+    files = [
+        {b"length": 5, b"path": [b"d", b"x"]},
+        {b"length": 5, b"path": [b"D", b"y"]},
+        _link([b"d", b"up"], [b"D"]),
+    ]
+    assert _links(files)["t/d/up"] == "t/d/up"
+
+
+def test_a_link_to_a_path_a_file_keeps_is_unchanged() -> None:
+    # the first of two equal paths keeps it: a link naming it names that file
+    files = [_file(b"A", 5), _file(b"A", 5), _link([b"L"], [b"A"]), _link([b"M"], [b"nothing"])]
+    assert _links(files) == {"t/A": None, "t/A.1": None, "t/L": "t/A", "t/M": "t/M"}
+
+
+def test_a_renamed_self_link_still_points_at_itself() -> None:
+    files = [_file(b"A", 5), _link([b"a"], [b"nothing"])]
+    assert _links(files) == {"t/A": None, "t/a.1": "t/a.1"}
+
+
+def test_a_link_through_a_renamed_link_follows_it() -> None:
+    # t/L -> t/Cur/f passes through the link t/Cur -> t/dir, which "cur" renames
+    files = [
+        {b"length": 5, b"path": [b"dir", b"f"]},
+        _file(b"cur", 5),
+        _link([b"Cur"], [b"dir"]),
+        _link([b"L"], [b"Cur", b"f"]),
+    ]
+    assert _links(files) == {
+        "t/dir/f": None,
+        "t/cur": None,
+        "t/Cur.1": "t/dir",
+        "t/L": "t/Cur.1/f",
+    }

@@ -25,6 +25,7 @@ from ._infohash import InfoHash
 from ._paths import (
     DEFAULT_DUPLICATE_LIMIT,
     break_link_cycles,
+    follow_renames,
     resolve_duplicates,
     resolve_symlinks,
     sanitize_name,
@@ -250,9 +251,10 @@ class Info:
         if sum(entry.length for entry in files if not entry.is_pad) == 0:
             raise _fail(K.INVALID_LENGTH, "the torrent's files hold no data")
 
-        self.files = tuple(
-            _rename_duplicates(_resolve_links(files, self.name, self.info_hash), self.info_hash)
-        )
+        # Links are checked against the paths as given (libtorrent's rule), then follow
+        # the files they name through renaming, and loops are broken on the final paths.
+        renamed = _rename_duplicates(files, self.info_hash)
+        self.files = tuple(_resolve_links(files, renamed, self.name, self.info_hash))
         self.geometry = geometry  # renaming changes paths only, never offsets or sizes
 
     @classmethod
@@ -429,33 +431,43 @@ def _symlink_target(entry: Mapping[bytes, Any], where: _Where) -> tuple[str, ...
     return sanitize_symlink_target(_components(target, where, " symlink"))
 
 
-def _resolve_links(files: list[FileEntry], name: str, info_hash: InfoHash) -> list[FileEntry]:
+def _resolve_links(
+    files: list[FileEntry], renamed: list[FileEntry], name: str, info_hash: InfoHash
+) -> list[FileEntry]:
     """Point every symlink at a file or directory of the torrent, or at itself.
 
-    Also at itself: a link in a loop of links, or to a directory that holds it.
+    ``files`` are as the torrent gives them, ``renamed`` the same after
+    :func:`_rename_duplicates`: the targets are checked against the first (libtorrent's
+    rule, which resolves them before renaming) and given in the second's paths. Also at
+    itself: a link in a loop of links, or to a directory that holds it, on a disk that
+    ignores case too.
     """
     targets = {i: entry.symlink_target for i, entry in enumerate(files) if entry.symlink_target}
     if not targets:
-        return files
+        return renamed
     multi_file = any(len(entry.path) > 1 and entry.path[0] == name for entry in files)
-    paths = [entry.path for entry in files]
-    resolved = resolve_symlinks(paths, targets, root=(name,) if multi_file else ())
+    paths = [entry.path for entry in renamed]
+    resolved = resolve_symlinks(
+        [entry.path for entry in files], targets, root=(name,) if multi_file else ()
+    )
+    follow_renames([entry.path for entry in files], paths, resolved)
     # Stricter than libtorrent: links that only lead to links in a loop, or to a
-    # directory holding them, would be loops on disk.
-    break_link_cycles(paths, resolved)
+    # directory holding them, would be loops on disk; renaming compared paths as a disk
+    # that ignores case would, and so must this.
+    break_link_cycles(paths, resolved, case_insensitive=True)
     if _log.isEnabledFor(logging.DEBUG):
-        broken = [i for i, target in resolved.items() if target == files[i].path]
+        broken = [i for i, target in resolved.items() if target == paths[i]]
         if broken:
             _log.debug(
                 "torrent %s: %d symlinks point at nothing in the torrent and now at themselves "
                 "(the first: %s)",
                 info_hash,
                 len(broken),
-                "/".join(files[broken[0]].path),
+                "/".join(paths[broken[0]]),
             )
     return [
         replace(entry, symlink_target=resolved[i]) if i in resolved else entry
-        for i, entry in enumerate(files)
+        for i, entry in enumerate(renamed)
     ]
 
 
@@ -802,11 +814,8 @@ def _rename_duplicates(files: list[FileEntry], info_hash: InfoHash) -> list[File
     count = 0
     for i, path in zip(real, paths, strict=True):
         if path != files[i].path:
-            entry = files[i]
-            # A self-link (the mark of a link to nothing valid) stays one: its old path
-            # is now another file's or directory's.
-            target = path if entry.symlink_target == entry.path else entry.symlink_target
-            renamed[i] = replace(entry, path=path, symlink_target=target)
+            # Paths only: _resolve_links moves link targets along (follow_renames).
+            renamed[i] = replace(files[i], path=path)
             count += 1
             if first < 0:
                 first = i

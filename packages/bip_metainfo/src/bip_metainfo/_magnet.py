@@ -1,12 +1,13 @@
 """Magnet links: BEP 9, with v2 info-hashes (BEP 52) and select-only (BEP 53).
 
 Reading follows what links in the wild need and what libtorrent does: parameter
-names are case-insensitive, values are form-urlencoded (``%XX`` escapes in either
-case, ``+`` is a space) and must be UTF-8, ``tr.N`` counts as ``tr``, and a
-malformed *optional* parameter (a tracker that is not a tracker URL, a bad peer
-address, a bad ``so`` entry, ...) is skipped. ``strict=True`` turns every such
-skip into a :class:`MagnetError`. The info-hash is never optional: a missing,
-malformed or contradictory ``xt`` is always an error.
+names are case-insensitive and a ``.<number>`` after one is ignored (``tr.1`` is
+``tr``, ``xt.2`` is ``xt``), values are form-urlencoded (``%XX`` escapes in either
+case, ``+`` is a space) and must be UTF-8, and a malformed *optional* parameter (a
+tracker that is not a tracker URL, a bad peer address, a bad ``so`` entry, ...) is
+skipped. ``strict=True`` turns every such skip into a :class:`MagnetError`. The
+info-hash is never optional: a missing, malformed or contradictory ``xt`` is always
+an error.
 
 Writing always produces the canonical form :meth:`MagnetLink.parse` reads back to
 an equal link: hex hashes (BEP 9), upper-case escapes as JavaScript's
@@ -40,7 +41,10 @@ _MULTIHASH_SHA256 = "1220"  # multihash code 0x12 (sha2-256), length 0x20
 
 _MAX_LENGTH = 64 * 1024
 _MAX_PARAMETERS = 1000
-_MAX_FILE_INDEX = 99_999_999  # libtorrent ignores ``so`` indices of 100,000,000 and up
+# libtorrent's bound (magnet_uri.cpp's max_index, "can't risk out of memory"): it skips a
+# ``so`` entry naming a larger index. A client expands a selection into indices, so without
+# it ``so=0-99999999`` (74 characters) would be a hundred million of them.
+_MAX_FILE_INDEX = 10_000
 _MAX_EXACT_LENGTH = 2**63 - 1
 
 # Character classes spelled out: ``\d`` and str.isdigit() also match non-ASCII digits.
@@ -48,12 +52,15 @@ _HEX = re.compile(r"[0-9A-Fa-f]*")
 _BASE32 = re.compile(r"[A-Za-z2-7]*")
 _DIGITS = re.compile(r"[0-9]+")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_TRACKER_N = re.compile(r"tr\.[0-9]+")  # BEP 9 x-uri style numbered trackers
+# libtorrent strips a ``.<number>`` (even an empty one) after a name's first dot:
+# ``tr.1`` (BEP 9's numbered trackers), ``xt.2`` (the magnet-URI draft's numbered topics).
+_NUMBERED = re.compile(r"([^.]*)\.[0-9]*")
 _PORT = re.compile(r"[0-9]{1,5}")
 _DOTTED = re.compile(r"[0-9.]+")
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _SO_VALUE = re.compile(r"[0-9,-]*")
+_INDEX_DIGITS = len(str(_MAX_FILE_INDEX))
 
 _TRACKER_SCHEMES = ("http://", "https://", "udp://", "ws://", "wss://")
 _KNOWN = frozenset({"xt", "dn", "tr", "ws", "as", "xs", "kt", "xl", "x.pe", "dht", "so"})
@@ -102,7 +109,7 @@ class MagnetLink:
         info_hash: the torrent's v1 (``xt=urn:btih:``), v2 (``xt=urn:btmh:``) or
             hybrid (both) info-hash.
         display_name: ``dn``, a name to show until the metadata arrives.
-        trackers: ``tr`` and ``tr.N`` tracker URLs (http, https, udp, ws, wss), in
+        trackers: ``tr`` (and ``tr.N``) tracker URLs (http, https, udp, ws, wss), in
             the order they appear; each is its own tier, as in libtorrent.
         web_seeds: ``ws``, BEP 19 web seed URLs.
         acceptable_sources: ``as``, direct download URLs for the content.
@@ -126,7 +133,8 @@ class MagnetLink:
     MAX_PARAMETERS: ClassVar[int] = _MAX_PARAMETERS
     """The most ``name=value`` parameters :meth:`parse` reads in one link."""
     MAX_FILE_INDEX: ClassVar[int] = _MAX_FILE_INDEX
-    """The largest file index a ``so`` range may name."""
+    """The largest file index a ``so`` range may name: libtorrent's bound, past which it
+    skips the entry. A selection is at most ``MAX_FILE_INDEX + 1`` files."""
     MAX_EXACT_LENGTH: ClassVar[int] = _MAX_EXACT_LENGTH
     """The largest ``xl`` accepted."""
 
@@ -240,7 +248,9 @@ class MagnetLink:
         non-negative integer, a value that is not UTF-8 once percent-decoded, a
         second ``dn`` or ``xl`` that disagrees with the first, and pieces without
         ``=``. Empty values count as absent. With ``strict=True`` each of these
-        raises instead.
+        raises instead. A name may carry a ``.<number>`` suffix, which is ignored
+        (``xt.1``, ``tr.2``, as libtorrent reads them); other names with a dot
+        (``x.pe``, ``x.pe.1``, ``tr.a``) are read as they are.
 
         Always errors: a link longer than :attr:`MAX_LENGTH` or with more than
         :attr:`MAX_PARAMETERS` parameters, one not starting ``magnet:?``
@@ -418,7 +428,7 @@ class _Parser:
         if not name:
             self.skip("", f"a parameter with an empty name: {_show(segment)}")
             return
-        key = _ascii_lower(name)
+        key = parameter_key(name)
         if key == "xt":
             self.add_topic(raw_value)
             return
@@ -427,7 +437,7 @@ class _Parser:
         except ValueError as error:
             self.skip(name, str(error))
             return
-        if key == "tr" or _TRACKER_N.fullmatch(key):
+        if key == "tr":
             self.add_tracker(name, value)
         elif key in ("ws", "as", "xs"):
             if value:
@@ -574,6 +584,14 @@ def _ascii_lower(text: str) -> str:
     return text.lower() if text.isascii() else text
 
 
+def parameter_key(name: str) -> str:
+    """The parameter a decoded name stands for: lower-cased (ASCII only), without the
+    ``.<number>`` suffix libtorrent ignores (``TR.1`` is ``tr``, ``x.pe`` stays)."""
+    key = _ascii_lower(name)
+    numbered = _NUMBERED.fullmatch(key)
+    return key if numbered is None else numbered[1]
+
+
 def _unescape(text: str) -> str:
     """Decode form-urlencoding: ``+`` is a space, ``%XX`` a byte; the bytes are UTF-8.
 
@@ -673,9 +691,8 @@ def _parse_select_only(text: str) -> tuple[list[_FileRange], str | None]:
         if not (_DIGITS.fullmatch(first_text) and _DIGITS.fullmatch(last_text)):
             problem = problem or f"{_show(entry)} is neither an index nor a range first-last"
             continue
-        # Nine digits or fewer before int(): the limit has eight.
-        first = int(first_text) if len(first_text) <= 9 else _MAX_FILE_INDEX + 1
-        last = int(last_text) if len(last_text) <= 9 else _MAX_FILE_INDEX + 1
+        first = _file_index(first_text)
+        last = _file_index(last_text)
         if last > _MAX_FILE_INDEX:
             problem = problem or f"{_show(entry)} names a file index over {_MAX_FILE_INDEX}"
         elif first > last:
@@ -683,6 +700,13 @@ def _parse_select_only(text: str) -> tuple[list[_FileRange], str | None]:
         else:
             ranges.append((first, last))
     return ranges, problem
+
+
+def _file_index(digits: str) -> int:
+    """A ``so`` index, or one past the bound for any larger: leading zeros are read as
+    libtorrent's atoi reads them, and int() never sees more digits than the bound has."""
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= _INDEX_DIGITS else _MAX_FILE_INDEX + 1
 
 
 # --- checking and normalising fields -----------------------------------------------------
@@ -780,12 +804,11 @@ def _check_extra(extra: Iterable[object]) -> tuple[tuple[str, str], ...]:
             raise TypeError(f"extra: want (name, value) tuples, not {pair!r}")
         name = _check_text("extra", pair[0])
         value = _check_text(name, pair[1])
-        key = _ascii_lower(name)
         if name == "xt" and _topic_kind(value) is None:
             topics.append((name, value))
         elif not name:
             raise MagnetError("", "an extra parameter needs a name")
-        elif key in _KNOWN or _TRACKER_N.fullmatch(key):
+        elif parameter_key(name) in _KNOWN:
             raise MagnetError(name, "a parameter with a field of its own cannot be an extra")
         else:
             others.append((name, value))

@@ -363,7 +363,12 @@ def verify_piece_layer(
     Both byte strings are untrusted: a layer of the wrong size, or a root that
     is not 32 bytes, gives False. A file no larger than one piece needs no
     layer: ``b""`` is accepted for it, and so is a one-hash layer equal to the
-    root (libtorrent accepts that too).
+    root, as a one-hash layer hashes to its hash. BEP 52 gives layers only to
+    files larger than a piece, and libtorrent 2.1.1 refuses a torrent whose
+    ``piece layers`` hold one for a smaller file (``torrent_invalid_piece_layer``,
+    a layer for no file that needs one; 2.0 ignored it): this function says only
+    whether the layer fits the root, and :class:`~bip_metainfo.Metainfo` still
+    accepts such a torrent, whose extra layer tells nothing wrong.
 
     >>> data = bytes(3 * BLOCK_SIZE)
     >>> layer = piece_layer(block_hashes(data), BLOCK_SIZE)

@@ -30,9 +30,16 @@ DEFAULT_MAX_TORRENT_SIZE = 100 * 1024 * 1024
 
 MAX_URLS = 1000
 """The most tracker URLs (``announce-list``), web seeds, HTTP seeds or DHT nodes kept of
-one torrent; the rest are dropped. Real torrents list a few dozen at most; thousands only
-cost memory and time, and would make every client of a hostile torrent announce to
+one torrent; the rest are dropped (and of web seeds and HTTP seeds, no more than ten times
+as many distinct entries are looked at). Real torrents list a few dozen at most; thousands
+only cost memory and time, and would make every client of a hostile torrent announce to
 thousands of hosts of its author's choosing."""
+
+# The most distinct entries of a web seed list looked at. MAX_URLS bounds what is kept, but
+# entries that are no URL (or repeat one once escaped) are never kept, and each costs an
+# escape: a 10 MB list of them took seconds (libtorrent: a tenth of one). Ten times what can
+# be kept leaves room for any real torrent's junk.
+_MAX_URL_ENTRIES = 10 * MAX_URLS
 
 # Bencode nesting: a v2 file tree nests one level per directory. One level more than a bare
 # info dictionary may nest (Info.from_bytes), for the top-level dictionary holding it.
@@ -220,7 +227,9 @@ class Metainfo:
         thousand long URLs) keeps the first ones that fit, trackers before web seeds.
 
         Raises:
-            MagnetError: ``select_only`` alone makes the link too long.
+            MagnetError: ``select_only`` names a file past
+                :attr:`MagnetLink.MAX_FILE_INDEX` (which libtorrent would skip), or alone
+                makes the link too long.
         """
         ranges = None if select_only is None else list(select_only)
         trackers = [url for tier in self.trackers for url in tier if _is_tracker_url(url)]
@@ -305,16 +314,21 @@ def _tiers(value: Any) -> tuple[tuple[str, ...], ...]:
 
 
 def _urls(value: Any, *, directory: bool) -> tuple[str, ...]:
-    """Web seed URLs (a string or a list), escaped, each once; directories end in '/'."""
+    """Web seed URLs (a string or a list), escaped, each once; directories end in '/'.
+
+    Each distinct entry is escaped once, and no more than ``_MAX_URL_ENTRIES`` of them
+    are: a repeated entry costs a set lookup, not an escape.
+    """
     items = [value] if type(value) is bytes else value if type(value) is list else []
     unique: dict[str, None] = {}
+    looked_at: set[bytes] = set()
     for item in items:
-        if len(unique) >= MAX_URLS:
+        if len(unique) >= MAX_URLS or len(looked_at) >= _MAX_URL_ENTRIES:
             break
-        url = _text(item)
-        if not url:
+        if type(item) is not bytes or not item or item in looked_at:
             continue
-        url = _escape_url(url)
+        looked_at.add(item)
+        url = _escape_url(item.decode("utf-8", "replace"))
         if url is None:
             continue
         if directory and not url.endswith("/"):

@@ -8,10 +8,11 @@ module reads and writes such links; resolving one is the DHT's work (bip_dht's
 ordinary :class:`~bip_metainfo.MagnetLink` to download.
 
 Reading is :class:`~bip_metainfo.MagnetLink`'s (the same tolerance of malformed optional
-parameters, the same bounds), and the hints a download needs are kept: ``dn``, ``tr``,
-``ws``, ``x.pe``, ``dht`` and ``so``. The key and the salt are never optional: a malformed
-one is always an error. Other parameters (``xt`` among them: the DHT, not the link, says
-which version is current) are dropped.
+parameters, the same bounds, the same ``.<number>`` suffixes ignored: ``s.1`` is ``s``),
+and the hints a download needs are kept: ``dn``, ``tr``, ``ws``, ``x.pe``, ``dht`` and
+``so``. The key and the salt are never optional: a malformed one is always an error. Other
+parameters (``xt`` among them: the DHT, not the link, says which version is current) are
+dropped.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ._magnet import (
     _quote_words,
     _show,
     check_hints,
+    parameter_key,
     read_parameters,
 )
 
@@ -135,7 +137,9 @@ class MutableTorrentLink:
             raise MagnetError(
                 "xs", f"a urn:btpk: key is 64 hex digits (32 bytes), not {_show(key_text)}"
             )
-        salts = {_ascii_lower(value) for name, value in parser.extra if _ascii_lower(name) == _SALT}
+        salts = {
+            _ascii_lower(value) for name, value in parser.extra if parameter_key(name) == _SALT
+        }
         if len(salts) > 1:
             raise MagnetError(_SALT, "two different salts")
         salt_text = salts.pop() if salts else ""

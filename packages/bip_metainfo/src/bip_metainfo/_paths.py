@@ -62,7 +62,10 @@ folding or normalisation count as duplicates, as they do on Windows and macOS.
 rest like a file path; :func:`resolve_symlinks` then keeps a target only if it
 names a file or directory of the torrent (directly, relative to the link's own
 directory, or through other links), and otherwise makes the link point at itself,
-as libtorrent does. So no link leads outside the torrent.
+as libtorrent does. So no link leads outside the torrent. A target then follows the
+file it names through renaming (:func:`follow_renames`), and
+:func:`break_link_cycles` makes links in loops point at themselves, comparing paths
+as renaming does.
 
 Examples:
 
@@ -92,6 +95,7 @@ __all__ = [
     "DEFAULT_DUPLICATE_LIMIT",
     "DEFAULT_SYMLINK_HOPS",
     "break_link_cycles",
+    "follow_renames",
     "is_within",
     "resolve_duplicates",
     "resolve_symlinks",
@@ -540,11 +544,17 @@ def break_link_cycles(
     paths: Sequence[Sequence[str]],
     result: dict[int, tuple[str, ...]],
     max_hops: int = DEFAULT_SYMLINK_HOPS,
+    *,
+    case_insensitive: bool = False,
 ) -> None:
     """Make links that lead only to links, or to their own directory, point at themselves.
 
     Run on :func:`resolve_symlinks`' result (whose rule is libtorrent's, which keeps
-    such links); :class:`~bip_metainfo.Info` does, so no loop reaches a disk.
+    such links); :class:`~bip_metainfo.Info` does, so no loop reaches a disk. With
+    ``case_insensitive``, paths are compared as :func:`resolve_duplicates` compares
+    them, as a case-insensitive disk would (``d/up -> D`` is a loop there): run it so
+    on the paths :func:`resolve_duplicates` gave (see :func:`follow_renames`), among
+    which no two files are the same file on such a disk.
 
     ``a -> b``, ``b -> a`` both name files of the torrent, so each looks valid alone,
     but on disk they are a loop (ELOOP for whoever opens them), and so is a chain longer
@@ -554,9 +564,10 @@ def break_link_cycles(
     becomes a self-link, which the storage layer does not create. Linear in the number
     of links: each is settled once.
     """
+    key: Callable[[Sequence[str]], tuple[str, ...]] = _path_folder() if case_insensitive else tuple
     by_path: dict[tuple[str, ...], int] = {}
     for link in result:
-        by_path.setdefault(tuple(paths[link]), link)
+        by_path.setdefault(key(paths[link]), link)
     # link -> how many links lead from it to something that is not a link (1: its own
     # target is not one), or -1 when nothing valid is at the end.
     settled: dict[int, int] = {}
@@ -574,9 +585,10 @@ def break_link_cycles(
                 base = settled[index]
                 break
             target = result[index]
-            own = tuple(paths[index])
-            if target == own:
+            if target == tuple(paths[index]):
                 break  # a self-link: nothing valid at its end
+            target = key(target)
+            own = key(paths[index])
             if target == own[: len(target)] or index in on_chain:
                 chain.append(index)  # a directory loop, or a cycle
                 break
@@ -590,9 +602,81 @@ def break_link_cycles(
                 result[link] = tuple(paths[link])
 
 
+def follow_renames(
+    before: Sequence[Sequence[str]],
+    after: Sequence[Sequence[str]],
+    result: dict[int, tuple[str, ...]],
+) -> None:
+    """Move symlink targets along with the files :func:`resolve_duplicates` renamed.
+
+    ``result`` is :func:`resolve_symlinks`' (targets checked against the paths
+    ``before`` renaming), changed in place to name the same files ``after`` it: a
+    target that names a renamed file's old path, or passes through a renamed link's
+    (as a target may pass through a link to a directory), takes the new path,
+    unless a file or a directory still has the old one exactly (the first of two
+    equal paths keeps it, a directory always does). A self-link stays one. Then run
+    :func:`break_link_cycles` with ``case_insensitive``: without this, a link kept
+    the old path, which on a case-insensitive disk is the other file's, or the
+    directory that made the rename, perhaps the link's own (a loop).
+    Linear in the targets' components.
+
+    >>> result = {2: ("A",)}
+    >>> follow_renames([("a",), ("A",), ("L",)], [("a",), ("A.1",), ("L",)], result)
+    >>> result
+    {2: ('A.1',)}
+    """
+    old = _Tree()
+    renamed: dict[int, int] = {}  # the node of an old path -> the first file renamed from it
+    for index, (path, new) in enumerate(zip(before, after, strict=True)):
+        if tuple(path) != tuple(new):
+            node = 0
+            for component in path:
+                node = old.add(node, component)
+            renamed.setdefault(node, index)
+    if not renamed:
+        return
+    kept = _Tree()
+    for path in after:
+        kept.add(kept.directory(tuple(path[:-1])), path[-1])
+    for index, target in result.items():
+        if target == tuple(before[index]):
+            result[index] = tuple(after[index])
+            continue
+        # Down both trees at once, one step per component: target[:depth]'s nodes.
+        was = 0
+        still: int | None = 0
+        for depth, component in enumerate(target, start=1):
+            step = old.nodes.get((was, component))
+            if step is None:
+                break
+            was = step
+            if still is not None:
+                still = kept.nodes.get((still, component))
+            moved = renamed.get(was)
+            if moved is not None and still is None:
+                result[index] = (*after[moved], *target[depth:])
+                break
+
+
 def _fold(component: str) -> str:
     """The key under which two names are the same file on a case-insensitive disk."""
     return unicodedata.normalize("NFD", unicodedata.normalize("NFD", component).casefold())
+
+
+def _path_folder() -> Callable[[Sequence[str]], tuple[str, ...]]:
+    """A function folding paths as :func:`_fold` folds names, each distinct name once."""
+    folded: dict[str, str] = {}
+
+    def fold_path(path: Sequence[str]) -> tuple[str, ...]:
+        keys = []
+        for component in path:
+            key = folded.get(component)
+            if key is None:
+                key = folded[component] = _fold(component)
+            keys.append(key)
+        return tuple(keys)
+
+    return fold_path
 
 
 def _renamed(component: str, counter: int) -> str:
