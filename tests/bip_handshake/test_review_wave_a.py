@@ -19,7 +19,12 @@ from bip_handshake._handshaker import (
     open_handshaker,
 )
 from bip_handshake._utp_config import MAX_PAYLOAD, UtpConfig
-from bip_handshake._utp_connection import UtpConnection, UtpReceiveBudget, is_mtu_probe
+from bip_handshake._utp_connection import (
+    _REORDER_PACKET_COST,
+    UtpConnection,
+    UtpReceiveBudget,
+    is_mtu_probe,
+)
 from bip_handshake._utp_packet import UtpPacket, UtpPacketType
 from bip_handshake._utp_socket import open_utp_over
 from bip_metainfo import InfoHash
@@ -72,7 +77,7 @@ def test_a_hole_far_ahead_does_not_let_a_peer_pass_the_budget_by_more_than_a_pac
     hostile = _accepted(budget, config, 1)
     filler = _accepted(budget, config, 2)
     hostile.receive_packet(_data(hostile, hostile._ack_nr + 60, chunk), 1)
-    assert hostile._reorder_bytes == MAX_PAYLOAD
+    assert hostile._reorder_bytes == MAX_PAYLOAD + _REORDER_PACKET_COST  # and its charge
     while budget.free() >= MAX_PAYLOAD:
         filler.receive_packet(_data(filler, filler._ack_nr + 1, chunk), 1)
     assert budget.free() < MAX_PAYLOAD
@@ -151,10 +156,12 @@ async def test_a_window_reopened_by_another_connection_failing_is_announced_at_o
         acks = {p.connection_id: p for p in sent if p.type is UtpPacketType.STATE}
         # Wrapped: a SYN-ACK numbered 0 (1 in 65,536) is acknowledged as 65535.
         starved_ack, freeing_ack = acks[10].seq_nr - 1 & 0xFFFF, acks[20].seq_nr - 1 & 0xFFFF
-        # Freeing holds the out-of-order half of the budget, starved the in-order half.
-        for offset in (2, 3):
+        # Freeing holds the out-of-order half of the budget, starved the in-order half
+        # (each packet held out of order is charged _REORDER_PACKET_COST beyond its payload).
+        short = chunk[: MAX_PAYLOAD - 2 * _REORDER_PACKET_COST]
+        for offset, payload in ((2, chunk), (3, short)):
             utp.datagram_received(
-                packet(UtpPacketType.DATA, 20, 500 + offset, freeing_ack, chunk), _PEER
+                packet(UtpPacketType.DATA, 20, 500 + offset, freeing_ack, payload), _PEER
             )
         for offset in (1, 2):
             utp.datagram_received(

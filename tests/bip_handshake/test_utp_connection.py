@@ -343,7 +343,7 @@ def test_fin_fixes_the_end_of_the_stream() -> None:
     send_id = b.recv_id
 
     def pkt(kind: UtpPacketType, seq: int, data: bytes = b"") -> UtpPacket:
-        return UtpPacket(kind, send_id, 0, 0, 1 << 20, seq & 0xFFFF, net.a._acked, payload=data)
+        return UtpPacket(kind, send_id, 0, 0, 1 << 20, seq & 0xFFFF, net.a._ack_nr, payload=data)
 
     b.receive_packet(pkt(UtpPacketType.FIN, base + 1), 1)
     b.receive_packet(pkt(UtpPacketType.DATA, base + 2, b"after the end"), 1)
@@ -516,16 +516,16 @@ def test_reorder_buffer_is_bounded_by_the_window_and_distance() -> None:
                 0,
                 1 << 20,
                 (first + offset) & 0xFFFF,
-                net.a._acked,
+                net.a._ack_nr,
                 payload=chunk,
             ),
             1,
         )
-    assert b._reorder_bytes <= 4 * MAX_PAYLOAD
+    assert b._buffered() <= 4 * MAX_PAYLOAD  # payload bytes (the window's measure)
     far = (first + MAX_REORDER_DISTANCE + 1) & 0xFFFF
     before = dict(b._reorder)
     b.receive_packet(
-        UtpPacket(UtpPacketType.DATA, b.recv_id, 0, 0, 1 << 20, far, net.a._acked, payload=b"x"), 1
+        UtpPacket(UtpPacketType.DATA, b.recv_id, 0, 0, 1 << 20, far, net.a._ack_nr, payload=b"x"), 1
     )
     assert b._reorder == before
     (ack,) = [UtpPacket.decode(d) for d in b.datagrams_to_send(1)]
@@ -769,7 +769,7 @@ def test_fin_rules() -> None:
     base = (b._ack_nr + 1) & 0xFFFF
 
     def pkt(kind: UtpPacketType, seq: int, data: bytes = b"") -> UtpPacket:
-        return UtpPacket(kind, b.recv_id, 0, 0, 1 << 20, seq & 0xFFFF, net.a._acked, payload=data)
+        return UtpPacket(kind, b.recv_id, 0, 0, 1 << 20, seq & 0xFFFF, net.a._ack_nr, payload=data)
 
     b.receive_packet(pkt(UtpPacketType.FIN, base + 2, b"data in a FIN"), 1)  # a bare FIN
     b.receive_packet(pkt(UtpPacketType.FIN, base + 1), 1)  # the end is base + 2: ignored

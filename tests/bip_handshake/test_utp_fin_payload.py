@@ -12,7 +12,7 @@ import heapq
 
 from test_utp_connection import Network, pair
 
-from bip_handshake._utp_connection import UtpConnection, UtpState
+from bip_handshake._utp_connection import _REORDER_PACKET_COST, UtpConnection, UtpState
 from bip_handshake._utp_packet import UtpPacket, UtpPacketType
 
 
@@ -37,9 +37,9 @@ class FinPayloadNetwork(Network):
 
 
 def _to_b(net: Network, kind: UtpPacketType, seq: int, data: bytes = b"") -> UtpPacket:
-    """A packet from ``a``'s side, acking what ``a`` has acked: it passes the ack checks."""
+    """A packet from ``a``'s side, acking what ``a`` got in order: it passes the ack checks."""
     b = net.b
-    return UtpPacket(kind, b.recv_id, 0, 0, 1 << 20, seq & 0xFFFF, net.a._acked, payload=data)
+    return UtpPacket(kind, b.recv_id, 0, 0, 1 << 20, seq & 0xFFFF, net.a._ack_nr, payload=data)
 
 
 def _acks(conn: UtpConnection, now: int) -> list[int]:
@@ -85,8 +85,9 @@ def test_fin_with_payload_out_of_order_is_held_as_a_bare_fin() -> None:
     base = (b._ack_nr + 1) & 0xFFFF
     used = b._budget.used
     b.receive_packet(_to_b(net, UtpPacketType.FIN, base + 1, b"x" * 1000), net.now)
-    assert b._reorder_bytes == 0  # the payload takes no room anywhere
-    assert b._budget.used == used
+    # The payload takes no room anywhere: only the charge of a packet held out of order.
+    assert b._reorder_bytes == _REORDER_PACKET_COST
+    assert b._budget.used == used + _REORDER_PACKET_COST
     b.receive_packet(_to_b(net, UtpPacketType.DATA, base + 1, b"ends it"), net.now)  # held: no
     b.receive_packet(_to_b(net, UtpPacketType.DATA, base, b"last"), net.now)
     assert b.read() == b"last"

@@ -43,7 +43,7 @@ def test_lossy_transfer_across_the_wrap_both_ways(seq_a: int, seq_b: int, seed: 
 
 
 def _packet_to_b(net: Network, kind: UtpPacketType, seq: int, data: bytes = b"") -> UtpPacket:
-    return UtpPacket(kind, net.b.recv_id, 0, 0, 1 << 20, seq & 0xFFFF, net.a._acked, payload=data)
+    return UtpPacket(kind, net.b.recv_id, 0, 0, 1 << 20, seq & 0xFFFF, net.a._ack_nr, payload=data)
 
 
 def test_fin_beyond_the_reorder_bound_does_not_fix_the_end() -> None:

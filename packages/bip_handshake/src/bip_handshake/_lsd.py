@@ -75,10 +75,16 @@ How BEP 14 is run:
 - Each source host may send :data:`LSD_SOURCE_BURST` messages at once and
   :data:`LSD_SOURCE_RATE` a second after that; the excess is dropped before it is parsed,
   so a LAN host cannot flood us. At most :data:`LSD_MAX_SOURCES` hosts are tracked; a
-  host's entry is forgotten once its allowance is whole again, and while the table is full
-  of hosts still limited, messages from further hosts are dropped (a host cycling source
-  addresses gets no fresh allowance). At most :data:`LSD_MAX_EVENTS` events wait to be
-  taken; more are counted and dropped.
+  host's entry is forgotten once its allowance is whole again (when the table is full and
+  a new host sends, at once: the room goes to the new host; else after ``source_burst /
+  source_rate`` seconds of silence), and while the table is full of hosts still limited
+  (none of whose allowance is whole), messages from further hosts are dropped (a host
+  cycling source addresses gets no fresh allowance, and all the table lets through stays
+  within :data:`LSD_MAX_SOURCES` allowances). So a host sending now and then from many
+  addresses does not lock honest new hosts out; one forging :data:`LSD_MAX_SOURCES`
+  sources that each keep up :data:`LSD_SOURCE_RATE` messages a second (512 a second) can.
+  IPv6 sources are not grouped by /64: the hosts of one LAN share their /64. At most
+  :data:`LSD_MAX_EVENTS` events wait to be taken; more are counted and dropped.
 
 BEP 27: a private torrent must never be announced over LSD. The core cannot know which
 torrents are private: the caller must not pass them to :meth:`LsdService.announce`.
@@ -450,7 +456,7 @@ class LsdStatistics:
         hashes_sent: ``Infohash`` headers in them.
         received: datagrams taken in.
         rate_limited: datagrams dropped unread: their host sent too many, or the source
-            table was full.
+            table was full of hosts still limited.
         malformed: datagrams dropped for not decoding.
         own: our own messages dropped (the cookie matched).
         unusable: messages dropped for port 0 or a source that cannot be dialled.
@@ -591,6 +597,9 @@ class LsdService:
         # When the first-announce messages of the last min_gap went (first_announces at most).
         self._first_sent: deque[float] = deque()
         self._sources: OrderedDict[IPv4Address | IPv6Address, _Source] = OrderedDict()
+        # While the source table is full: before this time, no tracked host's allowance is
+        # whole again (see _whole_source; -inf: not known).
+        self._full_until = -math.inf
         self._events: deque[LsdEvent] = deque()
         self._sent = 0
         self._hashes_sent = 0
@@ -866,10 +875,21 @@ class LsdService:
         if entry is None:
             self._prune_sources(now)
             if len(self._sources) >= self._max_sources:
-                # Every tracked host is still limited: a new one gets no allowance, or a
-                # sender cycling its source address would never be limited at all.
-                return False
+                # A host whose allowance is whole again gives its room: forgetting it loses
+                # nothing, however recently it was seen (a host sending one message every
+                # few seconds from each of many addresses would keep every entry unseen for
+                # less than burst/rate seconds, and every new host out). While every tracked
+                # host is still limited, a new one gets no allowance, or a sender cycling its
+                # source address would never be limited at all.
+                if now < self._full_until:
+                    return False
+                whole = self._whole_source(now)
+                if whole is None:
+                    return False
+                del self._sources[whole]
             entry = self._sources[host] = _Source(float(self._burst), now)
+            # A new entry may be whole again sooner than any other: look afresh next time.
+            self._full_until = -math.inf
         else:
             elapsed = max(0.0, now - entry.stamp)
             entry.tokens = min(float(self._burst), entry.tokens + elapsed * self._rate)
@@ -879,6 +899,24 @@ class LsdService:
             return False
         entry.tokens -= 1.0
         return True
+
+    def _whole_source(self, now: float) -> IPv4Address | IPv6Address | None:
+        """A tracked host whose allowance is whole again now (the least recently seen
+        first), or None; then no host's is before ``_full_until``, which this sets.
+
+        One pass over the table (``max_sources``, 256 by default), only when it is full and
+        a new host sends: the result stands until an entry is added (a tracked host's
+        messages only put its whole allowance off), so a flood of new addresses against a
+        table of limited hosts costs one pass, not one per datagram.
+        """
+        soonest = math.inf
+        for host, entry in self._sources.items():
+            refilled = entry.tokens + max(0.0, now - entry.stamp) * self._rate
+            if refilled >= self._burst:
+                return host
+            soonest = min(soonest, entry.stamp + (self._burst - entry.tokens) / self._rate)
+        self._full_until = soonest
+        return None
 
     def _prune_sources(self, now: float) -> None:
         # Entries are in the order they were last seen; one unseen for burst/rate seconds

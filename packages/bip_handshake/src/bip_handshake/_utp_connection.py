@@ -75,19 +75,27 @@ How it behaves, following BEP 29 and libtorrent:
 - Every connection of a socket draws on one :class:`UtpReceiveBudget`
   (``max_buffered`` bytes): the window we advertise never exceeds what it has left,
   out-of-order data takes at most half of it, and a packet it cannot afford is dropped
-  (the peer resends it). An in-order packet that fills the hole before a connection's
-  own out-of-order data is taken even when the budget is full (that data was
-  selectively acked: the peer no longer has it, so it cannot be dropped, and it leaves
-  only once the hole is filled), so ``max_buffered`` may be passed by one packet per
-  connection holding out-of-order data: only while that connection's reader holds
-  nothing in order, so that the next such packet waits for the reader to take it.
-- Acks are validated: an ack for a sequence number we never sent drops the packet; an
-  old ack is ignored. So is a RESET that acks nothing we sent (libtorrent): while we
-  connect it must ack our SYN; after, a packet we sent (at most half the sequence space
-  back), or 0 from an initiator that never confirmed (it knew none of our numbers): a
-  RESET forged blind needs a plausible ack number as well as the connection id. A FIN
-  fixes the last sequence number; nothing past it is taken. A FIN's payload is ignored
-  (libtorrent reads data from ST_DATA only).
+  (the peer resends it). A packet held out of order costs its payload and
+  ``_REORDER_PACKET_COST`` bytes more, the memory holding it takes, so that empty or tiny
+  ones count too (the window, a promise in payload bytes, counts payloads only). An
+  in-order packet that fills the hole before a connection's own out-of-order data is
+  taken even when the budget is full (that data was selectively acked: the peer no longer
+  has it, so it cannot be dropped, and it leaves only once the hole is filled), so
+  ``max_buffered`` may be passed by one packet per connection holding out-of-order data:
+  only while that connection's reader holds nothing in order, so that the next such
+  packet waits for the reader to take it.
+- Acks are validated, as libtorrent does: a packet acking a sequence number we never
+  sent is dropped whole, and so is one acking more than three behind our latest ack
+  (libtorrent's duplicate-ack slack: a peer's acks only grow, so an older one is a packet
+  reordered behind later ones, or a keepalive's ``ack_nr - 1``); one a little behind is
+  taken, its ack ignored. A blind forger must hit the few numbers of our flight, not half
+  of them. An accepted connection is confirmed only by an ack of our latest, of a packet
+  in flight, or a keepalive's one behind it. A RESET that acks nothing we sent is ignored
+  too (libtorrent): while we connect it must ack our SYN; after, a packet we sent or one
+  up to three behind, or 0 from an initiator that never confirmed (it knew none of our
+  numbers): a RESET forged blind needs a plausible ack number as well as the connection
+  id. A FIN fixes the last sequence number; nothing past it is taken. A FIN's payload is
+  ignored (libtorrent reads data from ST_DATA only).
 - A keepalive ST_STATE goes out after ``keepalive_interval`` of our silence (with
   ``ack_nr - 1``, as libtorrent, so that it never counts as a duplicate ack), and a
   connection that hears nothing for ``idle_timeout`` fails. So does one whose written
@@ -194,6 +202,12 @@ timeout, the time libtorrent's ``m_num_timeouts`` starts counting."""
 _STALLED_RTTS: Final = 4
 """...or this many smoothed round trips, when that is longer (a slow path is not a dead one)."""
 _HALF: Final = 0x8000
+_REORDER_PACKET_COST: Final = 128
+"""Bytes each packet held out of order is charged beyond its payload, in the connection's
+count and the socket's budget: what holding it costs (the bytes object's header, its int
+key and dict slot: 70 to 110 bytes measured on CPython), rounded up. Charged its payload
+alone, an empty or 1-byte DATA cost nothing or one byte: 50 connections held 51,150 of them
+(5 MB) at a budget of 0, ``max_connections`` of them some 100 MiB past ``max_buffered``."""
 
 
 def _reorder_distance(receive_buffer: int) -> int:
@@ -249,8 +263,9 @@ class UtpReceiveBudget:
     """Received bytes that every connection of one socket may hold together.
 
     Connections count what they hold for their readers (``used``) and, of that, what
-    waits out of order (``reorder_used``, at most half the limit); a connection asks
-    :meth:`free` before it takes a packet and advertises no more than that.
+    waits out of order (``reorder_used``, at most half the limit; each packet there costs
+    a fixed charge beyond its payload, the memory that holding it takes); a connection
+    asks :meth:`free` before it takes a packet and advertises no more than that.
 
     >>> budget = UtpReceiveBudget(4096)
     >>> budget.free(), budget.reorder_free()
@@ -535,6 +550,8 @@ class UtpConnection:
         # its number on). A peer with more in flight (a small MTU, a larger window) loses
         # no data to the bound: its far resend still gets our ack.
         self._max_behind = self._reorder_limit + 1
+        # Out-of-order payload bytes held, plus _REORDER_PACKET_COST per packet: what the
+        # socket's budget counts for the reorder buffer.
         self._reorder_bytes = 0
         self._inbound = bytearray()
         self._eof_seq: int | None = None
@@ -847,8 +864,11 @@ class UtpConnection:
             self._ack_pending = True  # tells the receiver we are connected (see accept)
         ack_distance = seq_distance(self._acked, packet.ack_nr)
         outstanding = seq_distance(self._acked, self._seq_nr) - 1
-        if 0 < ack_distance < _HALF and ack_distance > outstanding:
-            return  # an ack for a packet we never sent: not to be trusted
+        if ack_distance > outstanding and not self._ack_behind_acceptable(packet.ack_nr):
+            # An ack for a packet we never sent, or far behind our latest ack (older than
+            # any reordering delays): not to be trusted. Dropped whole, as libtorrent does,
+            # so that a blind forger must hit the few numbers of our flight, not half of all.
+            return
         # The last number the packet shows the peer used: its own for DATA and FIN; an
         # ST_STATE carries the peer's next one (BEP 29), unused yet, so one less (a peer
         # that sent up to our reorder bound says so with an ST_STATE one past it; after
@@ -862,7 +882,8 @@ class UtpConnection:
             # timestamps count (libtorrent drops those ahead so): it could otherwise ack
             # our packets in flight (lost for good), shut the window or feed the RTT; a
             # blind forger now has to hit twice the bound plus two of the 65,536 numbers
-            # (2,050 at the default buffer) as well as an ack in our flight. Its type
+            # (2,050 at the default buffer) as well as an ack in our flight (or just
+            # behind it: checked above). Its type
             # counts for nothing either: a FIN out there does not fix the end.
             if distance >= _HALF and kind is not UtpPacketType.STATE:
                 # Behind: the resend of a packet we hold, from a peer with more packets
@@ -901,6 +922,22 @@ class UtpConnection:
         if kind is UtpPacketType.DATA or kind is UtpPacketType.FIN:
             self._incoming(packet.seq_nr, packet.payload, kind is UtpPacketType.FIN)
         self._check_closed(now_us)
+
+    def _ack_behind_acceptable(self, ack_nr: int) -> bool:
+        """Whether a packet acking ``ack_nr``, which is behind our latest ack, is taken.
+
+        As libtorrent (``incoming_packet``: ``ack_nr`` below its ``m_acked_seq_nr`` less
+        its ``dup_ack_limit`` of 3 is dropped): a peer's acks only grow, so an older one
+        is a packet reordered behind later ones, or a keepalive (``ack_nr - 1``, ours and
+        libtorrent's). Anything further back is forged (half of all numbers passed before).
+
+        An accepted connection the initiator has not confirmed takes only a keepalive's
+        ``_acked - 1`` behind: the initiator knows our first number from our ST_STATE (it
+        acks the one before it), and a confirmation lets the connection out of the
+        half-open rules, so a blind forger must hit one of the two or three numbers.
+        """
+        slack = _DUP_ACK_THRESHOLD if self._confirmed else 1
+        return seq_distance(ack_nr, self._acked) <= slack
 
     def _confirm(self) -> None:
         self._confirmed = True
@@ -1319,22 +1356,25 @@ class UtpConnection:
             reorder = self._reorder
             while (nxt := (self._ack_nr + 1) & _SEQ_MASK) in reorder:
                 data = reorder.pop(nxt)
-                self._reorder_bytes -= len(data)
-                budget.reorder_used -= len(data)
+                cost = len(data) + _REORDER_PACKET_COST
+                self._reorder_bytes -= cost
+                budget.reorder_used -= cost
+                budget.used -= _REORDER_PACKET_COST  # the payload stays counted, now in order
                 self._deliver(nxt, data, reordered=True)
             return
         if seq in self._reorder:
             return  # held already (a FIN at the seq of held data is bogus: it fixes nothing)
         if size + self._buffered() > self._config.receive_buffer:
             return
-        if size > budget.reorder_free():
+        cost = size + _REORDER_PACKET_COST  # however small, a held packet costs memory
+        if cost > budget.reorder_free():
             return  # out-of-order data the socket cannot afford: the peer resends it
         if fin:
             self._eof_seq = seq  # held: the stream ends once the hole before it fills
         self._reorder[seq] = payload
-        self._reorder_bytes += size
-        budget.used += size
-        budget.reorder_used += size
+        self._reorder_bytes += cost
+        budget.used += cost
+        budget.reorder_used += cost
 
     def _deliver(self, seq: int, payload: bytes, *, reordered: bool) -> None:
         """``seq`` is next in order; ``reordered``: its payload is counted already."""
@@ -1358,7 +1398,16 @@ class UtpConnection:
         self._reorder_bytes = 0
 
     def _buffered(self) -> int:
-        return len(self._inbound) + self._reorder_bytes
+        """Payload bytes held, in order and out of order: what the window we advertise
+        counts.
+
+        Not the per-packet charge of the reorder buffer (:data:`_REORDER_PACKET_COST`):
+        the window is a promise in payload bytes, so that an honest peer filling it while
+        one packet is lost has every packet past the hole held (charged, the last few
+        would be refused, and resent only after a timeout). The reorder bound caps the
+        packets, and so their charge, per connection; the socket's budget counts it.
+        """
+        return len(self._inbound) + self._reorder_bytes - len(self._reorder) * _REORDER_PACKET_COST
 
     def _hole_fill_over_budget(self) -> bool:
         """Whether the next in-order packet is taken even when the socket's budget is spent.

@@ -139,7 +139,8 @@ class UtpStatistics:
         bytes_sent: payload bytes sent, over every connection (first transmissions).
         bytes_received: payload bytes received in order, over every connection.
         buffered: bytes received and not yet read now, over every connection (in order
-            or out of order); at most ``max_buffered``.
+            or out of order, each packet held out of order charged a fixed cost beyond
+            its payload for the memory it takes); at most ``max_buffered``.
         replaced: accepted connections given up for a SYN that reused their id with a
             new sequence number (the peer restarted), the old one dead or over.
         too_big: datagrams the system refused as too big for the path (EMSGSIZE): the

@@ -106,10 +106,11 @@ class AnnounceClient(Protocol):
     bip's HTTP client's refusals do:
 
     - ``retry_in``: BEP 31's ``retry in`` as the tracker gave it: an int of minutes (0 or
-      more), and the next try comes that long after (at least ``retry_delay``, at most
-      :data:`MAX_RETRY_IN` or ``max_interval`` if longer), whatever the backoff would say;
-      or ``"never"``, and the announcer sends this tracker nothing more, not even
-      ``stopped`` (:attr:`AnnouncerStatus.given_up`). Anything else there is ignored.
+      more), and the next try comes no sooner (at most :data:`MAX_RETRY_IN` later, or
+      ``max_interval`` if longer), nor sooner than the backoff would (``retry in`` only
+      lengthens it; it stands in for ``interval``); or ``"never"``, and the announcer sends
+      this tracker nothing more, not even ``stopped`` (:attr:`AnnouncerStatus.given_up`).
+      Anything else there is ignored.
     - ``interval``: seconds the refusal asked between announces (an int): the backoff waits
       at least that long (up to ``max_interval``), as libtorrent does.
 
@@ -237,9 +238,13 @@ class Announcer:
     (15, 30, 60, 120, 240, 480, 960, then 1800 s by default; libtorrent waits
     5 * (1 + 2.5 n²) s after the n-th, 17.5, 55, 117.5, 205, 317.5 ... up to an hour: as
     fast for the first five, then slower, to a longer cap), and not before the ``interval``
-    a refusal gave. A refusal with BEP 31's ``retry in`` is retried exactly that many minutes
-    later (at least ``retry_delay``, at most :data:`MAX_RETRY_IN` or ``max_interval`` if
-    longer), and neither :meth:`announce_now` nor :meth:`mark_completed` brings that forward;
+    a refusal gave. A refusal with BEP 31's ``retry in`` is retried that many minutes later
+    (at most :data:`MAX_RETRY_IN`, or ``max_interval`` if longer) or when the backoff says,
+    whichever is later: ``retry in`` only ever lengthens the wait (libtorrent ignores it), so
+    a tracker answering ``retry in: 0`` to every announce is backed off from as any failing
+    tracker, not asked every ``retry_delay`` seconds; the refusal's ``interval`` then does
+    not count. Neither :meth:`announce_now` nor :meth:`mark_completed` brings the tracker's
+    minutes forward (the backoff beyond them gives way as after any failure);
     with ``retry in: never`` the announcer stops: it sends that tracker nothing more (no
     ``stopped``: it refused us), :attr:`AnnouncerStatus.given_up` says why, and :meth:`run`
     waits idle until cancelled. Failures are status (:attr:`status`, and DEBUG records on
@@ -573,8 +578,13 @@ class Announcer:
                 )
                 wait = None  # no next announce
             elif retry_in is not None:
-                wait = min(max(retry_in * 60.0, self._retry), max(MAX_RETRY_IN, self._max))
-                self._hold_until = trio.current_time() + wait
+                # The tracker's wait holds against announce_now() and completed; it only
+                # lengthens our backoff, never cuts it short: a tracker answering "retry in:
+                # 0" to every announce would otherwise be asked every retry_delay for ever.
+                # It stands in for the refusal's interval (the tracker said when exactly).
+                hold = min(retry_in * 60.0, max(MAX_RETRY_IN, self._max))
+                self._hold_until = trio.current_time() + hold
+                wait = max(hold, self._doubled_delay())
             else:
                 wait = self._backoff(error)
             if wait is not None:
@@ -605,15 +615,20 @@ class Announcer:
         self._updated()
 
     def _backoff(self, error: TrackerError) -> float:
-        """The wait after a failure that did not say when to come back: ``retry_delay``
-        doubled per failure in a row, capped at ``max_interval``; at least the ``interval``
-        the refusal gave, if it gave one (capped the same way)."""
-        doublings = min(self._failures - 1, _MAX_DOUBLINGS)
-        wait: float = min(self._retry * 2.0**doublings, self._max)
+        """The wait after a failure that did not say when to come back: the doubled delay
+        (:meth:`_doubled_delay`); at least the ``interval`` the refusal gave, if it gave one
+        (capped at ``max_interval``)."""
+        wait = self._doubled_delay()
         interval = _int_attribute(error, "interval", least=1)
         if interval is not None:
             wait = max(wait, min(float(interval), self._max))
         return wait
+
+    def _doubled_delay(self) -> float:
+        """``retry_delay`` doubled per failure in a row after the first, capped at
+        ``max_interval``."""
+        doublings = min(self._failures - 1, _MAX_DOUBLINGS)
+        return min(self._retry * 2.0**doublings, self._max)
 
     def _updated(self) -> None:
         if self._on_update is not None:
