@@ -40,6 +40,11 @@ hash):
 Each is read only if it is a regular file, opened without blocking: anything else at its path
 (a FIFO, a device, a directory) counts as a file that cannot be read, never waited on.
 
+Each is written to a new temporary file beside it, ``HASH.SUFFIX.RANDOM.tmp``, created for
+the write (never one found there: a link planted at its name would be followed, a FIFO
+would block), then renamed over it. A temporary left by a crash goes when the torrent's
+files do (:meth:`ResumeStore.forget_all`, or a move to another save directory).
+
 Kept next to the data, as aria2 keeps its ``.aria2`` control files: moving the directory moves
 the record with it, and two downloads into different directories never share one.
 """
@@ -50,6 +55,7 @@ import contextlib
 import errno
 import logging
 import os
+import secrets
 import stat
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -116,10 +122,29 @@ _MAX_RESUME_FILE: Final = 64 * 1024 * 1024
 # A kept .torrent (info dictionary and piece layers) larger than bip_metainfo reads from a file
 # is not one we wrote: not read past it.
 _MAX_TORRENT_FILE: Final = DEFAULT_MAX_TORRENT_SIZE
-_SUFFIXES: Final = ("resume", "torrent", "peers", "selection", "state")
+# The most of each file read (one byte more tells it is larger): a larger file is not one we
+# wrote, and its loader ignores it.
+_FILE_LIMITS: Final = {
+    "resume": _MAX_RESUME_FILE,
+    "torrent": _MAX_TORRENT_FILE,
+    "peers": _MAX_PEERS_FILE,
+    "selection": _MAX_SELECTION_FILE,
+    "state": _MAX_STATE_FILE,
+}
+_SUFFIXES: Final = tuple(_FILE_LIMITS)
 # Opening a FIFO for reading blocks until a writer comes, unless non-blocking (a regular
 # file's reads ignore the flag). Neither flag exists everywhere.
 _OPEN_FLAGS: Final = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+# A temporary file is made, never opened as found: O_EXCL fails on anything at its name (a
+# link there would be followed, a FIFO would block the open for ever, in a thread no
+# cancellation reaches), O_NOFOLLOW says so again where it exists.
+_CREATE_FLAGS: Final = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+)
+# Names drawn for a temporary file before giving up: 64 random bits each, so a name is taken
+# only by someone who saw it, and a second one drawn is not.
+_TEMPORARY_ATTEMPTS: Final = 8
+_TEMPORARY_SUFFIX: Final = ".tmp"
 
 Host = IPv4Address | IPv6Address
 
@@ -413,23 +438,53 @@ async def _read_bounded(path: Path, limit: int) -> bytes:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a temporary file beside it, synced, renamed over it,
-    then its directory synced (as bip_disk's NativeFileSystem syncs a file and its
-    directory). A kill or a power cut at any moment leaves the old file or the new one:
-    without the first sync the rename can reach the disk before the bytes do (an empty or
-    half file under the new name). Blocking: run it in a thread.
+    """Replace ``path`` with ``data``: a new temporary file beside it
+    (:func:`_create_temporary`), synced, renamed over it, then its directory synced (as
+    bip_disk's NativeFileSystem syncs a file and its directory). A kill or a power cut at
+    any moment leaves the old file or the new one: without the first sync the rename can
+    reach the disk before the bytes do (an empty or half file under the new name). A write
+    that fails removes its temporary file. Blocking: run it in a thread.
 
     Raises:
         OSError: the file could not be written, synced or renamed.
     """
     _make_directories(path.parent)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        _fsync(file.fileno())
-    os.replace(temporary, path)
+    fd, temporary = _create_temporary(path)
+    try:
+        try:
+            file = os.fdopen(fd, "wb")  # owns the descriptor from now on
+        except BaseException:
+            os.close(fd)
+            raise
+        with file:
+            file.write(data)
+            file.flush()
+            _fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # already gone: nothing left behind
+            os.unlink(temporary)
+        raise
     _sync_directory(path.parent)
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new empty file beside ``path``, ``NAME.RANDOM.tmp``, open for writing, and its path.
+    Created here (``O_EXCL``), never opened as found: whatever someone put at a name drawn
+    (a link, a FIFO) is left alone and another name is drawn. Mode 0o666 less the umask, as
+    :func:`open` makes a file.
+
+    Raises:
+        OSError: no file could be created (every name drawn was taken: ``EEXIST``).
+    """
+    for _ in range(_TEMPORARY_ATTEMPTS):
+        name = f"{path.name}.{secrets.token_hex(8)}{_TEMPORARY_SUFFIX}"
+        temporary = path.with_name(name)
+        try:
+            return os.open(temporary, _CREATE_FLAGS, 0o666), temporary
+        except FileExistsError:
+            continue
+    raise OSError(errno.EEXIST, "every temporary name drawn was taken", str(path))
 
 
 def _make_directories(directory: Path) -> None:
@@ -644,9 +699,24 @@ class ResumeStore:
         await trio.to_thread.run_sync(_write_atomically, self.state_path, data)
 
     def _paths(self) -> list[Path]:
-        """Every file of the torrent's here (``_SUFFIXES``), and their temporary copies."""
-        paths = [self._path(suffix) for suffix in _SUFFIXES]
-        return paths + [path.with_name(path.name + ".tmp") for path in paths]
+        """Every file of the torrent's here (``_SUFFIXES``), and the temporary copies that
+        writes cut short left (blocking: a directory listed)."""
+        return [self._path(suffix) for suffix in _SUFFIXES] + self._temporaries()
+
+    def _temporaries(self) -> list[Path]:
+        """The temporary copies of the torrent's files here (``HASH.SUFFIX.RANDOM.tmp``, and
+        ``HASH.SUFFIX.tmp`` of older versions), left by writes cut short (a crash, a power
+        cut). Blocking: a directory listed."""
+        prefixes = tuple(self._path(suffix).name + "." for suffix in _SUFFIXES)
+        try:
+            names = os.listdir(self.directory)
+        except OSError:  # no directory (nothing saved yet), or not one we can list
+            return []
+        return [
+            self.directory / name
+            for name in names
+            if name.startswith(prefixes) and name.endswith(_TEMPORARY_SUFFIX)
+        ]
 
     def _path(self, suffix: str) -> Path:
         return self.directory / f"{_hash_name(self._info_hash)}.{suffix}"
@@ -674,7 +744,10 @@ class ResumeStore:
 
     async def take_files_of(self, other: ResumeStore) -> None:
         """Move ``other``'s files (the same torrent, another directory) here, replacing
-        ours; a file ``other`` does not have is not touched.
+        ours; a file ``other`` does not have is not touched. One larger than its loader
+        reads is not one we wrote: it is left where it is (with a warning), as one ``other``
+        does not have, never read whole. The temporary copies that writes cut short left
+        there are deleted.
 
         Raises:
             OSError: a file could not be copied (those moved before stay moved; the rest
@@ -684,15 +757,23 @@ class ResumeStore:
             return
 
         def move() -> None:
-            for suffix in _SUFFIXES:
+            for suffix, limit in _FILE_LIMITS.items():
                 source = other._path(suffix)
                 target = self._path(suffix)
                 try:
-                    data = _read_regular(source)
+                    data = _read_regular(source, limit)
                 except FileNotFoundError:
+                    continue
+                if len(data) > limit:
+                    # Not one we wrote (its loader ignores it), and anyone who could write
+                    # there could make it any size: not read whole to be copied.
+                    logger.warning("%s: larger than %d bytes; not moved", source, limit)
                     continue
                 _write_atomically(target, data)  # across file systems too (no rename)
                 source.unlink()
+            for temporary in other._temporaries():  # writes cut short there: never finished
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
             with contextlib.suppress(OSError):
                 other.directory.rmdir()
 
