@@ -71,7 +71,8 @@ def test_the_size_bound_is_that_of_the_longest_document_written(
         InfoHash(v1=V1, v2=bytes(32)),
         num_pieces,
         frozenset(range(num_pieces)),
-        (FileStat(_MAX_INT, _MAX_INT),) * num_files,
+        # The longest mtime is the lowest (a file dated before 1970): its minus sign.
+        (FileStat(_MAX_INT, -_MAX_INT - 1),) * num_files,
         _MAX_INT,
     )
     raw = longest.to_bytes()

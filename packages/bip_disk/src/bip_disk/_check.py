@@ -67,7 +67,7 @@ class CheckPlan:
         pad_only: pieces of pad bytes only that resume data does not vouch for, in
             order: :func:`check_pad_pieces` settles them, with no read.
         stats: each file's stat now (by index of ``Info.files``; None when missing,
-            for pad files and for links).
+            for pad files, links and zero-length files).
         changed_files: files that differ from the resume data (all stored files
             without resume data).
     """
@@ -80,12 +80,19 @@ class CheckPlan:
 
 
 def stat_files(fs: FileSystem, layout: StorageLayout) -> tuple[FileStat | None, ...]:
-    """Stat every stored file of ``layout`` (None for missing files, pads and links).
+    """Stat every stored file of ``layout`` (None for missing files, pads, links and
+    zero-length files).
+
+    A zero-length file holds no piece, so it is not stat'ed at all: whatever is at its
+    path (a directory the user made there, a file it cannot stat) never stops the
+    torrent, as libtorrent's check passes over it.
 
     Raises:
         StorageError: the FileSystem failed (other than the file being missing).
     """
-    return tuple(fs.stat(file.path) if file.is_stored else None for file in layout.files)
+    return tuple(
+        fs.stat(file.path) if file.is_stored and file.length else None for file in layout.files
+    )
 
 
 def pieces_cut_short(layout: StorageLayout, file: StoredFile, size: int) -> range:

@@ -200,7 +200,9 @@ class TorrentFailed(DiskEvent):
 class PieceLost(DiskEvent):
     """A piece we had is no longer stored intact (its file shrank or vanished).
 
-    It is no longer in :meth:`~bip_disk.DiskManager.have` nor in resume data. The check
+    It is no longer in :meth:`~bip_disk.DiskManager.have` nor in resume data. A read that
+    fails sends it (the torrent stops: a :class:`TorrentFailed`), and so does a write that
+    had to create the piece's file again, deleted behind our back (the torrent goes on). The check
     after a move that kept files already at the destination sends one too for each piece
     had that those files do not hold (``reason`` ``"kept file differs"``, or the kept file
     is missing or too short, or a fault stopped the check first): no peer is to blame,

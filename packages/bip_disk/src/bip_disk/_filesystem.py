@@ -58,10 +58,10 @@ class FileStat:
 
     Attributes:
         size: the file's size in bytes.
-        mtime_ns: its modification time in nanoseconds since the epoch, as precise
-            as the backend keeps it (``0`` when the backend keeps none: fast
-            resume then never vouches for the file, and a restart hashes all its
-            pieces again).
+        mtime_ns: its modification time in nanoseconds since the epoch (negative
+            before 1970), as precise as the backend keeps it (``0`` when the backend
+            keeps none: fast resume then never vouches for the file, and a restart
+            hashes all its pieces again).
     """
 
     size: int
@@ -89,13 +89,22 @@ class FileSystem(Protocol):
         """
         ...
 
-    def write(self, path: str, offset: int, data: Buffer) -> None:
+    def write(self, path: str, offset: int, data: Buffer) -> bool | None:
         """Write all of ``data`` at ``offset``, creating the file and its parents.
 
         Writing past the end extends the file; the gap reads as zeros. Writing
         nothing creates the file but never extends it (as POSIX ``write``). Either
         every byte is written or ``StorageError`` is raised (``ENOSPC``, ``EACCES``,
         ...).
+
+        Returns:
+            Whether the file had to be created (it was not there): True for the write
+            that created it, False for the others. The DiskManager learns so that a
+            file deleted behind its back is gone, not re-created full of holes that
+            pass for the pieces it held (they are lost:
+            :class:`~bip_disk.PieceLost`). ``None`` (a FileSystem written before this
+            was asked, whose ``write`` returns nothing) tells nothing: such a file is
+            noticed only when a read of it fails.
         """
         ...
 

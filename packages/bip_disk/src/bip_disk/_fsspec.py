@@ -144,7 +144,7 @@ class FsspecFileSystem:
 
     >>> import fsspec
     >>> fs = FsspecFileSystem(fsspec.filesystem("memory"), "/doctest-bucket")
-    >>> fs.write("t/a.bin", 0, b"hello")
+    >>> created = fs.write("t/a.bin", 0, b"hello")  # whether the file had to be created
     >>> fs.read("t/a.bin", 1, 3)
     b'ell'
     """
@@ -294,8 +294,9 @@ class FsspecFileSystem:
         *,
         create: bool,
         grows: tuple[int, int] = (0, 0),
-    ) -> None:
-        """Make ``change`` to ``path``'s staged copy, loading the file first if need be.
+    ) -> bool:
+        """Make ``change`` to ``path``'s staged copy, loading the file first if need be;
+        whether the file was created (neither staged nor in the backend).
 
         ``grows`` is the ``(offset, length)`` span of the chunks the change may add.
         What memory would grow by (those of its chunks not held yet, plus the whole
@@ -341,7 +342,7 @@ class FsspecFileSystem:
                                 change(staged)
                             finally:
                                 self._held_bytes += staged.data.held - before
-                            return
+                            return not existed
                 except StorageError:
                     raise
                 except Exception as exc:  # any backend's failure
@@ -546,8 +547,15 @@ class FsspecFileSystem:
             except Exception as exc:  # any backend's failure
                 raise _error(exc, path, "read") from None
 
-    def write(self, path: str, offset: int, data: Buffer) -> None:
-        """Write all of ``data`` at ``offset`` (see :class:`~bip_disk.FileSystem`)."""
+    def write(self, path: str, offset: int, data: Buffer) -> bool | None:
+        """Write all of ``data`` at ``offset``; whether the file had to be created (see
+        :class:`~bip_disk.FileSystem`).
+
+        Staged, a file is created when it is neither staged nor in the backend: one
+        deleted from the backend while staged is uploaded again whole by its sync. Never
+        None (typed so for subclasses, see :meth:`NativeFileSystem.write
+        <bip_disk.NativeFileSystem.write>`).
+        """
         parts = split_path(path)
         check_offset(path, offset)
         view = memoryview(data).cast("B")
@@ -559,14 +567,15 @@ class FsspecFileSystem:
                 staged.dirty = True
                 staged.mtime_ns = time.time_ns()
 
-            self._change_staged(
+            created = self._change_staged(
                 path, full, "write", change, create=True, grows=(offset, view.nbytes)
             )
             self._relieve()
-            return
+            return created
         with self._lock(path):
             try:
-                with self._open_in_place(full, create=True) as file:
+                created = self._create_in_place(full)
+                with self.fs.open(full, "r+b") as file:
                     if view:
                         file.seek(offset)
                         file.write(view)
@@ -574,17 +583,27 @@ class FsspecFileSystem:
                 raise
             except Exception as exc:
                 raise _error(exc, path, "write") from None
+        return created
+
+    def _create_in_place(self, full: str) -> bool:
+        """Create ``full`` if it is not there; whether it was not (``path``'s lock held)."""
+        if self._exists_file(full):
+            return False
+        if self.fs.isdir(full):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        self._make_parent(full)
+        with self.fs.open(full, "ab"):
+            pass  # creates it without truncating what a racing writer put there
+        return True
 
     @contextmanager
     def _open_in_place(self, full: str, *, create: bool) -> Iterator[Any]:
-        if not self._exists_file(full):
+        if create:
+            self._create_in_place(full)
+        elif not self._exists_file(full):
             if self.fs.isdir(full):
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-            if not create:
-                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
-            self._make_parent(full)
-            with self.fs.open(full, "ab"):
-                pass  # creates it without truncating what a racing writer put there
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
         with self.fs.open(full, "r+b") as file:
             yield file
 

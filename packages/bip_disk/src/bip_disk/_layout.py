@@ -30,6 +30,7 @@ short in the v2 view. The layout maps that space onto relative paths:
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -383,7 +384,8 @@ def create_files(
 ) -> None:
     """Create the torrent's files and links in ``fs``.
 
-    Zero-length files are created (so the torrent is complete on disk), other
+    Zero-length files are created (so the torrent is complete on disk) where nothing is
+    at their path (a directory there is left alone: such a file holds no piece), other
     files too when ``allocate`` asks for it: ``"sparse"`` sets their size,
     ``"full"`` also reserves the space so a full disk shows up now. Files already
     there are extended, never shrunk or rewritten. A FileSystem that can create files
@@ -418,6 +420,11 @@ def create_stored_files(
             # Created by the first write that touches it (executable then, by the
             # DiskManager), as libtorrent creates it: never, if nothing is written to it.
             continue
+        if not file.length and _anything_at(fs, file.path):
+            # A zero-length file holds no piece: whatever is at its path (the file, or a
+            # directory the user made there) is left alone, as libtorrent creates an
+            # empty file only where nothing is.
+            continue
         if file.executable and create_executable is not None:
             # The mode is set by the call that creates the file: allocate would create
             # it 0o666.
@@ -428,7 +435,18 @@ def create_stored_files(
             fs.allocate(file.path, file.length, sparse=allocate == "sparse")
 
 
-def executable_creator(fs: FileSystem) -> Callable[[str], None] | None:
+def _anything_at(fs: FileSystem, path: str) -> bool:
+    """Whether something is at ``path``: a file, or what cannot be stat'ed as one (a
+    directory, a FIFO)."""
+    try:
+        return fs.stat(path) is not None
+    except StorageError as error:
+        # Missing on the way (a parent is a file): nothing there, and creating the file
+        # says what is wrong.
+        return error.errno not in (errno.ENOENT, errno.ENOTDIR)
+
+
+def executable_creator(fs: FileSystem) -> Callable[[str], object] | None:
     """``fs.create_executable`` (see
     :meth:`NativeFileSystem.create_executable <bip_disk.NativeFileSystem.create_executable>`),
     or None for a FileSystem without that optional capability (it stores no modes)."""

@@ -56,6 +56,9 @@ back) or a failed check puts the torrent in state ``ERROR`` and sends a
 the pieces already verified stay verified (except those a read found destroyed:
 :class:`~bip_disk.PieceLost`), and nothing half written is ever reported good.
 :meth:`~DiskManager.recheck` or :meth:`~DiskManager.move_storage` start it again.
+A write that had to create its file again (deleted behind our back; the
+FileSystem's ``write`` tells) loses the pieces that file held, each a
+:class:`~bip_disk.PieceLost`, and the torrent goes on: they are fetched again.
 Faults reported while one of those waits for what ran before it (pieces being
 written, the last check ending) stop nothing: the first is one
 :class:`~bip_disk.StorageProblem` and the others are only counted (a recheck
@@ -139,7 +142,7 @@ from ._layout import StorageLayout, StoredFile, executable_creator, read_span_da
 from ._native import NativeFileSystem
 from ._readcache import LineCache, LineRead
 from ._resume import RACY_WINDOW_NS, ResumeData
-from ._torrent import PartialPiece, TorrentStatus, TorrentStorage
+from ._torrent import BatchOut, PartialPiece, TorrentStatus, TorrentStorage
 
 __all__ = [
     "DEFAULT_EVENT_BUFFER",
@@ -254,6 +257,9 @@ class _Job:
     torrent: TorrentStorage
     piece: int
     data: bytearray
+    # Files (indices) a write of this piece's had to create, set by the flush thread: the
+    # manager then looks for pieces lost with them (see DiskManager._lose_recreated).
+    created_files: list[int] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -349,11 +355,17 @@ def _flush(jobs: Sequence[_Job]) -> list[_Outcome]:
                     run.end += span.length
                 else:
                     if run is not None:
-                        _write_run(run, outcomes)
-                    run = _Run(torrent, span.path, span.file_offset + span.length, [part])
+                        _write_run(run, outcomes, jobs)
+                    run = _Run(
+                        torrent,
+                        span.path,
+                        span.file_index,
+                        span.file_offset + span.length,
+                        [part],
+                    )
             position += span.length
     if run is not None:
-        _write_run(run, outcomes)
+        _write_run(run, outcomes, jobs)
     return outcomes
 
 
@@ -366,11 +378,16 @@ class _Run:
 
     torrent: TorrentStorage
     path: str
+    file_index: int
     end: int
     parts: list[tuple[int, int, memoryview]]
 
 
-def _write_run(run: _Run, outcomes: list[_Outcome]) -> None:
+def _write_run(run: _Run, outcomes: list[_Outcome], jobs: Sequence[_Job]) -> None:
+    """Write a run of ``jobs`` (see :func:`_flush`). A write that had to create the file
+    is noted on the run's first job, for the manager to look for the pieces the file held
+    before it was deleted behind our back (see ``DiskManager._lose_recreated``)."""
+    created = False
     torrent, parts = run.torrent, run.parts
     if torrent.stopped:
         for index, _, _ in parts:
@@ -386,7 +403,8 @@ def _write_run(run: _Run, outcomes: list[_Outcome]) -> None:
         try:
             with storage_faults(run.path):
                 if create_executable is not None:
-                    create_executable(run.path)  # a no-op for a file that is there
+                    # A no-op for a file that is there.
+                    created = create_executable(run.path) is True
         except StorageError as error:
             fault = _without_frames(error)
             for index, _, _ in parts:
@@ -401,21 +419,39 @@ def _write_run(run: _Run, outcomes: list[_Outcome]) -> None:
     if len(parts) > 1 and type(fs).write is NativeFileSystem.write:
         try:
             with storage_faults():
-                cast(NativeFileSystem, fs)._write_vectored(
-                    run.path, parts[0][1], [view for _, _, view in parts]
+                created |= (
+                    cast(NativeFileSystem, fs)._write_vectored(
+                        run.path, parts[0][1], [view for _, _, view in parts]
+                    )
+                    is True
                 )
         except StorageError:
             pass  # again piece by piece below, to tell which pieces failed
         else:
+            if created:
+                _note_created(run, jobs)
             return
     for index, offset, view in parts:
         if outcomes[index] is not True:
             continue  # a part of this piece failed already: the rest is not written
         try:
             with storage_faults():
-                fs.write(run.path, offset, view)
+                # True or False from ours; None (nothing told) from an older third party's.
+                created |= fs.write(run.path, offset, view) is True
         except StorageError as error:
             outcomes[index] = _without_frames(error)
+    if created:
+        _note_created(run, jobs)
+
+
+def _note_created(run: _Run, jobs: Sequence[_Job]) -> None:
+    """On the flush thread: a write of ``run`` had to create its file (noted on the job
+    of the run's first part; nothing else is done here, the torrent's state is the trio
+    thread's)."""
+    job = jobs[run.parts[0][0]]
+    if job.created_files is None:
+        job.created_files = []
+    job.created_files.append(run.file_index)
 
 
 def _fault_of(error: Exception, torrent: TorrentHandle, doing: str) -> StorageError:
@@ -1487,7 +1523,9 @@ class DiskManager:
 
         It lists the pieces verified and written (never pieces in memory) and the
         files' sizes and modification times. Made while the torrent is checking or
-        moving, it records no file, so the next start hashes everything. It
+        moving, or after a check that did not complete (a fault stopped it part way:
+        the pieces it had not hashed are unknown), it records no file, so the next
+        start hashes everything; a check that completes (:meth:`recheck`) ends that. It
         survives the process being killed; for it to survive a power cut, use
         :meth:`save_resume_data`.
 
@@ -1496,26 +1534,29 @@ class DiskManager:
             StorageError: a file could not be stat'ed.
         """
         storage = self._get(torrent)
+        saved = _dated(storage)
         have, settled = frozenset(storage.have), _settled(storage)
         with storage_faults():
             stats = stat_files(storage.fs, storage.layout)
-        return self._resume(storage, have, stats if settled else None).to_bytes()
+        return self._resume(storage, have, stats if settled else None, saved).to_bytes()
 
     async def save_resume_data(self, torrent: TorrentHandle, *, sync: bool = True) -> bytes:
         """Resume data for the torrent, after syncing its files (on a thread).
 
         Every piece listed was written before the sync started, so it is durable
-        once this returns. A file written to within 2 s of saving (FAT's
-        modification-time granularity, the coarsest) is *racy*: the next start
-        hashes its pieces the data does not list, in case a write right after the
-        save left its mtime unchanged. At a clean shutdown, saving again once
-        writes have stopped for that long avoids the extra hashing.
+        once this returns. A file written to within 2 s before the save started (FAT's
+        modification-time granularity, the coarsest), or since, is *racy*: the next
+        start hashes its pieces the data does not list, in case a write right after the
+        save left its mtime unchanged (or came while the files synced). At a clean
+        shutdown, saving again once writes have stopped for that long avoids the extra
+        hashing. See :meth:`resume_data` for the files it records.
 
         Raises:
             TorrentStateError: the torrent is unknown or removed.
             StorageError: stat'ing or syncing failed.
         """
         storage = self._get(torrent)
+        saved = _dated(storage)
         have, settled = frozenset(storage.have), _settled(storage)
         fs, layout = storage.fs, storage.layout
 
@@ -1526,7 +1567,7 @@ class DiskManager:
                 return stat_files(fs, layout)
 
         stats = await self._io_pool.run(stat_and_sync)
-        return self._resume(storage, have, stats if settled else None).to_bytes()
+        return self._resume(storage, have, stats if settled else None, saved).to_bytes()
 
     def statistics(self) -> DiskStatistics:
         """A frozen snapshot of the manager's counters."""
@@ -1630,15 +1671,13 @@ class DiskManager:
         storage: TorrentStorage,
         have: frozenset[int],
         stats: tuple[FileStat | None, ...] | None,
+        saved: int,
     ) -> ResumeData:
         if stats is None:
             # Pieces not checked yet (or files half moved) must not pass for missing next
             # time: recording every file as absent makes the next start hash them all.
             stats = (None,) * len(storage.layout.files)
-        # The clock is read after the stats: see RACY_WINDOW_NS.
-        return ResumeData(
-            storage.info.info_hash, storage.layout.num_pieces, have, stats, time.time_ns()
-        )
+        return ResumeData(storage.info.info_hash, storage.layout.num_pieces, have, stats, saved)
 
     async def _emit_soon(self, event: DiskEvent) -> None:
         """:meth:`_emit`, without a schedule point while the queue has room.
@@ -1890,9 +1929,20 @@ class DiskManager:
                     break
                 batch.append(job)
                 size += len(job.data)
-            outcomes = await self._hash_pool.run(_flush, batch)
-            for job, outcome in zip(batch, outcomes, strict=True):
-                await self._settle(job, outcome)
+            # Seen by each of its torrents until it is settled (see BatchOut).
+            out = BatchOut(time.time_ns())
+            torrents = {job.torrent for job in batch}
+            for torrent in torrents:
+                torrent.writing.append(out)
+            try:
+                outcomes = await self._hash_pool.run(_flush, batch)
+                for job, outcome in zip(batch, outcomes, strict=True):
+                    if job.created_files is not None:
+                        await self._lose_recreated(job.torrent, job.created_files, out)
+                    await self._settle(job, outcome)
+            finally:
+                for torrent in torrents:
+                    torrent.writing.remove(out)
 
     async def _settle(self, job: _Job, outcome: _Outcome) -> None:
         storage, piece = job.torrent, job.piece
@@ -1908,6 +1958,8 @@ class DiskManager:
             if storage.state is TorrentState.REMOVED:
                 return
             storage.have.add(piece)
+            for out in storage.writing:  # a batch or two, while pieces are being written
+                out.settled.add(piece)
             await self._emit_soon(PieceVerified(storage.handle, piece, True))
         elif outcome is False:
             self._pieces_bad += 1
@@ -1934,6 +1986,57 @@ class DiskManager:
             if storage.state is not TorrentState.REMOVED:
                 self._pieces_discarded += 1
                 await self._emit_soon(PieceDiscarded(storage.handle, piece, reason))
+
+    async def _lose_recreated(
+        self, storage: TorrentStorage, files: Sequence[int], out: BatchOut
+    ) -> None:
+        """After a batch (``out``) whose writes had to create ``files``: the pieces of
+        those files the torrent had are gone with the files it had (deleted behind our
+        back) and not in the new ones (holes that read as zeros), whatever a check or
+        resume data said. They are no longer had nor cached, each a
+        :class:`~bip_disk.PieceLost`, before the verdict of the piece whose write found
+        its file gone. The first write of a fresh file finds none had.
+
+        Had, that is, since before the batch was handed to its thread: its write found
+        the file missing, so one written before was written to the file deleted since. A
+        piece settled while the batch was out (``out.settled``, another thread's) may
+        have been written to the new file, right after it was created: it is kept (of a
+        file deleted while that piece was being written, it passes for kept, which only
+        a deletion racing two writes of the file can do).
+
+        The torrent goes on: the write that found its file gone succeeded, and the lost
+        pieces are fetched again into the new file (a read of a file gone cannot be
+        served: that stops the torrent, see :meth:`_read_failed`).
+        """
+        if storage.state is TorrentState.REMOVED:
+            return  # its events have ended
+        handle = storage.handle
+        for index in files:
+            pieces = storage.layout.file_pieces(index)
+            have = storage.have
+            # One set lookup per piece of the file or per piece had, whichever is fewer.
+            if len(pieces) <= len(have):
+                had = have.intersection(pieces)
+            else:
+                had = {piece for piece in have if piece in pieces}
+            destroyed = sorted(had - out.settled)
+            if not destroyed:
+                continue
+            path = storage.layout.files[index].path
+            reason = f"{path!r} was deleted behind our back (a write had to create it again)"
+            _log.warning(
+                "torrent %r (%s) lost %d verified pieces (%s): %s",
+                handle.name,
+                handle.info_hash.hex(),
+                len(destroyed),
+                _pieces_text(destroyed),
+                reason,
+            )
+            for piece in destroyed:
+                storage.have.discard(piece)
+                self._cache.discard(handle.id, piece, storage.piece_size(piece))
+            for piece in destroyed:
+                await self._emit(PieceLost(handle, piece, reason))
 
     def _dropped_reason(self, storage: TorrentStorage) -> str:
         """Why a queued piece of ``storage`` was dropped, not written: a fault stopped the
@@ -1962,6 +2065,7 @@ class DiskManager:
         # right away cancels a check that has not started yet.
         scope = storage.check_scope = trio.CancelScope()
         storage.check_stop = [False]
+        storage.check_completed = False  # until this one has settled every piece
         # Nothing writes until the check ends: an executable file found missing (deleted
         # since the last check) is created executable again by its first write.
         storage.expect_executables()
@@ -1999,7 +2103,8 @@ class DiskManager:
         try:
             with scope:
                 hashed: set[int] = set()
-                await self._check(storage, resume, check, hashed)
+                if await self._check(storage, resume, check, hashed):
+                    storage.check_completed = self._still_checking(storage)
                 if self._still_checking(storage) and storage.create_files:
                     await self._create_files(storage, allocate)
                 if report is not None and resume is not None:
@@ -2043,9 +2148,10 @@ class DiskManager:
         resume: ResumeData | None,
         check: bool,
         hashed: set[int] | None = None,
-    ) -> None:
+    ) -> bool:
         """Plan the check and hash what it must (``hashed``, if given, gathers the pieces
-        read and judged); a fault stops the torrent."""
+        read and judged); a fault stops the torrent. Returns whether every piece was
+        settled (False when a fault, a recheck or a removal stopped the check first)."""
         handle = storage.handle
         storage.io_active += 1
         try:
@@ -2053,7 +2159,7 @@ class DiskManager:
         except _FAULTS as error:
             fault = _fault_of(error, handle, "planning the check")
             await self._fail(storage, fault, f"checking the files failed: {fault}")
-            return
+            return False
         finally:
             storage.io_active -= 1
         storage.have = set(plan.trusted)
@@ -2071,7 +2177,7 @@ class DiskManager:
             finally:
                 storage.io_active -= 1
             if not self._still_checking(storage):
-                return
+                return False
             storage.have.update(
                 piece for piece, good in zip(plan.pad_only, verdicts, strict=True) if good
             )
@@ -2084,7 +2190,7 @@ class DiskManager:
             len(to_hash),
         )
         if not to_hash:
-            return
+            return True
         await self._emit(CheckProgress(handle, 0, len(to_hash), len(storage.have)))
         per_batch = max(1, _BATCH_BYTES // storage.layout.piece_length)
         batches = iter(
@@ -2129,6 +2235,9 @@ class DiskManager:
         async with trio.open_nursery() as nursery:
             for _ in range(self._hash_pool.threads):
                 nursery.start_soon(hash_batches)
+        # A fault stops the torrent (or, before a recheck, sets check_stop): every batch
+        # was hashed only if neither happened.
+        return self._still_checking(storage) and not storage.check_stop[0]
 
     async def _report_kept(
         self,
@@ -2276,8 +2385,28 @@ def _pieces_text(pieces: Sequence[int], shown: int = 8) -> str:
 
 
 def _settled(storage: TorrentStorage) -> bool:
-    """Whether what the torrent has is known (it is not checking, nor moving its files)."""
-    return storage.state not in (TorrentState.CHECKING, TorrentState.MOVING)
+    """Whether what the torrent has is known: its last check settled every piece (a fault
+    that stopped it part way, in ``ERROR`` since, left the pieces it had not hashed
+    unknown), and it is not checking, nor moving its files."""
+    return storage.check_completed and storage.state not in (
+        TorrentState.CHECKING,
+        TorrentState.MOVING,
+    )
+
+
+def _dated(storage: TorrentStorage) -> int:
+    """When resume data about to be made of ``storage`` is dated (its ``saved``), read
+    before anything of it is taken: no later than any write whose piece it may not list.
+
+    A piece written after ``have`` is taken (while the files are stat'ed or synced, a
+    sync may take seconds), or written before and not settled yet (its batch waits for
+    room in the event queue), is not listed: its file's mtime must then lie after the
+    date, or within :data:`~bip_disk._resume.RACY_WINDOW_NS` before it, so that the file
+    is racy and the next start hashes that piece. Dated after the sync, the file would
+    look unchanged and the piece, good on disk, would be neither trusted nor hashed.
+    An earlier date only makes more files racy: never less safe.
+    """
+    return min([time.time_ns(), *(out.since for out in storage.writing)])
 
 
 def _sync(fs: FileSystem) -> None:

@@ -125,7 +125,8 @@ class MemoryFileSystem:
     """A :class:`~bip_disk.FileSystem` held in memory (see the module documentation).
 
     >>> fs = MemoryFileSystem()
-    >>> fs.write("t/a.bin", 3, b"xyz")
+    >>> fs.write("t/a.bin", 3, b"xyz")  # the file had to be created
+    True
     >>> fs.read("t/a.bin", 0, 10)
     b'\\x00\\x00\\x00xyz'
     >>> fs.size("t/missing") is None
@@ -214,8 +215,9 @@ class MemoryFileSystem:
         with self._lock:
             return self._file(path, "read").data.read(offset, length)
 
-    def write(self, path: str, offset: int, data: Buffer) -> None:
-        """Write all of ``data`` at ``offset`` (see :class:`~bip_disk.FileSystem`)."""
+    def write(self, path: str, offset: int, data: Buffer) -> bool | None:
+        """Write all of ``data`` at ``offset``; whether the file had to be created (see
+        :class:`~bip_disk.FileSystem`; never None, typed so for subclasses)."""
         check_offset(path, offset)
         length = memoryview(data).nbytes
         with self._lock:
@@ -228,6 +230,7 @@ class MemoryFileSystem:
             entry.data.write(offset, data)
             entry.mtime_ns = time.time_ns()
             self._held += chunks * CHUNK_SIZE
+            return existing is None
 
     def size(self, path: str) -> int | None:
         """The file's size, or ``None`` if it does not exist."""

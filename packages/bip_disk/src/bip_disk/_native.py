@@ -117,8 +117,9 @@ class NativeFileSystem:
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as directory:
     ...     with NativeFileSystem(directory) as fs:
-    ...         fs.write("t/a.bin", 2, b"xyz")
+    ...         fs.write("t/a.bin", 2, b"xyz")  # the file had to be created
     ...         fs.read("t/a.bin", 0, 10)
+    True
     b'\\x00\\x00xyz'
     """
 
@@ -329,14 +330,29 @@ class NativeFileSystem:
             current.append(name)
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
 
-    def _open(self, path: str, parts: tuple[str, ...], flags: int) -> int:
-        """Open the file at ``path`` inside the root (see the module documentation)."""
+    def _open(self, path: str, parts: tuple[str, ...], flags: int) -> tuple[int, bool]:
+        """Open the file at ``path`` inside the root (see the module documentation).
+
+        Returns the descriptor, and whether this open created the file. With
+        ``O_CREAT`` the file is opened as it is first, and only if it is not there
+        created with ``O_EXCL``: so a write knows it made the file (see
+        :meth:`write`), and of two threads creating it at once one is told so.
+        """
         flags |= _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
         create = bool(flags & os.O_CREAT)
+        found = flags & ~os.O_CREAT
         for _ in range(_MAX_ATTEMPTS):
             dir_fd, name = self._walk(path, parts, create=create, follow_last=True)
             try:
-                return _open_regular(path, name, flags, dir_fd)
+                try:
+                    return _open_regular(path, name, found, dir_fd), False
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                try:
+                    return _open_regular(path, name, flags | os.O_EXCL, dir_fd), True
+                except FileExistsError:
+                    continue  # made meanwhile (or a link put there): the next walk opens it
             except OSError as exc:
                 # A link created since the walk looked: walk again (it is followed
                 # then, or refused if it leads out).
@@ -350,7 +366,14 @@ class NativeFileSystem:
     # -- the handle cache -----------------------------------------------------
 
     def _acquire(self, path: str, parts: tuple[str, ...], *, write: bool, create: bool) -> _Handle:
-        """A handle for ``path``, counted as in use until :meth:`_release`.
+        """A handle for ``path``, counted as in use until :meth:`_release`."""
+        return self._acquire_made(path, parts, write=write, create=create)[0]
+
+    def _acquire_made(
+        self, path: str, parts: tuple[str, ...], *, write: bool, create: bool
+    ) -> tuple[_Handle, bool]:
+        """:meth:`_acquire`, and whether opening the handle created the file (only with
+        ``create``, on a cache miss).
 
         A write handle also marks the file as changed, for :meth:`sync` with no
         path (under the same lock, so a write costs one lock round trip here).
@@ -362,26 +385,28 @@ class NativeFileSystem:
                 handle.users += 1
                 if write:
                     self._dirty.add(path)
-                return handle
+                return handle, False
         flags = (os.O_RDWR | (os.O_CREAT if create else 0)) if write else os.O_RDONLY
-        fresh = _Handle(self._open(path, parts, flags), write)
+        fd, created = self._open(path, parts, flags)
+        fresh = _Handle(fd, write)
         with self._lock:
             if write:
                 self._dirty.add(path)
             handle = self._handles.get(path)
             if handle is not None and (handle.writable or not write):
-                # Another thread opened it meanwhile: use theirs.
+                # Another thread opened it meanwhile: use theirs (opened after ours
+                # created the file, if ours did: this call still made it).
                 handle.users += 1
                 self._handles.move_to_end(path)
                 os.close(fresh.fd)
-                return handle
+                return handle, created
             if handle is not None:
                 self._retire(path)  # read-only, replaced by a writable one
             fresh.users = 1
             self._handles[path] = fresh
             while len(self._handles) > self.max_open_files:
                 self._retire(next(iter(self._handles)))
-            return fresh
+            return fresh, created
 
     def _release(self, handle: _Handle) -> None:
         with self._lock:
@@ -422,21 +447,30 @@ class NativeFileSystem:
         except (OSError, OverflowError) as exc:
             raise _error(exc, path, "read") from None
 
-    def write(self, path: str, offset: int, data: Buffer) -> None:
-        """Write all of ``data`` at ``offset`` (see :class:`~bip_disk.FileSystem`)."""
+    def write(self, path: str, offset: int, data: Buffer) -> bool | None:
+        """Write all of ``data`` at ``offset``; whether the file had to be created (see
+        :class:`~bip_disk.FileSystem`).
+
+        A file whose descriptor is cached is written through it: one deleted behind our
+        back meanwhile is told created by the first write after its descriptor left the
+        cache (until then the writes go to the deleted file, as any open descriptor's).
+        Never None: typed as the protocol's, so that a subclass whose ``write`` returns
+        nothing (written before it returned anything) still type-checks.
+        """
         parts = split_path(path)
         check_offset(path, offset)
         view = memoryview(data).cast("B")
         try:
-            handle = self._acquire(path, parts, write=True, create=True)
+            handle, created = self._acquire_made(path, parts, write=True, create=True)
             try:
                 _pwrite_all(handle, offset, view)
             finally:
                 self._release(handle)
         except (OSError, OverflowError) as exc:
             raise _error(exc, path, "write") from None
+        return created
 
-    def _write_vectored(self, path: str, offset: int, buffers: Sequence[Buffer]) -> None:
+    def _write_vectored(self, path: str, offset: int, buffers: Sequence[Buffer]) -> bool:
         """Write ``buffers`` one after another from ``offset``, in as few calls as the OS allows.
 
         :meth:`write` of their concatenation, without making it: the DiskManager
@@ -448,7 +482,7 @@ class NativeFileSystem:
         check_offset(path, offset)
         views = [view for view in (memoryview(data).cast("B") for data in buffers) if view]
         try:
-            handle = self._acquire(path, parts, write=True, create=True)
+            handle, created = self._acquire_made(path, parts, write=True, create=True)
             try:
                 if _HAS_PWRITEV and handle.lock is None:
                     _pwritev_all(handle.fd, offset, views)
@@ -460,6 +494,7 @@ class NativeFileSystem:
                 self._release(handle)
         except (OSError, OverflowError) as exc:
             raise _error(exc, path, "write") from None
+        return created
 
     def size(self, path: str) -> int | None:
         """The file's size, or ``None`` if it does not exist."""
@@ -494,8 +529,9 @@ class NativeFileSystem:
             )
         return FileStat(info.st_size, info.st_mtime_ns)
 
-    def create_executable(self, path: str) -> None:
-        """Create ``path`` as an empty executable file, unless something is there already.
+    def create_executable(self, path: str) -> bool | None:
+        """Create ``path`` as an empty executable file, unless something is there already;
+        whether it did.
 
         For a torrent's BEP 47 ``x`` files, which the DiskManager creates this way just
         before the first write touching one (an empty or allocated one with the
@@ -508,6 +544,9 @@ class NativeFileSystem:
         whatever is at ``path`` already (a file, with its mode and bytes, a directory, a
         link) is left as it is. Not part of the :class:`~bip_disk.FileSystem` protocol:
         an optional capability, which the other FileSystems lack (they store no modes).
+        Returns True when it created the file (the DiskManager then knows a write did
+        not find it there, as :meth:`write` tells), False when something was there; never
+        None (typed so for subclasses, see :meth:`write`).
         """
         parts = split_path(path)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
@@ -519,7 +558,7 @@ class NativeFileSystem:
                 # (O_EXCL follows no link either, one put there since the walk included).
                 os.close(os.open(name, flags, 0o777, dir_fd=dir_fd))
             except FileExistsError:
-                return
+                return False
             finally:
                 if dir_fd is not None:
                     os.close(dir_fd)
@@ -527,6 +566,7 @@ class NativeFileSystem:
             raise _error(exc, path, "create") from None
         with self._lock:
             self._dirty.add(path)  # its directory entry is new: sync() makes it durable
+        return True
 
     def allocate(self, path: str, size: int, *, sparse: bool = True) -> None:
         """Extend the file to at least ``size`` bytes (see the module documentation)."""

@@ -12,8 +12,10 @@ bencoded dictionary:
 ``have``          a BEP 3 bitfield of the pieces verified *and written*: high bit
                   first, spare bits zero
 ``files``         one dictionary per file of ``Info.files``, in order: ``size``
-                  and ``mtime`` (nanoseconds) of the stored file; empty for a
-                  file that is missing, a pad file or a symlink
+                  and ``mtime`` (nanoseconds, signed: before 1970 is negative) of
+                  the stored file; empty for a file that is missing, a pad file, a
+                  symlink or an empty file, and for every file until a check of
+                  the torrent has completed
 ``saved``         when the data was made (nanoseconds since the epoch)
 ================  ===========================================================
 
@@ -74,10 +76,13 @@ MAX_RESUME_DATA_SIZE: Final = 64 * 1024 * 1024
 100 000-file torrent takes 6 MB)."""
 
 _MAX_INT: Final = (1 << 63) - 1
+# A file's mtime is signed: one dated before 1970 has a negative st_mtime_ns, and the
+# data we write for it must read back (as libtorrent's signed 64-bit file times).
+_MIN_MTIME: Final = -(1 << 63)
 # What a file entry and the rest of a document take at most, derived from the
 # format: to_bytes writes canonical bencoding, so a document's length is the sum of
 # these and of the digits of its counts (see _max_size).
-_LONGEST_FILE: Final = len(encode({b"size": _MAX_INT, b"mtime": _MAX_INT}))
+_LONGEST_FILE: Final = len(encode({b"size": _MAX_INT, b"mtime": _MIN_MTIME}))
 _FIXED_SIZE: Final = len(
     encode(
         {
@@ -362,6 +367,6 @@ def _file(node: object, index: int) -> FileStat | None:
     size, mtime = node[b"size"], node[b"mtime"]
     if type(size) is not int or type(mtime) is not int:
         raise ResumeDataError(f"files[{index}] has a size or mtime that is not an integer")
-    if not 0 <= size <= _MAX_INT or not 0 <= mtime <= _MAX_INT:
+    if not 0 <= size <= _MAX_INT or not _MIN_MTIME <= mtime <= _MAX_INT:
         raise ResumeDataError(f"files[{index}] has a size or mtime out of range")
     return FileStat(size, mtime)

@@ -12,7 +12,7 @@ Nothing here does I/O or awaits; the manager drives it.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -25,7 +25,7 @@ from ._hashing import PieceVerifier
 from ._layout import StorageLayout, executable_creator
 from ._readcache import LineRead
 
-__all__ = ["PartialPiece", "TorrentStatus", "TorrentStorage"]
+__all__ = ["BatchOut", "PartialPiece", "TorrentStatus", "TorrentStorage"]
 
 
 class PartialPiece:
@@ -136,6 +136,23 @@ class PartialPiece:
         return added
 
 
+@dataclass(slots=True, eq=False)
+class BatchOut:
+    """A batch of complete pieces on a flush thread, or being settled, as each of its
+    torrents sees it (:attr:`TorrentStorage.writing`).
+
+    Attributes:
+        since: when (``time.time_ns``) it was handed to the thread: resume data made
+            before its pieces are settled is dated no later.
+        settled: the torrent's pieces settled meanwhile, by any batch: written, maybe,
+            after a file this batch found missing was created again, so not lost with
+            the old one.
+    """
+
+    since: int
+    settled: set[int] = field(default_factory=set)
+
+
 @dataclass(frozen=True, slots=True)
 class TorrentStatus:
     """A snapshot of one torrent's storage (:meth:`DiskManager.status`).
@@ -193,6 +210,12 @@ class TorrentStorage:
         self.io_active = 0  # thread operations using ``fs`` right now (reads, moves)
         self.checked = 0
         self.to_check = 0
+        # Whether the last check settled every piece it had to (a fault stopped none of
+        # it): until one has, resume data records no file, so that the next start hashes
+        # everything rather than trust files whose pieces were never hashed.
+        self.check_completed = False
+        # The batches holding its pieces now on a flush thread, or being settled.
+        self.writing: list[BatchOut] = []
         self.check_scope: trio.CancelScope | None = None
         self.check_stop = [False]  # read by check threads: end the batch early
         self.check_done = trio.Event()
