@@ -68,6 +68,10 @@ class FakeManager:
             raise
         return True
 
+    def send_control(self, peer: FakePeer, message: Message) -> bool:
+        """As :meth:`send_nowait` (control messages take no room the tests fill)."""
+        return self.send_nowait(peer, message)
+
     def is_connected(self, peer: FakePeer) -> bool:
         """Whether ``peer`` is connected."""
         return peer in self.peers

@@ -115,7 +115,7 @@ async def flooded(
 
         def look() -> None:
             flood.peak = max(flood.peak, manager.queued_bytes(flood.peer))
-            flood.spans = max(flood.spans, len(task.reply_spans))
+            flood.spans = max(flood.spans, len(task.replies.spans))
 
         async def send_requests() -> None:
             for _ in range(chunks):

@@ -15,7 +15,10 @@ What the manager does for every peer:
   (:meth:`PeerManager.send` waits while it is full, :meth:`PeerManager.send_nowait` returns
   ``False``) and writes queued messages in batches, one ``send_all`` per batch
   (:meth:`PeerManager.queued_bytes` says how much waits, :meth:`PeerManager.wait_writable`
-  waits for it to drain);
+  waits for it to drain); small control messages the protocol bounds in number (haves,
+  chokes, interest, rejects...) go past both bounds with :meth:`PeerManager.send_control`,
+  coalesced, under a byte bound of their own per peer (9 bytes a piece, plus rejects and
+  64 KiB), so a slow but honest peer is not taken for one that stopped reading;
 - sends a keep-alive after ``keepalive_interval`` seconds without sending anything, and
   drops the peer after ``idle_timeout`` seconds without receiving anything;
 - decodes what arrives and reports each message as a :class:`MessageReceived` event on the
@@ -124,16 +127,33 @@ from bip_metainfo import InfoHash
 from ._bandwidth import BandwidthLimiter, check_rate, is_local_address
 from ._connection import ConnectionLimits, PeerConnection, UnknownExtended
 from ._errors import PeerError, RemoteProtocolError
-from ._extended import DEFAULT_EXTENSION_IDS, ExtendedHandshake, MetadataData, PexMessage
+from ._extended import (
+    DEFAULT_EXTENSION_IDS,
+    DontHave,
+    ExtendedHandshake,
+    MetadataData,
+    PexMessage,
+    UploadOnly,
+)
 from ._messages import (
     BLOCK_SIZE,
     NEED_DATA,
+    AllowedFast,
     Bitfield,
+    Choke,
     Hashes,
     HashReject,
+    Have,
+    HaveAll,
+    HaveNone,
+    Interested,
     KeepAlive,
     Message,
+    NotInterested,
+    Port,
     RejectRequest,
+    Suggest,
+    Unchoke,
     UnknownMessage,
 )
 from ._stats import (
@@ -280,6 +300,113 @@ def _reply_bound(send_queue_bytes: int | None, limits: ConnectionLimits) -> int:
     reqq = _REJECT_SIZE * limits.max_peer_requests
     hashes = _HASH_REJECT_SIZE * limits.max_peer_hash_requests
     return max(bound, _REPLY_FLOOR, _REPLY_ROUNDS * (reqq + hashes))
+
+
+_CONTROL_MESSAGES: Final[frozenset[type]] = frozenset(
+    {
+        Choke,
+        Unchoke,
+        Interested,
+        NotInterested,
+        Have,
+        HaveAll,
+        HaveNone,
+        Suggest,
+        AllowedFast,
+        RejectRequest,
+        Port,
+        DontHave,
+        UploadOnly,
+    }
+)
+"""The messages :meth:`PeerManager.send_control` takes: small, of a fixed size, and bounded in
+number by the protocol itself (a have or a suggest per piece, a reject per request, a choke,
+an unchoke or an interest per change of state...), not by how fast the peer reads."""
+_HAVE_SIZE: Final = len(Have(0).encode())
+"""Bytes of one have on the wire (9)."""
+_CONTROL_FLOOR: Final = 64 * 1024
+"""Control bytes a peer may always leave unwritten beyond its haves and rejects: some 13,000
+chokes, unchokes and changes of interest, far more than pile up behind an honest peer's
+blocks (a choke round comes every 10 s; the send timeout drops a write stuck for 180 s)."""
+_CONTROL_CHUNK: Final = 4096
+"""Control bytes coalesced into one send queue entry at most (about 450 haves): the entry's
+own cost (some 120 bytes) is then a few percent of what it holds."""
+
+
+def _control_bound(num_pieces: int | None, limits: ConnectionLimits) -> int:
+    """The control bytes (:meth:`PeerManager.send_control`) a peer may leave unwritten before
+    it counts as no longer reading: a have for every piece of the torrent (BEP 3 tells every
+    peer of every piece we get; 0 while a magnet's piece count is unknown), the rejects a
+    choke or a refusal owes for :data:`_REPLY_ROUNDS` (4) times the ``reqq`` we advertise, and
+    :data:`_CONTROL_FLOOR` (64 KiB) for the rest.
+
+    An honest peer never reaches it however slowly it reads: each of these messages is sent
+    once per piece, per request or per change of state, not once per unit of time.
+
+    >>> _control_bound(1000, ConnectionLimits(max_peer_requests=500))
+    108536
+    >>> _control_bound(None, ConnectionLimits(max_peer_requests=500))
+    99536
+    """
+    pieces = 0 if num_pieces is None else num_pieces
+    return (
+        _CONTROL_FLOOR
+        + _HAVE_SIZE * pieces
+        + _REPLY_ROUNDS * _REJECT_SIZE * limits.max_peer_requests
+    )
+
+
+class _ControlEntry(list[bytearray]):
+    """A send queue entry of coalesced control messages (:meth:`PeerManager.send_control`):
+    one buffer, extended in place while it is the last entry, so that a queued have costs its
+    9 bytes rather than a list and a bytes object (some 120 bytes), as in libtorrent's send
+    buffer. Its own type tells the writer it does not count in ``send_queue_size``, and
+    ``messages`` how many it holds (for :attr:`PeerStatistics.messages_sent`)."""
+
+    __slots__ = ("messages",)
+
+    def __init__(self, buffer: bytearray) -> None:
+        super().__init__((buffer,))
+        self.messages = 1
+
+
+class _Unwritten:
+    """Bytes of one kind queued for a peer and not known written, as spans of its stream.
+
+    Each push is a span, known by where it ends in the bytes ever queued (written plus
+    queued); spans the written bytes have passed are dropped. A push right after the
+    previous one of its kind (nothing else queued in between: a flood's rejects, read after
+    read; haves as pieces come in) extends its span, so the spans never outnumber the other
+    messages queued between them plus one.
+    """
+
+    __slots__ = ("size", "spans")
+
+    def __init__(self) -> None:
+        self.spans: deque[tuple[int, int]] = deque()  # (end, size), in bytes ever queued
+        self.size = 0  # the sizes' sum
+
+    def unwritten(self, sent: int) -> int:
+        """The bytes of this kind not yet written, ``sent`` bytes of the stream written."""
+        spans = self.spans
+        while spans and spans[0][0] <= sent:
+            self.size -= spans.popleft()[1]
+        if not spans:
+            return 0
+        end, first = spans[0]
+        # The first span may be partly written (a batch ended inside it).
+        return self.size - max(0, sent - (end - first))
+
+    def add(self, start: int, size: int, sent: int) -> int:
+        """Count ``size`` bytes queued at ``start`` of the stream (``sent`` bytes of it
+        written); return the bytes of this kind not yet written, these included."""
+        spans = self.spans
+        self.size += size
+        end = start + size
+        if spans and spans[-1][0] == start:
+            size += spans.pop()[1]
+        spans.append((end, size))
+        return self.unwritten(sent)
 
 
 _PIECE_MESSAGE: Final = BLOCK_SIZE + 13
@@ -645,6 +772,10 @@ class _PeerTask:
         "added_at",
         "announced",
         "connection",
+        "control",
+        "control_base",
+        "control_entries",
+        "control_entry",
         "counter",
         "download_quota",
         "drained",
@@ -665,8 +796,7 @@ class _PeerTask:
         "reading_paused",
         "reason",
         "removed",
-        "reply_bytes",
-        "reply_spans",
+        "replies",
         "resumed",
         "scope",
         "sending_since",
@@ -693,16 +823,22 @@ class _PeerTask:
         self.connection = peer.connection
         self.stream = handshake.stream
         self.trailing = handshake.trailing
-        self.queue: deque[list[bytes | memoryview]] = deque()  # one entry per message
-        self.queue_capacity = capacity
+        # One entry per message, but control messages, coalesced (_ControlEntry).
+        self.queue: deque[Sequence[bytes | bytearray | memoryview]] = deque()
+        self.queue_capacity = capacity  # counted without the control entries
         self.queue_byte_capacity = byte_capacity  # send waits while queued_bytes reaches it
         # Bytes accepted for this peer and not yet written (queued, or in the write under
         # way): kept up to date per message, so queued_bytes() need not walk the queue.
         self.queued_bytes = 0
-        # The replies queued for the peer's own messages (rejects) and not known written:
-        # spans of the stream (end, size), in bytes ever queued, and their sizes' sum.
-        self.reply_spans: deque[tuple[int, int]] = deque()
-        self.reply_bytes = 0
+        # The replies queued for the peer's own messages (rejects) and not known written.
+        self.replies = _Unwritten()
+        # The control messages (PeerManager.send_control) not known written, the entries of
+        # the queue holding them, and the last one made (extended while it is the last).
+        self.control = _Unwritten()
+        self.control_entries = 0
+        self.control_entry: _ControlEntry | None = None
+        # Their bound without the haves, which follow the piece count (a magnet learns it).
+        self.control_base = _control_bound(None, self.connection.limits)
         self.space = trio.lowlevel.ParkingLot()  # senders waiting for room in the queue
         # Waiting for written bytes (send's byte bound, wait_writable): woken after each write.
         self.drained = trio.lowlevel.ParkingLot()
@@ -733,7 +869,7 @@ class _PeerTask:
         self.reason: str | None = None
         self.error: BaseException | None = None
 
-    def push(self, parts: list[bytes | memoryview]) -> None:
+    def push(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         """Queue one message's encoded parts and wake the writer."""
         self.queue.append(parts)
         self.queued_bytes += sum(map(len, parts))
@@ -746,27 +882,42 @@ class _PeerTask:
         not yet written, these included.
 
         Replies are queued whatever the queue holds (the connection has answered already),
-        so the reader bounds them by this count rather than by waiting for the writer. Each
-        push is a span of the stream, known by where it ends in the bytes ever queued
-        (written plus queued); spans the written bytes have passed are dropped. A push right
-        after the previous one (nothing queued in between: a flood's rejects, read after
-        read) extends its span, so the spans never outnumber the other messages queued
-        between them plus one, however many reads the replies come in.
+        so the reader bounds them by this count rather than by waiting for the writer
+        (:class:`_Unwritten` keeps it, in spans of the stream however many reads the
+        replies come in).
         """
         sent = self.counter.bytes_sent
         start = sent + self.queued_bytes
         self.push([replies])
-        size = len(replies)
-        spans = self.reply_spans
-        while spans and spans[0][0] <= sent:
-            self.reply_bytes -= spans.popleft()[1]
-        self.reply_bytes += size
-        if spans and spans[-1][0] == start:
-            size += spans.pop()[1]
-        spans.append((start + len(replies), size))
-        end, first = spans[0]
-        # The first span may be partly written (a batch ended inside it).
-        return self.reply_bytes - max(0, sent - (end - first))
+        return self.replies.add(start, len(replies), sent)
+
+    def control_bound(self) -> int:
+        """The control bytes this peer may leave unwritten (:func:`_control_bound`)."""
+        pieces = self.connection.num_pieces
+        return self.control_base if pieces is None else self.control_base + _HAVE_SIZE * pieces
+
+    def push_control(self, parts: list[bytes | memoryview]) -> None:
+        """Queue a control message's parts past the message and byte capacities, coalesced
+        into the last entry when that is a control entry with room (:class:`_ControlEntry`)."""
+        sent = self.counter.bytes_sent
+        start = sent + self.queued_bytes
+        size = sum(map(len, parts))
+        entry = self.control_entry
+        queue = self.queue
+        if entry is not None and queue and queue[-1] is entry and len(entry[0]) < _CONTROL_CHUNK:
+            # Not the writer's yet (it takes entries out of the queue before writing them),
+            # and the writer is busy: it only waits for an empty queue.
+            buffer = entry[0]
+            for part in parts:
+                buffer += part
+            entry.messages += 1
+            self.queued_bytes += size
+        else:
+            entry = _ControlEntry(bytearray().join(parts))
+            self.control_entry = entry
+            self.control_entries += 1
+            self.push(entry)
+        self.control.add(start, size, sent)
 
     def fail(self, reason: str, error: BaseException | None) -> None:
         """Remove the peer for ``reason`` (the first reason given wins).
@@ -1356,9 +1507,13 @@ class PeerManager:
             await trio.lowlevel.checkpoint()
             raise PeerClosedError(f"{peer!r} was removed")
         queue = task.queue
-        while len(queue) >= task.queue_capacity or task.queued_bytes >= task.queue_byte_capacity:
+        while (
+            len(queue) - task.control_entries >= task.queue_capacity
+            or task.queued_bytes >= task.queue_byte_capacity
+        ):
             # Messages leave the queue before their write; bytes count until it completes.
-            await (task.space if len(queue) >= task.queue_capacity else task.drained).park()
+            full = len(queue) - task.control_entries >= task.queue_capacity
+            await (task.space if full else task.drained).park()
             if task.removed:
                 raise PeerClosedError(f"{peer!r} was removed")
         try:
@@ -1391,7 +1546,7 @@ class PeerManager:
         if (
             task is None
             or task.removed
-            or len(task.queue) >= task.queue_capacity
+            or len(task.queue) - task.control_entries >= task.queue_capacity
             or task.queued_bytes >= task.queue_byte_capacity
         ):
             return False
@@ -1400,6 +1555,59 @@ class PeerManager:
         except RemoteProtocolError:  # the peer failed; its removal is under way
             return False
         task.push(parts)
+        return True
+
+    def send_control(self, peer: Peer, message: Message | object) -> bool:
+        """Queue a small control message for ``peer`` whatever its send queue holds, unless
+        the peer left too many of them unwritten.
+
+        Control messages: :class:`~bip_peer.Choke`, :class:`~bip_peer.Unchoke`,
+        :class:`~bip_peer.Interested`, :class:`~bip_peer.NotInterested`,
+        :class:`~bip_peer.Have`, :class:`~bip_peer.HaveAll`, :class:`~bip_peer.HaveNone`,
+        :class:`~bip_peer.Suggest`, :class:`~bip_peer.AllowedFast`,
+        :class:`~bip_peer.RejectRequest`, :class:`~bip_peer.Port`,
+        :class:`~bip_peer.DontHave` and :class:`~bip_peer.UploadOnly`.
+
+        These messages are bounded in number by the protocol, not by how fast the peer
+        reads: a have per piece we get (BEP 3 tells every peer of each), a reject per
+        request (BEP 6 answers every request), a choke, an unchoke or an interest per change
+        of state. A slow but honest peer may leave many of them unwritten behind a block
+        (while we download fast, a have per piece piles up behind each block it takes
+        seconds to read), so they do not count in ``send_queue_size`` nor in
+        ``send_queue_bytes``: libtorrent does not disconnect a peer for small messages
+        waiting either. They have a bound of their own per peer: 9 bytes per piece of the
+        torrent, four ``reqq`` of rejects and 64 KiB (108,536 bytes for 1,000 pieces and
+        the default ``reqq``), which an honest peer never reaches, plus one message (a choke
+        with the rejects it owes). They are coalesced in the queue, so what they hold in
+        memory is about what goes on the wire (each still counts in
+        :attr:`PeerStatistics.messages_sent <bip_peer.PeerStatistics.messages_sent>`). The
+        peer that stops reading altogether is still dropped by the send timeout
+        (``idle_timeout``).
+
+        Returns ``False`` (and drops the message, leaving the state untouched) when the peer
+        was removed or has as many control bytes unwritten as its bound: it has stopped
+        reading (the caller drops it).
+
+        Raises:
+            TypeError: ``message`` is not a control message (nothing queued).
+            StaleSendError: the message was overtaken by one the peer sent (a reject for a
+                request the peer cancelled): nothing was queued.
+            LocalProtocolError: the protocol forbids sending it now.
+        """
+        if type(message) not in _CONTROL_MESSAGES:
+            raise TypeError(f"not a control message: {message!r}")
+        task = self._peers.get(peer)
+        if (
+            task is None
+            or task.removed
+            or task.control.unwritten(task.counter.bytes_sent) >= task.control_bound()
+        ):
+            return False
+        try:
+            parts = task.connection.send_parts(message)  # type: ignore[arg-type]
+        except RemoteProtocolError:  # the peer failed; its removal is under way
+            return False
+        task.push_control(parts)
         return True
 
     def set_num_pieces(self, peer: Peer, num_pieces: int) -> bool:
@@ -1867,12 +2075,16 @@ class PeerManager:
                     await task.writer_idle.park()
                     continue
                 first = queue.popleft()
+                coalesced = 0  # the messages of control entries beyond one per entry
+                if type(first) is _ControlEntry:
+                    task.control_entries -= 1
+                    coalesced = first.messages - 1
                 # An exempt (local) peer batches as an unlimited one, but still goes through
                 # _send_limited while there is a limit, to be counted.
                 limiter_on = upload.limited
                 limited = limiter_on and not task.exempt
                 if not queue and len(first) == 1:
-                    data: bytes | memoryview = first[0]
+                    data: bytes | bytearray | memoryview = first[0]
                     count = 1
                 else:
                     # Coalesce: one send_all for many small messages and blocks. Joining
@@ -1891,6 +2103,9 @@ class PeerManager:
                     )
                     while queue and size < batch and count < _MAX_BATCH_MESSAGES:
                         message = queue.popleft()
+                        if type(message) is _ControlEntry:
+                            task.control_entries -= 1
+                            coalesced += message.messages - 1
                         parts += message
                         size += len(message[-1])
                         count += 1
@@ -1912,12 +2127,12 @@ class PeerManager:
                     total.sent(size, now)
                     if task.drained:
                         task.drained.unpark_all()
-                counter.messages_sent += count
-                total.messages_sent += count
+                counter.messages_sent += count + coalesced
+                total.messages_sent += count + coalesced
         except _TRANSPORT_ERRORS as exc:
             task.fail(REASON_TRANSPORT, exc)
 
-    async def _send_limited(self, task: _PeerTask, data: bytes | memoryview) -> None:
+    async def _send_limited(self, task: _PeerTask, data: bytes | bytearray | memoryview) -> None:
         """Write ``data`` under the upload limit: tokens first, then as much as granted.
 
         An exempt peer's bytes go without tokens (they are only counted), including the

@@ -16,11 +16,15 @@ are not fed to the brain.
 BEP 19 web seeds join the same brain as virtual peers (:class:`~bip._client._webseed.WebSeed`,
 :meth:`Swarm.join_web_seed`): the brain's actions for one go to it rather than to the manager.
 
-Messages go out with :meth:`~bip_peer.PeerManager.send_nowait`: the brain's decisions must not
-wait for one slow peer. The session gives every peer a send queue deep enough for the largest
-request queue the brain builds (the peer's ``reqq``, capped at :data:`MAX_OUT_REQUESTS` by the
-brains' :data:`QUEUEING`: the peer's number is untrusted) plus the control messages, so a full
-queue means the peer stopped reading: it is dropped.
+Messages go out without waiting: the brain's decisions must not wait for one slow peer.
+Requests, cancels and the bitfield go with :meth:`~bip_peer.PeerManager.send_nowait`: the
+session gives every peer a send queue deep enough for the largest request queue the brain
+builds (the peer's ``reqq``, capped at :data:`MAX_OUT_REQUESTS` by the brains'
+:data:`QUEUEING`: the peer's number is untrusted) and for our answers to its requests. The
+rest (haves, chokes, interest, allowed fast) go with :meth:`~bip_peer.PeerManager.send_control`,
+past that count: they are bounded by the protocol (a have per piece), not by the peer's pace,
+and while we download fast a have per piece piles up behind each block a slow but honest
+peer takes seconds to read. Either refused means the peer stopped reading: it is dropped.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ from bip_select import (
     PeerLeft,
     PeerQueues,
     QueueConfig,
+    SendBitfield,
+    SendCancel,
     SendRequest,
     SwarmBrain,
     Tick,
@@ -78,6 +84,10 @@ QUEUEING: Final = QueueConfig(max_queue=MAX_OUT_REQUESTS)
 
 REASON_STALLED = "send queue full"
 """Why a peer whose send queue stayed full is dropped: it stopped reading."""
+
+_COUNTED: Final = frozenset({SendRequest, SendCancel, SendBitfield})
+"""The actions whose messages count in the peer's send queue (``send_nowait``); the others'
+are control messages (``send_control``)."""
 
 
 def trust_identity(key: PeerKey) -> Hashable:
@@ -204,8 +214,9 @@ class Swarm:
                 continue
             if peer not in self.joined:
                 continue
+            send = manager.send_nowait if type(action) in _COUNTED else manager.send_control
             try:
-                sent = manager.send_nowait(peer, message_for(action, self._num_pieces))
+                sent = send(peer, message_for(action, self._num_pieces))
             except StaleSendError as error:
                 # The brain's view lags the connection's (a cancel for a block that just
                 # arrived, a request meeting a choke or a piece taken back): the connection

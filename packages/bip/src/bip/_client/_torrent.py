@@ -159,7 +159,7 @@ from ._queue import QueuedTorrent, QueueKind
 from ._resume import MAX_SAVED_PEERS, ResumeStore, SavedState, names_same_torrent
 from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
-from ._swarm import Swarm, brain_queueing
+from ._swarm import REASON_STALLED, Swarm, brain_queueing
 from ._upload import Uploader
 from ._views import PeerInfo, file_progress, peer_infos
 from ._webseed import WebSeed, WebSeedState
@@ -2233,7 +2233,7 @@ class Torrent:
         self._told_upload_only = upload_only
         for peer in list(self.peers):
             if peer.connection.their_extension_ids.get(UPLOAD_ONLY_EXTENSION):
-                self._manager.send_nowait(peer, UploadOnly(upload_only))
+                self._manager.send_control(peer, UploadOnly(upload_only))
 
     def _drop_if_redundant(self, peer: Peer) -> None:
         """Close a connection between two peers that both only upload (libtorrent's
@@ -2522,14 +2522,18 @@ class Torrent:
     def _refuse(self, peer: Peer, request: Request) -> None:
         """Refuse ``request``: a reject with the fast extension (BEP 6), else nothing (BEP 3
         lets requests go unanswered; its entry holds one of the peer's ``reqq`` slots until
-        it cancels or we choke it, as a request a choke discarded)."""
+        it cancels or we choke it, as a request a choke discarded).
+
+        BEP 6 answers every request, so the reject is a control message, queued whatever the
+        send queue holds; refused, the peer left a flood of them unwritten (it stopped
+        reading) and is dropped, as the swarm drops it for its haves."""
         if not peer.connection.fast:
             return
         # Stale: cancelled (or rejected by a choke) before its event reached us.
         with contextlib.suppress(StaleSendError):
-            self._manager.send_nowait(
-                peer, RejectRequest(request.index, request.begin, request.length)
-            )
+            reject = RejectRequest(request.index, request.begin, request.length)
+            if not self._manager.send_control(peer, reject):
+                self._manager.remove_peer(peer, REASON_STALLED)
 
     async def disk_event(self, event: object) -> None:
         """An event of the disk about this torrent."""
