@@ -164,7 +164,7 @@ from ._upload import Uploader
 from ._views import PeerInfo, file_progress, peer_infos
 from ._webseed import WebSeed, WebSeedState
 from ._webseed_http import WebSeedClient
-from ._webseed_layout import WebSeedLayout, WebSeedUrlError, web_seed_layout
+from ._webseed_layout import WebSeedFiles, WebSeedLayout, WebSeedUrlError, web_seed_layout
 
 __all__ = [
     "MAX_WEB_SEEDS",
@@ -2345,9 +2345,14 @@ class Torrent:
                 "%s: using the first %d of %d web seeds", self._name, MAX_WEB_SEEDS, len(urls)
             )
             urls = urls[:MAX_WEB_SEEDS]
+        # One table of the files for all the web seeds, made at their first request (off the
+        # event loop for a large torrent): each web seed holds its base URL only, and a
+        # file's URL is made per request. The url-list is not in the info dictionary:
+        # whoever hands out the torrent picks how many web seeds it has.
+        files = WebSeedFiles(info)
         for url in urls:
             try:
-                layout = web_seed_layout(url, info)
+                layout = web_seed_layout(url, files)
             except WebSeedUrlError as error:
                 logger.info("%s: web seed skipped: %s", self._name, error)
                 continue

@@ -58,7 +58,7 @@ from ._webseed_http import (
     WebSeedError,
     WebSeedFileMissingError,
 )
-from ._webseed_layout import WebSeedLayout, shown_url
+from ._webseed_layout import WebSeedLayout, WebSeedUrlError, shown_url
 
 __all__ = [
     "MAX_FAILURES",
@@ -242,6 +242,9 @@ class WebSeed:
         cancelled (their scopes), an idle worker is woken, and a block being stored is
         stored rather than cut off halfway through the disk's write.
         """
+        # The torrent's file table, once for all its web seeds: seconds of Python for the
+        # largest torrents, made in a worker thread (requests queue meanwhile).
+        await self.layout.ready()
         async with trio.open_nursery() as nursery:
             for _ in range(MAX_WEB_SEED_REQUESTS):
                 nursery.start_soon(self._worker)
@@ -293,14 +296,22 @@ class WebSeed:
                 for part in self.layout.ranges(start, length):
                     if not self.usable:
                         return  # stopped meanwhile (banned, gone): its blocks are forgotten
-                    if part.url is None:
+                    if part.is_pad:
                         data += bytes(part.length)  # a pad file: zeros, never fetched
                         continue
                     if part.file_index in self._missing:
                         missing_file = part.file_index
                         raise WebSeedFileMissingError("the server does not have this file")
                     try:
-                        data += await self._client.fetch(part.url, part.offset, part.length)
+                        # Made per request (as libtorrent): nothing is held per file.
+                        url = self.layout.file_url(part.file_index)
+                    except WebSeedUrlError as refused:
+                        # Longer than our bound: never asked for, so as good as missing
+                        # here; its pieces come from peers, the other files from here.
+                        missing_file = part.file_index
+                        raise WebSeedFileMissingError(str(refused)) from None
+                    try:
+                        data += await self._client.fetch(url, part.offset, part.length)
                     except WebSeedFileMissingError:
                         missing_file = part.file_index
                         raise
@@ -345,11 +356,11 @@ class WebSeed:
         if file_index in self._missing:
             return
         self._missing.add(file_index)
-        urls = self.layout.urls
         # Said once per web seed at INFO: a server may lack thousands of files.
         level = logging.INFO if len(self._missing) == 1 else logging.DEBUG
         logger.log(level, "web seed %s: lacks file %d (%s)", self.shown, file_index, error)
-        if all(url is None or i in self._missing for i, url in enumerate(urls)):
+        # Counted, not scanned: only files it serves are ever missing (never pad files).
+        if len(self._missing) >= self.layout.fetchable:
             self._leave("it has none of the files")
             return
         # Its other files may share a piece with this one (v1): such a piece cannot come

@@ -1,9 +1,9 @@
 """Where a torrent's bytes are on a BEP 19 web seed: one URL per file, and byte ranges.
 
-Pure: no I/O. :func:`web_seed_layout` turns a web seed URL and a torrent's
-:class:`~bip_metainfo.Info` into a :class:`WebSeedLayout`, which maps a run of the torrent's
-piece space to the file ranges to fetch (:meth:`WebSeedLayout.ranges`). BEP 19's rules, as
-libtorrent applies them:
+No I/O. :func:`web_seed_layout` turns a web seed URL and a torrent's
+:class:`~bip_metainfo.Info` (or the :class:`WebSeedFiles` its web seeds share) into a
+:class:`WebSeedLayout`, which maps a run of the torrent's piece space to the file ranges to
+fetch (:meth:`WebSeedLayout.ranges`). BEP 19's rules, as libtorrent applies them:
 
 - a single-file torrent: the URL is the file, or, when it ends with ``/``, a directory holding
   a file of the torrent's name;
@@ -17,6 +17,14 @@ files under the names the torrent was made from (``a?.txt`` is stored as ``a_.tx
 for as ``a%3F.txt``). When the raw entries cannot be matched to the files one for one, the
 sanitised paths are used.
 
+What it costs: the url-list is outside the info dictionary (and a magnet adds ``ws=``), so
+whoever hands out a torrent chooses its web seeds, up to a few dozen, for a torrent of up to
+500,000 files. As libtorrent (``web_peer_connection::write_request``), a file's URL is made
+when a request needs it (:meth:`WebSeedLayout.file_url`), never held per file and web seed.
+What is needed per file (the torrent's names for its files, where each starts) is made once
+per torrent, shared by its web seeds (:class:`WebSeedFiles`), and for a large torrent in a
+worker thread (:meth:`WebSeedFiles.ready`): seconds of Python at the bound.
+
 v1, v2 and hybrid torrents alike: the layout follows :attr:`FileEntry.offset
 <bip_metainfo.FileEntry.offset>`, which places every file in the piece space (a v2 file starts
 on a piece boundary, with no pad entry before it).
@@ -25,24 +33,40 @@ on a piece boundary, with no pad entry before it).
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, overload
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from bip_metainfo import Info
+import trio
+
+from bip_metainfo import FileEntry, Info
 from bip_utracker import LocalProtocolError
 
 from ._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url, shown_url
 
-__all__ = ["FileRange", "WebSeedLayout", "WebSeedUrlError", "shown_url", "web_seed_layout"]
+__all__ = [
+    "INLINE_FILES",
+    "FileRange",
+    "WebSeedFiles",
+    "WebSeedLayout",
+    "WebSeedUrlError",
+    "shown_url",
+    "web_seed_layout",
+]
 
 # What may stay as it is in a URL's path: a base URL already escaped keeps its escapes (as
 # bip_metainfo escapes ``url-list``), a magnet's ``ws`` with a space in it gains one.
 _PATH_SAFE: Final = "/%:@!$&'()*+,;=-._~"
 
+INLINE_FILES: Final = 10_000
+"""Files of a torrent whose table (:class:`WebSeedFiles`) is made on the event loop (about
+10 ms at most); a larger torrent's is made in a worker thread."""
+
 
 class WebSeedUrlError(ValueError):
-    """A web seed URL we cannot use (not http or https, credentials in it, no host...)."""
+    """A web seed URL we cannot use (not http or https, credentials in it, no host, too
+    long...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +75,26 @@ class FileRange:
 
     Attributes:
         file_index: the file's index in :attr:`Info.files <bip_metainfo.Info.files>`.
-        url: where the file is, split for a request; ``None`` for a pad file (zeros).
         offset: where the run starts in the file.
         length: how many bytes it has.
+        is_pad: whether the file is a pad file (zeros, never fetched).
+        layout: the layout it is in, which makes its URL (:attr:`url`).
     """
 
     file_index: int
-    url: HttpTrackerUrl | None
     offset: int
     length: int
+    is_pad: bool
+    layout: WebSeedLayout = field(repr=False, compare=False)
+
+    @property
+    def url(self) -> HttpTrackerUrl | None:
+        """Where the file is, split for a request (made now); ``None`` for a pad file.
+
+        Raises:
+            WebSeedUrlError: the file's URL is one we cannot request (too long).
+        """
+        return None if self.is_pad else self.layout.file_url(self.file_index)
 
 
 def _escaped(url: str) -> str:
@@ -74,27 +109,162 @@ def _file_url(base: str, path: tuple[str | bytes, ...]) -> str:
     return base + encoded if base.endswith("/") else base
 
 
+def _has_bytes(entry: FileEntry) -> bool:
+    """Whether a web seed serves the file: not a pad file, a symlink or an empty file."""
+    return not (entry.is_pad or entry.is_symlink or entry.length == 0)
+
+
+class _FileTable:
+    """What every web seed of a torrent needs per file, made once (O(files))."""
+
+    __slots__ = ("fetchable", "raw", "starts")
+
+    def __init__(self, info: Info) -> None:
+        files = info.files
+        self.raw = _raw_paths(info)
+        self.starts = [entry.offset for entry in files]  # the entries' own ints: a pointer each
+        self.fetchable = sum(1 for entry in files if _has_bytes(entry))
+
+
+class WebSeedFiles:
+    """A torrent's files as its web seeds name and place them: one for all of its web seeds.
+
+    Made at once (it holds the torrent's :class:`~bip_metainfo.Info` only). Its table (each
+    file's path as the torrent names it, where each file starts: about 90 bytes a file) is
+    made the first time a web seed needs it, once: :meth:`ready` makes a large torrent's in a
+    worker thread; read before that, it is made on the spot.
+    """
+
+    __slots__ = ("_lock", "_table", "info")
+
+    def __init__(self, info: Info) -> None:
+        """The files of ``info`` (nothing is made per file yet)."""
+        self.info = info
+        self._table: _FileTable | None = None
+        self._lock = trio.Lock()  # one worker thread for all the web seeds waiting
+
+    async def ready(self) -> None:
+        """Make the table unless it is made: in a worker thread for a torrent of more than
+        :data:`INLINE_FILES` files (seconds of Python for the largest), so that the session
+        goes on meanwhile."""
+        if self._table is not None:
+            return
+        if len(self.info.files) <= INLINE_FILES:
+            self._make()
+            return
+        async with self._lock:
+            if self._table is None:
+                # Abandoned if cancelled (a removal need not wait for it): the thread only
+                # reads the Info and sets the table, which the next reader then finds.
+                await trio.to_thread.run_sync(self._make, abandon_on_cancel=True)
+
+    def _make(self) -> None:
+        if self._table is None:
+            self._table = _FileTable(self.info)
+
+    @property
+    def table(self) -> _FileTable:
+        """The table (made now if :meth:`ready` has not made it)."""
+        if self._table is None:
+            self._make()
+        assert self._table is not None
+        return self._table
+
+    @property
+    def fetchable(self) -> int:
+        """How many files a web seed serves (not pad files, symlinks or empty files)."""
+        return self.table.fetchable
+
+    def path(self, file_index: int) -> tuple[str | bytes, ...]:
+        """File ``file_index``'s path as the torrent names it (name first in a multi-file
+        torrent)."""
+        raw = self.table.raw
+        return self.info.files[file_index].path if raw is None else raw[file_index]
+
+
+class _Urls(Sequence["HttpTrackerUrl | None"]):
+    """A layout's file URLs, each made when read (see :attr:`WebSeedLayout.urls`)."""
+
+    __slots__ = ("_layout",)
+
+    def __init__(self, layout: WebSeedLayout) -> None:
+        self._layout = layout
+
+    def __len__(self) -> int:
+        return len(self._layout.files.info.files)
+
+    @overload
+    def __getitem__(self, index: int) -> HttpTrackerUrl | None: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[HttpTrackerUrl | None]: ...
+
+    def __getitem__(
+        self, index: int | slice
+    ) -> HttpTrackerUrl | Sequence[HttpTrackerUrl | None] | None:
+        indexes = range(len(self))
+        if isinstance(index, slice):
+            return [self[i] for i in indexes[index]]
+        file_index = indexes[index]  # IndexError past the end, as a sequence's
+        if not _has_bytes(self._layout.files.info.files[file_index]):
+            return None
+        return self._layout.file_url(file_index)
+
+
 class WebSeedLayout:
     """The files of one torrent on one web seed (see the module docstring).
 
-    Built by :func:`web_seed_layout`. :attr:`urls` has one entry per file of the torrent:
-    ``None`` for a pad file, a symlink or an empty file (nothing to fetch).
+    Built by :func:`web_seed_layout`. It holds its base URL and the torrent's shared
+    :class:`WebSeedFiles`, nothing per file: :meth:`file_url` makes a file's URL.
     """
 
-    __slots__ = ("_ends", "_info", "_starts", "base", "urls")
+    __slots__ = ("base", "files")
 
-    def __init__(self, base: str, info: Info, urls: tuple[HttpTrackerUrl | None, ...]) -> None:
+    def __init__(self, base: str, files: WebSeedFiles) -> None:
         """Internal: use :func:`web_seed_layout`."""
         self.base = base
-        self._info = info
-        self.urls = urls
-        files = info.files
-        self._starts = [entry.offset for entry in files]
-        self._ends = [entry.end for entry in files]
+        self.files = files
+
+    @property
+    def urls(self) -> Sequence[HttpTrackerUrl | None]:
+        """One URL per file of the torrent, each made when read: ``None`` for a pad file, a
+        symlink or an empty file (nothing to fetch).
+
+        Raises:
+            WebSeedUrlError: on reading a file's URL that we cannot request (too long).
+        """
+        return _Urls(self)
+
+    @property
+    def fetchable(self) -> int:
+        """How many files this web seed may serve (those with bytes, pad files aside)."""
+        return self.files.fetchable
+
+    async def ready(self) -> None:
+        """Make the torrent's file table (:meth:`WebSeedFiles.ready`) before the first
+        request, off the event loop for a large torrent."""
+        await self.files.ready()
+
+    def file_url(self, file_index: int) -> HttpTrackerUrl:
+        """Where file ``file_index`` is, split for a request (made now: nothing is kept).
+
+        Raises:
+            WebSeedUrlError: the file has nothing to fetch (a pad file, a symlink or an empty
+                file), or its URL is one we cannot request (longer than our bound).
+        """
+        entry = self.files.info.files[file_index]
+        if not _has_bytes(entry):
+            raise WebSeedUrlError(f"file {file_index} has nothing to fetch")
+        try:
+            return parse_http_tracker_url(_file_url(self.base, self.files.path(file_index)))
+        except LocalProtocolError as error:
+            # The reader's wording names trackers: say what it is about here.
+            reason = str(error).replace("tracker URL", "URL")
+            raise WebSeedUrlError(f"{shown_url(self.base)}: file {file_index}: {reason}") from None
 
     def file_pieces(self, file_index: int) -> range:
         """The pieces holding bytes of file ``file_index``."""
-        return self._info.geometry.file_pieces(file_index)
+        return self.files.info.geometry.file_pieces(file_index)
 
     def ranges(self, start: int, length: int) -> list[FileRange]:
         """The file ranges of ``length`` bytes of the piece space from ``start``, in order.
@@ -103,23 +273,21 @@ class WebSeedLayout:
             ValueError: the run is not wholly inside the torrent's files (a gap between two v2
                 files, or past the end): the caller coalesced blocks that are not neighbours.
         """
-        files = self._info.files
+        files = self.files.info.files
+        starts = self.files.table.starts
         result: list[FileRange] = []
         position = start
         end = start + length
-        index = max(bisect.bisect_right(self._starts, position) - 1, 0)
+        index = max(bisect.bisect_right(starts, position) - 1, 0)
         while position < end:
             # Skip empty files and symlinks sharing this offset.
-            while index < len(files) and self._ends[index] <= position:
+            while index < len(files) and files[index].end <= position:
                 index += 1
-            if index >= len(files) or self._starts[index] > position:
+            if index >= len(files) or starts[index] > position:
                 raise ValueError(f"bytes {position}..{end} are not in the torrent's files")
             entry = files[index]
             take = min(end, entry.end) - position
-            url = None if entry.is_pad else self.urls[index]
-            if url is None and not entry.is_pad:  # pragma: no cover - a file with bytes has one
-                raise ValueError(f"file {index} has no URL")
-            result.append(FileRange(index, url, position - entry.offset, take))
+            result.append(FileRange(index, position - entry.offset, take, entry.is_pad, self))
             position += take
             index += 1
         return result
@@ -195,28 +363,29 @@ def _raw_paths(info: Info) -> list[tuple[bytes, ...]] | None:
     return paths
 
 
-def web_seed_layout(base: str, info: Info) -> WebSeedLayout:
-    """The layout of ``info``'s files on the web seed at ``base``.
+def web_seed_layout(base: str, torrent: Info | WebSeedFiles) -> WebSeedLayout:
+    """The layout of a torrent's files on the web seed at ``base``: ``torrent`` is its
+    :class:`~bip_metainfo.Info`, or the :class:`WebSeedFiles` its web seeds share (what a
+    torrent with several web seeds gives: the per-file table is then made once).
+
+    Only the base URL is checked here (once): a file's URL is made when a request needs it,
+    and one longer than our bound is refused then (:meth:`WebSeedLayout.file_url`).
 
     Raises:
-        WebSeedUrlError: ``base`` (or a file's URL made from it) is not an ``http://`` or
-            ``https://`` URL we can request.
+        WebSeedUrlError: ``base`` is not an ``http://`` or ``https://`` URL we can request.
     """
+    files = torrent if isinstance(torrent, WebSeedFiles) else WebSeedFiles(torrent)
     try:
         escaped = _escaped(base)
     except ValueError as error:
         raise WebSeedUrlError(f"not a URL: {shown_url(base)!r} ({error})") from None
-    urls: list[HttpTrackerUrl | None] = []
-    raw = _raw_paths(info)
-    for index, entry in enumerate(info.files):
-        if entry.is_pad or entry.is_symlink or entry.length == 0:
-            urls.append(None)
-            continue
-        path: tuple[str | bytes, ...] = entry.path if raw is None else raw[index]
-        try:
-            urls.append(parse_http_tracker_url(_file_url(escaped, path)))
-        except LocalProtocolError as error:
-            # The reader's wording names trackers: say what it is about here.
-            reason = str(error).replace("tracker URL", "URL")
-            raise WebSeedUrlError(f"web seed {shown_url(base)!r}: {reason}") from None
-    return WebSeedLayout(escaped, info, tuple(urls))
+    try:
+        # What a file's URL adds to the base is unreserved characters and escapes, after
+        # its host, port and scheme: the base is refused if and only if every file's URL
+        # would be (but for its length, checked per file).
+        parse_http_tracker_url(escaped)
+    except LocalProtocolError as error:
+        # The reader's wording names trackers: say what it is about here.
+        reason = str(error).replace("tracker URL", "URL")
+        raise WebSeedUrlError(f"web seed {shown_url(base)!r}: {reason}") from None
+    return WebSeedLayout(escaped, files)
