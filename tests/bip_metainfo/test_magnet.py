@@ -508,9 +508,12 @@ def test_tracker_that_is_not_a_tracker_url(url: str) -> None:
 
 
 def test_empty_values_are_absent_even_when_strict() -> None:
-    uri = f"{BASE}&dn=&tr=&tr.1=&ws=&as=&xs=&kt=&xl=&x.pe=&dht=&so=&so=,,"
+    uri = f"{BASE}&dn=&tr=&tr.1=&ws=&as=&xs=&kt=&xl=&x.pe=&dht="
     for strict in (False, True):
         assert MagnetLink.parse(uri, strict=strict) == MagnetLink(HASH)
+        # but for so: an empty selection, no file, as libtorrent reads it
+        link = MagnetLink.parse(f"{uri}&so=&so=,,", strict=strict)
+        assert link == MagnetLink(HASH, select_only=())
 
 
 def test_sources_and_keywords() -> None:
@@ -659,16 +662,18 @@ def test_select_only(values: list[str], ranges: tuple[tuple[int, int], ...]) -> 
 @pytest.mark.parametrize(
     ("value", "kept"),
     [
-        ("5-3", None),  # inverted
+        # a value libtorrent reads selects no file if no entry is usable (it downloads
+        # nothing): () not None
+        ("5-3", ()),  # inverted
         ("a", None),
-        ("-4", None),
-        ("3-", None),
-        ("1-2-3", None),
-        ("100000000", None),  # past the limit (libtorrent's test)
-        ("10001", None),  # past libtorrent's max_index
-        ("0-99999999", None),
-        ("0-999999999", None),
-        ("9" * 5000, None),
+        ("-4", ()),
+        ("3-", ()),
+        ("1-2-3", ()),
+        ("100000000", ()),  # past the limit (libtorrent's test)
+        ("10001", ()),  # past libtorrent's max_index
+        ("0-99999999", ()),
+        ("0-999999999", ()),
+        ("9" * 5000, ()),
         ("1,5-3,2", ((1, 2),)),  # only the bad entry goes
         ("1,a", None),  # a character besides digits, ',' and '-': the whole value goes
         ('"1,2"', None),
@@ -706,7 +711,7 @@ def test_from_info_hash_normalises() -> None:
     assert link.peers == (("::1", 1), ("h", 2))
     assert link.select_only == ((0, 3), (10, 12))
     assert link.extra == (("xt", "urn:ed2k:x"), ("z", "1"), ("a", ""))
-    assert MagnetLink.from_info_hash(HASH, select_only=[]).select_only is None
+    assert MagnetLink.from_info_hash(HASH, select_only=[]).select_only == ()  # no file
     assert MagnetLink.parse(str(link)) == link
 
 

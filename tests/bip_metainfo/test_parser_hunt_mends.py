@@ -308,16 +308,17 @@ HYBRID = InfoHash(v1=bytes.fromhex(V1_HEX), v2=bytes.fromhex(V2_HEX[4:]))
 @pytest.mark.parametrize(
     ("value", "ranges"),
     [
-        # What libtorrent 2.1.1's parse_magnet_uri makes of each (its max_index is 10000).
-        ("0-99999999", None),
+        # What libtorrent 2.1.1's parse_magnet_uri makes of each (its max_index is 10000);
+        # () is select-only with no file (review r1: libtorrent downloads nothing).
+        ("0-99999999", ()),
         ("5-10000", ((5, 10_000),)),
-        ("9999-10001", None),
-        ("10001", None),
+        ("9999-10001", ()),
+        ("10001", ()),
         ("3,20000,4", ((3, 4),)),
         ("10000", ((10_000, 10_000),)),
         ("00010000", ((10_000, 10_000),)),
         ("0000000000003", ((3, 3),)),  # leading zeros read as atoi reads them
-        ("2147483648-2147483650", None),
+        ("2147483648-2147483650", ()),
     ],
 )
 def test_select_only_is_bounded_as_libtorrent_bounds_it(
@@ -541,4 +542,144 @@ def test_a_link_through_a_renamed_link_follows_it() -> None:
         "t/cur": None,
         "t/Cur.1": "t/dir",
         "t/L": "t/Cur.1/f",
+    }
+
+
+# --- Review r1: a present so whose entries are all unusable selects no file ---------------
+
+# What libtorrent 2.1.1's parse_magnet_uri makes of each ``so`` (checked below against the
+# wheel when it is installed): a value of digits, ',' and '-' switches to select-only even
+# when no entry survives (so nothing is downloaded); any other character drops it whole.
+SO_SHAPES: list[tuple[str, tuple[tuple[int, int], ...] | None]] = [
+    ("&so=", ()),
+    ("&so", ()),
+    ("&so=12000", ()),
+    ("&so=12000-12002", ()),
+    ("&so=0-99999999", ()),
+    ("&so=abc", None),
+    ("&so=12000,3", ((3, 3),)),
+    ("&so=,", ()),
+    ("&so=5-3", ()),
+    ("&so=-", ()),
+    ("&so=12000&so=3", ((3, 3),)),
+    ("&so=abc&so=", ()),
+    ("&SO.1=", ()),
+]
+
+
+@pytest.mark.parametrize(("tail", "ranges"), SO_SHAPES)
+def test_a_so_with_no_usable_entry_selects_no_file(
+    tail: str, ranges: tuple[tuple[int, int], ...] | None
+) -> None:
+    link = MagnetLink.parse(BASE + tail)
+    assert link.select_only == ranges
+    assert MagnetLink.parse(str(link)) == link  # "so=" is written, so nothing stays nothing
+    mutable = MutableTorrentLink.parse(f"magnet:?xs=urn:btpk:{'ab' * 32}{tail}")
+    assert mutable.select_only == ranges
+    assert MutableTorrentLink.parse(str(mutable)) == mutable
+
+
+def test_so_shapes_match_libtorrent() -> None:
+    lt = pytest.importorskip("libtorrent")
+    for tail, ranges in SO_SHAPES:
+        params = lt.parse_magnet_uri(BASE + tail)
+        select_only = bool(params.flags & lt.torrent_flags.default_dont_download)
+        chosen = {index for index, priority in enumerate(params.file_priorities) if priority}
+        expected = None if ranges is None else {i for a, b in ranges for i in range(a, b + 1)}
+        assert select_only == (ranges is not None), tail
+        assert chosen == (expected or set()), tail
+
+
+def test_an_empty_so_is_no_error_when_strict() -> None:
+    # empty entries are fine to libtorrent; an entry it skips is still an error when strict
+    assert MagnetLink.parse(f"{BASE}&so=,,", strict=True).select_only == ()
+    with pytest.raises(MagnetError):
+        MagnetLink.parse(f"{BASE}&so=12000", strict=True)
+
+
+def test_an_empty_selection_is_made_and_written() -> None:
+    link = MagnetLink.from_info_hash(HYBRID, select_only=[])
+    assert link.select_only == ()
+    assert str(link).endswith("&so=")
+    assert not link.selects(0)
+    assert MagnetLink(HYBRID, select_only=()).select_only == ()
+    info: dict[bytes, Any] = {b"name": b"x", b"piece length": PIECE, b"length": 5}
+    info[b"pieces"] = bytes(20)
+    torrent = Metainfo.from_bytes(encode({b"info": info}))
+    assert torrent.magnet(select_only=()).select_only == ()
+    assert torrent.magnet().select_only is None
+
+
+# --- Review r1: loops through links to directories ---------------------------------------
+
+
+def _dir_file(path: bytes) -> dict[bytes, Any]:
+    return {b"length": 5, b"path": path.split(b"/")}
+
+
+def _dir_link(path: bytes, target: bytes) -> dict[bytes, Any]:
+    return _link(path.split(b"/"), target.split(b"/"))
+
+
+def test_a_link_to_a_link_to_its_own_directory_is_a_loop() -> None:
+    files = [_dir_file(b"d/x"), _dir_link(b"L", b"d"), _dir_link(b"d/up", b"L")]
+    assert _links(files) == {"t/d/x": None, "t/L": "t/d", "t/d/up": "t/d/up"}
+
+
+def test_a_link_into_its_own_directory_through_a_link_is_a_loop() -> None:
+    files = [_dir_file(b"d/e/x"), _dir_link(b"L", b"d"), _dir_link(b"d/e/up", b"L/e")]
+    assert _links(files) == {"t/d/e/x": None, "t/L": "t/d", "t/d/e/up": "t/d/e/up"}
+
+
+def test_a_link_through_a_link_to_its_own_directory_in_other_case_is_a_loop() -> None:
+    files = [
+        _dir_file(b"d/e/x"),
+        _dir_file(b"d/E/z"),
+        _dir_link(b"L", b"d"),
+        _dir_link(b"d/e/up", b"L/E"),
+    ]
+    assert _links(files)["t/d/e/up"] == "t/d/e/up"
+    files = [
+        _dir_file(b"other/f"),
+        _dir_file(b"dir/y/x"),
+        _dir_link(b"dir/Y", b"other"),
+        _dir_link(b"X", b"dir"),
+        _dir_link(b"dir/y/L", b"X/Y"),
+    ]
+    assert _links(files)["t/dir/y/L"] == "t/dir/y/L"
+
+
+def test_links_leading_into_each_others_directories_are_a_loop() -> None:
+    # a/L -> b, b/M -> a: neither is its own ancestor, but a/L/M/L/M/... never ends
+    files = [_dir_file(b"a/x"), _dir_file(b"b/y"), _dir_link(b"a/L", b"b"), _dir_link(b"b/M", b"a")]
+    assert _links(files) == {"t/a/x": None, "t/b/y": None, "t/a/L": "t/a/L", "t/b/M": "t/b/M"}
+
+
+def test_a_link_through_a_file_that_took_a_links_name_points_at_itself() -> None:
+    # the link B -> dir is renamed B.1 for the file B: B/f no longer exists
+    files = [_dir_file(b"dir/f"), _dir_file(b"B"), _dir_link(b"B", b"dir"), _dir_link(b"M", b"B/f")]
+    assert _links(files) == {"t/dir/f": None, "t/B": None, "t/B.1": "t/dir", "t/M": "t/M"}
+
+
+def test_honest_links_through_links_to_directories_are_kept() -> None:
+    # a macOS framework, and links to a sibling directory and through it
+    files = [
+        _dir_file(b"F.framework/Versions/A/Headers/h"),
+        _dir_file(b"F.framework/Versions/A/F"),
+        _dir_link(b"F.framework/Versions/Current", b"A"),
+        _dir_link(b"F.framework/Headers", b"F.framework/Versions/Current/Headers"),
+        _dir_link(b"F.framework/F", b"F.framework/Versions/Current/F"),
+        _dir_link(b"lib/share", b"F.framework/Headers"),
+        _dir_link(b"latest", b"lib"),
+        _dir_link(b"h", b"latest/share/h"),
+    ]
+    assert _links(files) == {
+        "t/F.framework/Versions/A/Headers/h": None,
+        "t/F.framework/Versions/A/F": None,
+        "t/F.framework/Versions/Current": "t/F.framework/Versions/A",
+        "t/F.framework/Headers": "t/F.framework/Versions/Current/Headers",
+        "t/F.framework/F": "t/F.framework/Versions/Current/F",
+        "t/lib/share": "t/F.framework/Headers",
+        "t/latest": "t/lib",
+        "t/h": "t/latest/share/h",
     }

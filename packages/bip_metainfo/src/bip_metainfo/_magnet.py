@@ -122,7 +122,8 @@ class MagnetLink:
         dht_nodes: ``dht``, DHT nodes to bootstrap from, as ``(host, port)``.
         select_only: BEP 53 ``so``, the file indices to download as sorted,
             disjoint, non-adjacent inclusive ``(first, last)`` ranges, or None for
-            every file. See :meth:`selects`.
+            every file; ``()`` selects no file (``so=``, or a ``so`` none of whose
+            entries is usable: libtorrent then downloads nothing). See :meth:`selects`.
         extra: every other parameter, as decoded ``(name, value)`` pairs in their
             order, so that a round trip keeps them; ``xt`` topics that are not
             BitTorrent's (``urn:ed2k:``, ``urn:sha1:``, ...) are kept here as ``xt``.
@@ -203,7 +204,8 @@ class MagnetLink:
         """Make a link from an info-hash and any iterables of the other fields.
 
         ``select_only`` takes file indices and inclusive ``(first, last)`` ranges in
-        any order, overlapping or not; None (the default) selects every file. A
+        any order, overlapping or not; None (the default) selects every file, and
+        an empty iterable none (written ``so=``). A
         caller that knows the file count should pass None when every file is
         selected, as libtorrent writes no ``so`` then.
 
@@ -247,7 +249,9 @@ class MagnetLink:
         digits, ``,`` and ``-`` is skipped whole), an ``xl`` that is not a
         non-negative integer, a value that is not UTF-8 once percent-decoded, a
         second ``dn`` or ``xl`` that disagrees with the first, and pieces without
-        ``=``. Empty values count as absent. With ``strict=True`` each of these
+        ``=``. Empty values count as absent, except ``so``'s: as in libtorrent, a
+        ``so`` (even empty, or with every entry skipped) selects only the files it
+        names, so none if it names none. With ``strict=True`` each of these
         raises instead. A name may carry a ``.<number>`` suffix, which is ignored
         (``xt.1``, ``tr.2``, as libtorrent reads them); other names with a dot
         (``x.pe``, ``x.pe.1``, ``tr.a``) are read as they are.
@@ -401,7 +405,9 @@ class _Parser:
         # Ordered sets: insertion-ordered dicts with no values.
         self.texts: dict[str, dict[str, None]] = {k: {} for k in ("tr", "ws", "as", "xs", "kt")}
         self.endpoints: dict[str, dict[_Endpoint, None]] = {"x.pe": {}, "dht": {}}
-        self.ranges: list[_FileRange] = []
+        # None until a ``so`` libtorrent reads arrives: from then on the link selects
+        # only these files, none if no entry is usable (libtorrent downloads nothing).
+        self.ranges: list[_FileRange] | None = None
         self.extra: list[tuple[str, str]] = []
         self.skipped = 0
         self.first_skipped = ("", "")
@@ -414,11 +420,19 @@ class _Parser:
             self.first_skipped = (parameter, reason)
         self.skipped += 1
 
+    def select_only(self) -> list[_FileRange]:
+        """The ranges read, from the first ``so`` libtorrent reads (made select-only)."""
+        if self.ranges is None:
+            self.ranges = []
+        return self.ranges
+
     def add(self, segment: str) -> None:
         """Read one ``name=value`` piece of the query."""
         raw_name, equals, raw_value = segment.partition("=")
         if not equals:
             self.skip(_clip(raw_name), "a parameter without '=' (name=value)")
+            if parameter_key(raw_name) == "so":
+                self.select_only()  # libtorrent reads a bare ``so`` as ``so=``
             return
         try:
             name = _unescape(raw_name)
@@ -456,7 +470,8 @@ class _Parser:
             ranges, problem = _parse_select_only(value)
             if problem is not None:
                 self.skip("so", problem)
-            self.ranges.extend(ranges)
+            if ranges is not None:
+                self.select_only().extend(ranges)
         else:
             self.extra.append((name, value))
 
@@ -571,7 +586,7 @@ class _Parser:
             exact_length=self.exact_length,
             peers=tuple(self.endpoints["x.pe"]),
             dht_nodes=tuple(self.endpoints["dht"]),
-            select_only=tuple(self.ranges) or None,
+            select_only=None if self.ranges is None else tuple(self.ranges),
             extra=tuple(self.extra),
         )
 
@@ -672,14 +687,16 @@ def _parse_endpoint(text: str) -> _Endpoint | None:
     return None if host is None or port is None else (host, port)
 
 
-def _parse_select_only(text: str) -> tuple[list[_FileRange], str | None]:
-    """A ``so`` value's valid ranges, and what was wrong with it, if anything.
+def _parse_select_only(text: str) -> tuple[list[_FileRange] | None, str | None]:
+    """A ``so`` value's valid ranges (None if it is dropped whole), and what was wrong
+    with it, if anything.
 
     As libtorrent: a value holding anything besides digits, ``,`` and ``-`` is
-    dropped whole; otherwise only its bad entries are; empty entries are fine.
+    dropped whole; otherwise only its bad entries are; empty entries are fine. A
+    value not dropped selects its valid ranges, and so no file when none is valid.
     """
     if not _SO_VALUE.fullmatch(text):
-        return [], f"only digits, ',' and '-' belong in a select-only list: {_show(text)}"
+        return None, f"only digits, ',' and '-' belong in a select-only list: {_show(text)}"
     ranges: list[_FileRange] = []
     problem = None
     for entry in text.split(","):
@@ -771,7 +788,8 @@ def _endpoints(parameter: str, values: Iterable[object]) -> tuple[_Endpoint, ...
 
 
 def _check_ranges(ranges: Iterable[object] | None) -> tuple[_FileRange, ...] | None:
-    """Sorted, merged ranges (adjacent ones joined), or None for none."""
+    """Sorted, merged ranges (adjacent ones joined); None stays None (every file), and
+    no range at all is an empty selection (no file)."""
     if ranges is None:
         return None
     checked: list[_FileRange] = []
@@ -792,7 +810,7 @@ def _check_ranges(ranges: Iterable[object] | None) -> tuple[_FileRange, ...] | N
             merged[-1][1] = max(merged[-1][1], last)
         else:
             merged.append([first, last])
-    return tuple((first, last) for first, last in merged) or None
+    return tuple((first, last) for first, last in merged)
 
 
 def _check_extra(extra: Iterable[object]) -> tuple[tuple[str, str], ...]:

@@ -217,7 +217,8 @@ class Metainfo:
         """The magnet link for this torrent: its info-hash(es), name, trackers and web seeds.
 
         ``select_only`` (BEP 53) takes file indices and inclusive ``(first, last)``
-        ranges; None selects every file and writes no ``so``. Trackers a magnet link
+        ranges; None selects every file and writes no ``so``, an empty one none
+        (``so=``). Trackers a magnet link
         cannot carry (not http, https, udp, ws or wss, as torrents in the wild have) are
         left out, as a magnet reader would drop them.
 

@@ -68,7 +68,7 @@ class MutableTorrentLink:
         web_seeds: ``ws``, BEP 19 web seeds.
         peers: ``x.pe``, peers to ask for the metadata, as ``(host, port)``.
         dht_nodes: ``dht``, DHT nodes to bootstrap from (the key is looked up through them).
-        select_only: BEP 53 ``so`` ranges, or None for every file.
+        select_only: BEP 53 ``so`` ranges, or None for every file (``()``: none).
     """
 
     public_key: bytes
@@ -153,7 +153,7 @@ class MutableTorrentLink:
             web_seeds=tuple(parser.texts["ws"]),
             peers=tuple(parser.endpoints["x.pe"]),
             dht_nodes=tuple(parser.endpoints["dht"]),
-            select_only=tuple(parser.ranges) or None,
+            select_only=None if parser.ranges is None else tuple(parser.ranges),
         )
         parser.log_skipped(f"key {key_text}")
         return link

@@ -547,7 +547,7 @@ def break_link_cycles(
     *,
     case_insensitive: bool = False,
 ) -> None:
-    """Make links that lead only to links, or to their own directory, point at themselves.
+    """Make links that loop on disk point at themselves.
 
     Run on :func:`resolve_symlinks`' result (whose rule is libtorrent's, which keeps
     such links); :class:`~bip_metainfo.Info` does, so no loop reaches a disk. With
@@ -556,50 +556,161 @@ def break_link_cycles(
     on the paths :func:`resolve_duplicates` gave (see :func:`follow_renames`), among
     which no two files are the same file on such a disk.
 
-    ``a -> b``, ``b -> a`` both name files of the torrent, so each looks valid alone,
-    but on disk they are a loop (ELOOP for whoever opens them), and so is a chain longer
-    than ``max_hops`` or one ending at a link that points at itself. A link to a
-    directory holding it (``d/up -> d``) makes an endless tree for every program that
-    follows links (``find -L``, backups, indexers). Each such link
-    becomes a self-link, which the storage layer does not create. Linear in the number
-    of links: each is settled once.
+    Each target is resolved as the disk would resolve it, component by component
+    through the links it passes (``L/e`` with ``L -> d`` is ``d/e``). ``a -> b``,
+    ``b -> a`` both name files of the torrent, so each looks valid alone, but on disk
+    they are a loop (ELOOP for whoever opens them), and so is a chain of more than
+    ``max_hops`` links, one ending at a link that points at itself, and one passing
+    through a file (``B/f`` where ``B`` is a file). A link to a directory holding it
+    (``d/up -> d``, or ``d/up -> L`` with ``L -> d``) makes an endless tree for every
+    program that follows links (``find -L``, backups, indexers), and so do links
+    leading into each other's directories (``a/L -> b``, ``b/M -> a``). Each such
+    link becomes a self-link, which the storage layer does not create, and so does
+    every link whose target passes through one. Linear in the links' and files'
+    components (times ``max_hops`` at most).
     """
-    key: Callable[[Sequence[str]], tuple[str, ...]] = _path_folder() if case_insensitive else tuple
-    by_path: dict[tuple[str, ...], int] = {}
-    for link in result:
-        by_path.setdefault(key(paths[link]), link)
-    # link -> how many links lead from it to something that is not a link (1: its own
-    # target is not one), or -1 when nothing valid is at the end.
-    settled: dict[int, int] = {}
-    for start in sorted(result):
-        chain: list[int] = []
-        on_chain: set[int] = set()
-        current: int | None = start
-        base = -1
-        while True:
-            index = current
-            if index is None:
-                base = 0  # reached something that is not a link
+    if all(target == tuple(paths[link]) for link, target in result.items()):
+        return  # self-links only: no tree of every path to build
+    fold = _name_folder() if case_insensitive else None
+    tree = _Tree(fold)
+    link_at: dict[int, int] = {}  # a link's node -> the first link with that path
+    own: dict[int, int] = {}  # a link -> its node
+    for index, path in enumerate(paths):
+        name = path[-1] if fold is None else fold(path[-1])
+        node = tree.add(tree.directory(tuple(path[:-1])), name)
+        if index in result:
+            link_at.setdefault(node, index)
+            own[index] = node
+    settled: dict[int, tuple[int, int]] = {}  # link -> (node its target resolves to, hops)
+    through: dict[int, list[int]] = {}  # link -> the links its target passes through
+    active: set[int] = set()
+
+    def resolve(link: int, budget: int) -> tuple[int, int]:
+        """The node ``link`` leads to and how many links that takes, within ``budget``
+        links: _LOOPS if it never leads anywhere, _TOO_FAR past the budget."""
+        known = settled.get(link)
+        if known is not None:
+            return known if known[0] == _LOOPS or known[1] <= budget else (_TOO_FAR, 0)
+        if budget < 1:
+            return _TOO_FAR, 0
+        target = result[link]
+        if link in active or target == tuple(paths[link]):
+            return _LOOPS, 0  # a cycle, or a self-link: nothing valid at its end
+        active.add(link)
+        node, hops, used = 0, 1, []
+        for component in target:
+            child = tree.nodes.get((node, component if fold is None else fold(component)))
+            other = None if child is None else link_at.get(child)
+            if child is None:
+                node = _LOOPS  # nothing there on disk (through a file, or renamed away)
+            elif other is None:
+                node = child
+                continue
+            else:
+                node, more = resolve(other, budget - hops)
+                used.append(other)
+                hops += more
+            if node < 0:
                 break
-            if index in settled:
-                base = settled[index]
-                break
-            target = result[index]
-            if target == tuple(paths[index]):
-                break  # a self-link: nothing valid at its end
-            target = key(target)
-            own = key(paths[index])
-            if target == own[: len(target)] or index in on_chain:
-                chain.append(index)  # a directory loop, or a cycle
-                break
-            chain.append(index)
-            on_chain.add(index)
-            current = by_path.get(target)
-        for hops, link in enumerate(reversed(chain), start=1):
-            depth = base + hops if base >= 0 and base + hops <= max_hops else -1
-            settled[link] = depth
-            if depth < 0:
-                result[link] = tuple(paths[link])
+        active.discard(link)
+        if node == _TOO_FAR:
+            if budget < max_hops:
+                # Too far for this caller's chain, not for every chain: not settled.
+                return _TOO_FAR, 0
+            node = _LOOPS
+        settled[link] = (node, hops)
+        through[link] = used
+        return node, hops
+
+    for link in sorted(result):
+        resolve(link, max_hops)
+    users: dict[int, list[int]] = {}
+    for link, used in through.items():
+        for other in used:
+            users.setdefault(other, []).append(link)
+    done: set[int] = set()
+
+    def cut(links: list[int]) -> None:
+        """Make ``links``, and every link passing through one, self-links."""
+        done.update(links)
+        while links:
+            link = links.pop()
+            result[link] = tuple(paths[link])
+            for user in users.get(link, ()):
+                if user not in done:
+                    done.add(user)
+                    links.append(user)
+
+    parent_of = {node: parent for (parent, _), node in tree.nodes.items()}
+
+    def holds(node: int, directory: int) -> bool:
+        """Whether ``directory`` is ``node`` or one of its ancestors."""
+        while node != directory and node:
+            node = parent_of[node]
+        return node == directory
+
+    cut(
+        [
+            link
+            for link, (node, _) in settled.items()
+            if node < 0 or holds(parent_of[own[link]], node)
+        ]
+    )
+    # On disk, a link to a directory is one more way down from the directory holding it:
+    # links leading into each other's directories make a cycle of such ways and real
+    # subdirectories, in which every link loops.
+    below: dict[int, list[int]] = {}
+    for (parent, _), node in tree.nodes.items():
+        if node in tree.directories:
+            below.setdefault(parent, []).append(node)
+    ways: list[tuple[int, int, int]] = []  # (link, its directory, the directory it leads to)
+    for link, (node, _) in settled.items():
+        if node in tree.directories and link not in done:
+            ways.append((link, parent_of[own[link]], node))
+            below.setdefault(ways[-1][1], []).append(node)
+    component = _cycles(below)
+    cut([link for link, start, end in ways if component[start] == component[end]])
+
+
+_LOOPS = -1  # resolve()'s node for a link that leads nowhere valid
+_TOO_FAR = -2  # and for one that needs more links than its budget
+
+
+def _cycles(edges: Mapping[int, Sequence[int]]) -> dict[int, int]:
+    """Each node's strongly connected component (Tarjan's, without recursion): two nodes
+    share one exactly when each leads to the other."""
+    order: dict[int, int] = {}
+    low: dict[int, int] = {}
+    component: dict[int, int] = {}
+    stack: list[int] = []
+    for root in edges:
+        if root in order:
+            continue
+        order[root] = low[root] = len(order)
+        stack.append(root)
+        work = [(root, iter(edges.get(root, ())))]
+        while work:
+            node, children = work[-1]
+            for child in children:
+                if child not in order:
+                    order[child] = low[child] = len(order)
+                    stack.append(child)
+                    work.append((child, iter(edges.get(child, ()))))
+                    break
+                if child not in component:  # still on the stack
+                    low[node] = min(low[node], order[child])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == order[node]:
+                    while True:
+                        member = stack.pop()
+                        component[member] = node
+                        if member == node:
+                            break
+    return component
 
 
 def follow_renames(
@@ -663,20 +774,17 @@ def _fold(component: str) -> str:
     return unicodedata.normalize("NFD", unicodedata.normalize("NFD", component).casefold())
 
 
-def _path_folder() -> Callable[[Sequence[str]], tuple[str, ...]]:
-    """A function folding paths as :func:`_fold` folds names, each distinct name once."""
+def _name_folder() -> Callable[[str], str]:
+    """:func:`_fold`, each distinct name folded once."""
     folded: dict[str, str] = {}
 
-    def fold_path(path: Sequence[str]) -> tuple[str, ...]:
-        keys = []
-        for component in path:
-            key = folded.get(component)
-            if key is None:
-                key = folded[component] = _fold(component)
-            keys.append(key)
-        return tuple(keys)
+    def fold_name(component: str) -> str:
+        key = folded.get(component)
+        if key is None:
+            key = folded[component] = _fold(component)
+        return key
 
-    return fold_path
+    return fold_name
 
 
 def _renamed(component: str, counter: int) -> str:
