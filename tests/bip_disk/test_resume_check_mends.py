@@ -163,9 +163,10 @@ async def test_a_write_fault_after_a_complete_check_still_records_the_files(
         def write(self, path: str, offset: int, data: Any) -> bool:
             raise StorageError("disk full", errno=errno.ENOSPC, path=path)
 
-    metainfo, data = _single(2)
-    (tmp_path / "f.bin").write_bytes(data[:PIECE])
-    _age(tmp_path, "f.bin")
+    metainfo, data = _torrent([("a", PIECE), ("b", PIECE)])
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a").write_bytes(data[:PIECE])
+    _age(tmp_path, "t/a")
     with trio.fail_after(20):
         async with open_disk_manager() as disk:
             torrent = await disk.add_torrent(metainfo, FullDisk(tmp_path))
@@ -175,8 +176,10 @@ async def test_a_write_fault_after_a_complete_check_still_records_the_files(
                 while disk.status(torrent).state is not TorrentState.ERROR:
                     await trio.sleep(0.005)
             resume = ResumeData.from_bytes(disk.resume_data(torrent))
-    # The check completed: what it found stays vouched for (the fault came after).
+    # The check completed: what it found stays vouched for (the fault came after). Only
+    # the file the write failed on is not (review r4: the write may have created it again).
     assert resume.files[0] is not None
+    assert resume.files[1] is None
     assert set(resume.have) == {0}
 
 
@@ -507,3 +510,176 @@ def test_create_files_leaves_what_is_at_an_empty_files_path(filesystem: FileSyst
     plan = plan_check(filesystem, layout, None)
     assert plan.stats[1] is None
     assert stat_files(filesystem, layout)[1] is None
+
+
+# -- Review r4 ----------------------------------------------------------------------------------
+# 1. A write that re-creates a deleted file and then fails keeps the "created" signal: the
+#    FileSystem reports it with the next write of that path that returns, and resume data made
+#    after the fault (the torrent in ERROR) records no stat for the files the write touched.
+# 2. A start with check=False hashes nothing: its check has not completed unless nothing was
+#    left to hash, so its resume data records no file.
+# 3. move_storage passes over a zero-length file whose source path cannot be stat'ed (a
+#    directory there), as the check does.
+
+
+def _failing_once(monkeypatch: pytest.MonkeyPatch, name: str) -> list[bool]:
+    """Make ``_native.<name>`` fail with ENOSPC once armed (the open before it created the
+    file)."""
+    from bip_disk import _native
+
+    real = getattr(_native, name)
+    armed = [False]
+
+    def flaky(target: Any, offset: int, views: Any) -> None:
+        if armed[0]:
+            armed[0] = False
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        real(target, offset, views)
+
+    monkeypatch.setattr(_native, name, flaky)
+    return armed
+
+
+@pytest.mark.parametrize("vectored", [False, True])
+def test_native_a_failed_write_that_created_the_file_tells_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vectored: bool
+) -> None:
+    armed = _failing_once(monkeypatch, "_pwritev_all" if vectored else "_pwrite_all")
+    fs = NativeFileSystem(tmp_path)
+    armed[0] = True
+    write: Callable[[], object] = (
+        (lambda: fs._write_vectored("t/a", 0, [b"ab", b"cd"]))
+        if vectored
+        else (lambda: fs.write("t/a", 0, b"abcd"))
+    )
+    with pytest.raises(StorageError):
+        write()
+    assert (tmp_path / "t" / "a").exists()  # created before the write failed
+    assert fs.write("t/a", 4, b"e") is True  # the creation is told now, once
+    assert fs.write("t/a", 5, b"f") is False
+
+
+def test_fsspec_in_place_a_failed_write_that_created_the_file_tells_the_next_write(
+    tmp_path: Path,
+) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    from bip_disk._fsspec import FsspecFileSystem
+
+    backend = fsspec.filesystem("file")
+    fs = FsspecFileSystem(backend, str(tmp_path), random_writes=True)
+    real_open = backend.open
+    armed = [True]
+
+    def failing_open(path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        if armed[0] and mode == "r+b":
+            armed[0] = False
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        return real_open(path, mode, **kwargs)
+
+    backend.open = failing_open
+    try:
+        with pytest.raises(StorageError):
+            fs.write("t/a", 0, b"abcd")
+        assert (tmp_path / "t" / "a").exists()  # created before the write failed
+        assert fs.write("t/a", 4, b"e") is True
+        assert fs.write("t/a", 5, b"f") is False
+    finally:
+        del backend.open
+
+
+def test_native_a_created_file_removed_by_us_is_not_told_created_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    armed = _failing_once(monkeypatch, "_pwrite_all")
+    fs = NativeFileSystem(tmp_path)
+    armed[0] = True
+    with pytest.raises(StorageError):
+        fs.write("t/a", 0, b"abcd")
+    fs.remove("t/a")
+    assert fs.write("t/a", 0, b"x") is True  # this write's own creation
+    assert fs.write("t/a", 1, b"y") is False
+
+
+async def test_resume_data_after_a_failed_re_creating_write_does_not_trust_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    armed = _failing_once(monkeypatch, "_pwrite_all")
+    metainfo, data = _torrent(_FILES)
+    with trio.fail_after(20):
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(metainfo, NativeFileSystem(tmp_path, max_open_files=1))
+            await disk.wait_checked(torrent)
+            for piece in (0, 1, 3):
+                await disk.write_block(torrent, piece, 0, data[piece * PIECE : (piece + 1) * PIECE])
+                await _wait_have(disk, torrent, {piece})
+            os.unlink(tmp_path / "t" / "a")
+            armed[0] = True
+            await disk.write_block(torrent, 2, 0, data[2 * PIECE : 3 * PIECE])
+            with trio.fail_after(10):
+                while disk.status(torrent).state is not TorrentState.ERROR:
+                    await trio.sleep(0.005)
+            resume = disk.resume_data(torrent)
+            assert ResumeData.from_bytes(resume).files[0] is None  # a: not vouched for
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(
+                metainfo, NativeFileSystem(tmp_path), resume_data=resume
+            )
+            await disk.wait_checked(torrent)
+            assert disk.have(torrent) == {3}  # a's pieces hashed again: zeros, not had
+
+
+async def test_a_start_with_check_false_does_not_complete_a_check(tmp_path: Path) -> None:
+    metainfo, _ = _complete_download(tmp_path)
+    with trio.fail_after(20):
+        async with open_disk_manager(hash_threads=1) as disk:
+            torrent = await disk.add_torrent(metainfo, _FlakyRead(tmp_path))
+            assert await disk.wait_checked(torrent) is TorrentState.ERROR
+            failed = disk.resume_data(torrent)
+        for resume_data in (failed, None):
+            async with open_disk_manager() as disk:
+                torrent = await disk.add_torrent(
+                    metainfo, NativeFileSystem(tmp_path), resume_data=resume_data, check=False
+                )
+                await disk.wait_checked(torrent)
+                resume = disk.resume_data(torrent)
+                assert ResumeData.from_bytes(resume).files == (None, None)
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(
+                metainfo, NativeFileSystem(tmp_path), resume_data=resume
+            )
+            await disk.wait_checked(torrent)
+            assert disk.have(torrent) == {0, 1, 2, 3}  # found again
+
+
+async def test_a_start_with_check_false_and_nothing_to_hash_completes(tmp_path: Path) -> None:
+    metainfo, data = _torrent(_FILES)
+    with trio.fail_after(20):
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(metainfo, NativeFileSystem(tmp_path), check=False)
+            await disk.wait_checked(torrent)
+            await disk.write_block(torrent, 3, 0, data[3 * PIECE :])
+            await _wait_have(disk, torrent, {3})
+            files = ResumeData.from_bytes(disk.resume_data(torrent)).files
+            assert files[1] is not None  # nothing was there to hash: the check completed
+
+
+@pytest.mark.parametrize("same", [False, True])
+async def test_move_storage_passes_over_an_empty_file_that_is_a_directory(
+    tmp_path: Path, same: bool
+) -> None:
+    metainfo, data = _torrent([("a", 2 * PIECE), ("empty", 0)])
+    source = tmp_path / "src"
+    (source / "t").mkdir(parents=True)
+    (source / "t" / "a").write_bytes(data)
+    (source / "t" / "empty").mkdir()
+    destination = source if same else tmp_path / "dst"
+    with trio.fail_after(20):
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(metainfo, NativeFileSystem(source))
+            assert await disk.wait_checked(torrent) is TorrentState.READY
+            await disk.move_storage(torrent, NativeFileSystem(destination))
+            assert disk.status(torrent).state is TorrentState.READY
+            assert disk.have(torrent) == {0, 1}
+    if not same:
+        assert (destination / "t" / "empty").is_file()  # made where nothing was
+        assert (destination / "t" / "a").read_bytes() == data

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ._errors import DestinationExistsError, DiskError, StorageError
-from ._filesystem import FileSystem
+from ._filesystem import FileStat, FileSystem
 from ._layout import StorageLayout, StoredFile, create_stored_files, executable_creator
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "refuse_existing",
     "refuse_nested",
     "same_storage",
+    "stat_stored",
     "storage_faults",
 ]
 
@@ -239,6 +240,22 @@ def refuse_existing(destination: FileSystem, layout: StorageLayout) -> None:
         )
 
 
+def stat_stored(fs: FileSystem, file: StoredFile) -> FileStat | None:
+    """``fs.stat`` of a torrent's stored file, None for a zero-length one that cannot be
+    stat'ed (a directory the user made at its path): it holds no piece, so it stops
+    nothing (as the check passes over it), and ``create_files`` makes it where nothing is.
+
+    Raises:
+        StorageError: stat'ing a file that holds bytes failed.
+    """
+    if file.length:
+        return fs.stat(file.path)
+    try:
+        return fs.stat(file.path)
+    except (StorageError, OSError):  # OSError: a third party's, not wrapped yet
+        return None
+
+
 def copy_files(
     source: FileSystem,
     destination: FileSystem,
@@ -296,7 +313,7 @@ def copy_files(
                     )
                 kept.append(file)
                 continue
-            stat = source.stat(file.path)
+            stat = stat_stored(source, file)
             if stat is None:
                 # Nothing to copy: what the destination has there (the user's own copy,
                 # or a folder) stays, as libtorrent's move_storage leaves it, and is not

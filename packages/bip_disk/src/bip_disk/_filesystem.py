@@ -104,7 +104,8 @@ class FileSystem(Protocol):
             pass for the pieces it held (they are lost:
             :class:`~bip_disk.PieceLost`). ``None`` (a FileSystem written before this
             was asked, whose ``write`` returns nothing) tells nothing: such a file is
-            noticed only when a read of it fails.
+            noticed only when a read of it fails. A write that created the file and then
+            raised leaves the telling to the next write of the path that returns.
         """
         ...
 

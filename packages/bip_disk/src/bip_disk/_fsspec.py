@@ -187,6 +187,10 @@ class FsspecFileSystem:
         # Guards _staged (the dict, and each entry's data as counted) and the counts.
         self._state = threading.Lock()
         self._staged: dict[str, _Staged] = {}
+        # Files written in place that a write created and has not told yet: one whose
+        # write failed after creating the file leaves it to the next write of the path
+        # that returns (see write). Changed under the path's lock.
+        self._created: set[str] = set()
         # Kept with _staged, in every place an entry or its data changes: what the
         # staged copies hold (summing them under the lock on every write costs O(files)),
         # and how many of them are marked failed.
@@ -256,6 +260,7 @@ class FsspecFileSystem:
     def _drop_locked(self, path: str) -> None:
         """Drop ``path``'s staged copy, if any, from the staged files and the counts
         (``_state`` held)."""
+        self._created.discard(path)  # removed or renamed by our own hand
         staged = self._staged.pop(path, None)
         if staged is not None:
             self._held_bytes -= staged.data.held
@@ -574,7 +579,8 @@ class FsspecFileSystem:
             return created
         with self._lock(path):
             try:
-                created = self._create_in_place(full)
+                if self._create_in_place(full):
+                    self._created.add(path)
                 with self.fs.open(full, "r+b") as file:
                     if view:
                         file.seek(offset)
@@ -583,6 +589,10 @@ class FsspecFileSystem:
                 raise
             except Exception as exc:
                 raise _error(exc, path, "write") from None
+            # Told once, by this write or, if the one that created the file failed after
+            # that, by this next one: the DiskManager must learn the file is new.
+            created = path in self._created
+            self._created.discard(path)
         return created
 
     def _create_in_place(self, full: str) -> bool:

@@ -134,6 +134,7 @@ from ._fileops import (
     refuse_existing,
     refuse_nested,
     same_storage,
+    stat_stored,
     storage_faults,
 )
 from ._filesystem import Buffer, FileStat, FileSystem
@@ -1524,8 +1525,11 @@ class DiskManager:
         It lists the pieces verified and written (never pieces in memory) and the
         files' sizes and modification times. Made while the torrent is checking or
         moving, or after a check that did not complete (a fault stopped it part way:
-        the pieces it had not hashed are unknown), it records no file, so the next
-        start hashes everything; a check that completes (:meth:`recheck`) ends that. It
+        the pieces it had not hashed are unknown; a start with ``check=False`` that left
+        pieces unhashed), it records no file, so the next start hashes everything; a
+        check that completes (:meth:`recheck`) ends that. After a write fault it records
+        none of the files that write touched (it may have created one again, deleted
+        behind our back, before failing). It
         survives the process being killed; for it to survive a power cut, use
         :meth:`save_resume_data`.
 
@@ -1677,6 +1681,10 @@ class DiskManager:
             # Pieces not checked yet (or files half moved) must not pass for missing next
             # time: recording every file as absent makes the next start hash them all.
             stats = (None,) * len(storage.layout.files)
+        elif storage.unsure_files:
+            # Likewise the files a failed write may have created again (see _settle).
+            unsure = storage.unsure_files
+            stats = tuple(None if i in unsure else stat for i, stat in enumerate(stats))
         return ResumeData(storage.info.info_hash, storage.layout.num_pieces, have, stats, saved)
 
     async def _emit_soon(self, event: DiskEvent) -> None:
@@ -1982,6 +1990,11 @@ class DiskManager:
                 reason = self._dropped_reason(storage)
             else:
                 reason = f"writing piece {piece} failed: {outcome}"
+                # The write may have created a file deleted behind our back, then failed
+                # before telling so: resume data must not vouch for what that file held.
+                storage.unsure_files.update(
+                    span.file_index for span in storage.layout.spans(piece) if not span.is_pad
+                )
                 await self._fail(storage, outcome, reason)
             if storage.state is not TorrentState.REMOVED:
                 self._pieces_discarded += 1
@@ -2066,6 +2079,7 @@ class DiskManager:
         scope = storage.check_scope = trio.CancelScope()
         storage.check_stop = [False]
         storage.check_completed = False  # until this one has settled every piece
+        storage.unsure_files.clear()  # it judges those files again
         # Nothing writes until the check ends: an executable file found missing (deleted
         # since the last check) is created executable again by its first write.
         storage.expect_executables()
@@ -2190,7 +2204,9 @@ class DiskManager:
             len(to_hash),
         )
         if not to_hash:
-            return True
+            # Complete only if nothing was left to hash: a start with check=False hashes
+            # nothing, and what it has is only what resume data said (see resume_data).
+            return check or not plan.to_hash
         await self._emit(CheckProgress(handle, 0, len(to_hash), len(storage.have)))
         per_batch = max(1, _BATCH_BYTES // storage.layout.piece_length)
         batches = iter(
@@ -2462,7 +2478,8 @@ def _sync_files(fs: FileSystem, layout: StorageLayout) -> None:
     other torrents' files, and syncing a missing file is an error)."""
     for file in layout.stored_files:
         with storage_faults(file.path):
-            if fs.stat(file.path) is not None:
+            # A zero-length one that cannot be stat'ed (a directory there) is passed over.
+            if stat_stored(fs, file) is not None:
                 fs.sync(file.path)
 
 

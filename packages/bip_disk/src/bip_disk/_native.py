@@ -151,6 +151,9 @@ class NativeFileSystem:
         self._lock = threading.Lock()
         self._handles: OrderedDict[str, _Handle] = OrderedDict()
         self._dirty: set[str] = set()
+        # Files a write created and has not told yet (see _take_created): set by the open
+        # that creates one, so that a write failing after it leaves it for the next.
+        self._created: set[str] = set()
 
     def __repr__(self) -> str:
         """The root and the cache bound."""
@@ -392,6 +395,8 @@ class NativeFileSystem:
         with self._lock:
             if write:
                 self._dirty.add(path)
+            if created:
+                self._created.add(path)
             handle = self._handles.get(path)
             if handle is not None and (handle.writable or not write):
                 # Another thread opened it meanwhile: use theirs (opened after ours
@@ -430,6 +435,10 @@ class NativeFileSystem:
             self._dirty = {
                 key for key in self._dirty if not (key == path or key.startswith(prefix))
             }
+            # Gone by our own hand: a creation not told yet concerns a file no longer there.
+            self._created = {
+                key for key in self._created if not (key == path or key.startswith(prefix))
+            }
 
     # -- the FileSystem protocol ----------------------------------------------
 
@@ -454,6 +463,8 @@ class NativeFileSystem:
         A file whose descriptor is cached is written through it: one deleted behind our
         back meanwhile is told created by the first write after its descriptor left the
         cache (until then the writes go to the deleted file, as any open descriptor's).
+        A write that created the file and then failed (a full disk) tells nothing: the
+        next write of the path that returns does.
         Never None: typed as the protocol's, so that a subclass whose ``write`` returns
         nothing (written before it returned anything) still type-checks.
         """
@@ -461,14 +472,31 @@ class NativeFileSystem:
         check_offset(path, offset)
         view = memoryview(data).cast("B")
         try:
-            handle, created = self._acquire_made(path, parts, write=True, create=True)
+            handle = self._acquire(path, parts, write=True, create=True)
             try:
                 _pwrite_all(handle, offset, view)
             finally:
                 self._release(handle)
         except (OSError, OverflowError) as exc:
             raise _error(exc, path, "write") from None
-        return created
+        return self._take_created(path)
+
+    def _take_created(self, path: str) -> bool:
+        """After a write of ``path`` returned: whether the file was created since a write
+        last told so, cleared (told once).
+
+        A write that created the file and then failed (a full disk) tells nothing: the
+        next write of the path that returns does, or the DiskManager would take the new
+        file's holes for the pieces the deleted one held. Of two writes at once, the one
+        returning first tells it.
+        """
+        if not self._created:
+            return False  # the common case, with no lock round trip
+        with self._lock:
+            if path not in self._created:
+                return False
+            self._created.discard(path)
+            return True
 
     def _write_vectored(self, path: str, offset: int, buffers: Sequence[Buffer]) -> bool:
         """Write ``buffers`` one after another from ``offset``, in as few calls as the OS allows.
@@ -482,7 +510,7 @@ class NativeFileSystem:
         check_offset(path, offset)
         views = [view for view in (memoryview(data).cast("B") for data in buffers) if view]
         try:
-            handle, created = self._acquire_made(path, parts, write=True, create=True)
+            handle = self._acquire(path, parts, write=True, create=True)
             try:
                 if _HAS_PWRITEV and handle.lock is None:
                     _pwritev_all(handle.fd, offset, views)
@@ -494,7 +522,7 @@ class NativeFileSystem:
                 self._release(handle)
         except (OSError, OverflowError) as exc:
             raise _error(exc, path, "write") from None
-        return created
+        return self._take_created(path)
 
     def size(self, path: str) -> int | None:
         """The file's size, or ``None`` if it does not exist."""

@@ -15,7 +15,9 @@ bencoded dictionary:
                   and ``mtime`` (nanoseconds, signed: before 1970 is negative) of
                   the stored file; empty for a file that is missing, a pad file, a
                   symlink or an empty file, and for every file until a check of
-                  the torrent has completed
+                  the torrent has completed (one with ``check=False`` hashes
+                  nothing: it completes only if nothing was left to hash), and
+                  for a file a failed write touched since
 ``saved``         when the data was made (nanoseconds since the epoch)
 ================  ===========================================================
 

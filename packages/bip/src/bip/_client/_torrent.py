@@ -2576,8 +2576,9 @@ class Torrent:
         elif isinstance(event, TorrentFailed):
             self._fail(f"storage: {event.reason}")
         elif isinstance(event, PieceLost):
-            # The fault that lost it also stops the torrent (TorrentFailed follows); the brain
-            # still learns it, so that it wants the piece again and stops revealing it.
+            # A read fault that lost it stops the torrent (TorrentFailed follows); a write that
+            # re-created its deleted file does not. Either way the brain learns it, so that it
+            # wants the piece again and stops revealing it.
             # bip_disk already warns once per fault, however many pieces it cost. Lost to a
             # file a move kept: no brain while that check runs, and the one made after it
             # from the disk's have() lacks the piece already (so neither hears it here).
