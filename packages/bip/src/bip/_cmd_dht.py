@@ -51,7 +51,7 @@ from bip_dht import (
 from bip_metainfo import Metainfo, MutableTorrentLink
 
 from ._arguments import add_command_group, add_serve_loop_options, add_timeout, proxy_settings
-from ._client._resume import _write_atomically
+from ._client._resume import _read_regular, _remove_stale_temporaries, _write_atomically
 from ._describe import safe_text
 from ._errors import CLIError
 from ._inputs import info_hash_of, load_mutable_link, load_source, parse_endpoint
@@ -79,7 +79,9 @@ DEFAULT_STATS_INTERVAL: Final = 60.0
 KEY_FILE_MODE: Final = 0o600
 """A created key file is readable by its owner only: it signs in the owner's name."""
 _KEY_SIZE: Final = 32  # an ed25519 private key's seed
-_MAX_STATE_SIZE: Final = 1 << 20  # a saved state is a few KiB; refuse anything absurd
+# A saved state is a few KiB; bip_dht's loader takes at most ~1.6 MB (two full tables and
+# 4096 bootstrap addresses): refuse anything larger.
+_MAX_STATE_SIZE: Final = 2 << 20
 
 T = TypeVar("T")
 
@@ -226,10 +228,12 @@ def _read_state(path: str | None) -> bytes | None:
     if path is None:
         return None
     try:
-        with open(path, "rb") as file:
-            data = file.read(_MAX_STATE_SIZE + 1)
+        # Never from a FIFO or a device: reading one would wait for a writer for ever.
+        data = _read_regular(Path(path), _MAX_STATE_SIZE)
     except FileNotFoundError:
         return None
+    except OSError as error:  # a FIFO, a directory, no permission
+        raise CLIError(f"{path}: cannot read a DHT state from it: {error.strerror}") from error
     if len(data) > _MAX_STATE_SIZE:
         raise CLIError(f"{path}: too large for a DHT state")
     return data
@@ -237,7 +241,9 @@ def _read_state(path: str | None) -> bytes | None:
 
 def _write_state(path: str, data: bytes) -> None:
     """Replace ``path`` with ``data`` durably, as the session's resume files are written (a
-    crash or a power cut leaves the old state or the new one, never half of one)."""
+    crash or a power cut leaves the old state or the new one, never half of one), first
+    deleting the temporary copies earlier crashes left beside it."""
+    _remove_stale_temporaries(Path(path).parent, [Path(path).name])
     _write_atomically(Path(path), data)
 
 

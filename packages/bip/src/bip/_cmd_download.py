@@ -62,6 +62,7 @@ from ._client import (
 )
 from ._client import parse_file_selection as _parse_files
 from ._client._local_hosts import first_of_each_family
+from ._client._resume import _read_regular, _remove_stale_temporaries, _write_atomically
 from ._client._utp import UtpRouter
 from ._cmd_dht import lookup_mutable_torrent
 from ._describe import safe_text
@@ -107,6 +108,11 @@ ENCRYPTION_CHOICES: Final = {
 """``--encryption`` values and the MSE policy each stands for."""
 DHT_STATE: Final = "dht.state"
 """The DHT node's saved state, in the save directory's ``.bip`` folder."""
+# The most of the DHT state read: above the most bip_dht's loader takes (two full routing
+# tables, 1.56 MB, and up to 4096 bootstrap addresses, 98 KB), so a state it reads is never cut
+# short. A larger file is not one we saved (and one planted there could be any size): one byte
+# past this is read, and the loader refuses it as too large.
+_MAX_DHT_STATE: Final = 2 * 1024 * 1024
 RESOLVE_TIMEOUT: Final = 60.0
 """Seconds a BEP 46 link's DHT lookup (joining the DHT included) may take."""
 _REFRESH: Final = 0.25  # seconds between two looks at the torrent's status
@@ -331,7 +337,7 @@ async def open_session_with_dht(
     """A session with a DHT node on the same address and port as the peers' TCP socket
     (BEP 5's habit; port 0: any; with ``--bind`` repeated, on the first of each IP
     family), unless ``--no-dht``. The node's state (its id and the
-    nodes it knows) is read from and saved to ``state_dir/dht.state``.
+    nodes it knows) is read from and saved to ``state_dir/.bip/dht.state``.
 
     Unless uTP is off (``--no-utp``), uTP shares the node's UDP socket when the node got the
     listen port, as libtorrent does: the node hands every datagram that is not KRPC to the
@@ -382,8 +388,15 @@ async def open_dht_node(
     bootstrap = [parse_endpoint(text) for text in args.dht_bootstrap] + list(more_bootstrap)
     state_path = state_dir / RESUME_DIRECTORY / DHT_STATE
     try:
-        state: bytes | None = await trio.to_thread.run_sync(state_path.read_bytes)
-    except OSError:
+        # As a resume file is read: at most _MAX_DHT_STATE + 1 bytes, and never from a FIFO
+        # (whose read would wait for a writer in a thread no cancellation reaches).
+        state: bytes | None = await trio.to_thread.run_sync(
+            _read_regular, state_path, _MAX_DHT_STATE
+        )
+    except FileNotFoundError:
+        state = None
+    except OSError as error:
+        logger.warning("%s: cannot read it, starting afresh: %s", state_path, error)
         state = None
     # Every listen host (--bind, each on --port): open_dht keeps the first of each family.
     hosts = [host for host, _ in config.listen] or ["0.0.0.0"]
@@ -442,11 +455,15 @@ def listen_ports_text(session: Session) -> str:
 
 
 async def _save_dht_state(path: Path, data: bytes) -> None:
+    """Replace the DHT state ``path`` with ``data`` as a resume file is replaced (a temporary
+    file made for the write, synced, renamed over it: a link or a FIFO planted at a
+    temporary name is never written through or waited on), after deleting the temporaries
+    that crashes left beside it a minute ago or more. A failure is logged, never raised
+    (the state is a head start, not the download)."""
+
     def write() -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
+        _remove_stale_temporaries(path.parent, [path.name])
+        _write_atomically(path, data)
 
     try:
         await trio.to_thread.run_sync(write)

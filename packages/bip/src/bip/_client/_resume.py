@@ -42,8 +42,10 @@ Each is read only if it is a regular file, opened without blocking: anything els
 
 Each is written to a new temporary file beside it, ``HASH.SUFFIX.RANDOM.tmp``, created for
 the write (never one found there: a link planted at its name would be followed, a FIFO
-would block), then renamed over it. A temporary left by a crash goes when the torrent's
-files do (:meth:`ResumeStore.forget_all`, or a move to another save directory).
+would block), then renamed over it. A temporary left by a crash goes at the torrent's first
+save of a later run once it is a minute old (a younger one may be a write under way), and in
+any case when the torrent's files go (:meth:`ResumeStore.forget_all`, or a move to another
+save directory).
 
 Kept next to the data, as aria2 keeps its ``.aria2`` control files: moving the directory moves
 the record with it, and two downloads into different directories never share one.
@@ -58,6 +60,7 @@ import os
 import secrets
 import stat
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -141,10 +144,16 @@ _OPEN_FLAGS: Final = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O
 _CREATE_FLAGS: Final = (
     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 )
-# Names drawn for a temporary file before giving up: 64 random bits each, so a name is taken
-# only by someone who saw it, and a second one drawn is not.
+# Names drawn for a temporary file before giving up: 32 random bits each (8 hex digits: a
+# path on Windows has 260 characters unless long paths are on), so a name is taken only by
+# someone who saw it, and a second one drawn is not.
 _TEMPORARY_ATTEMPTS: Final = 8
+_TEMPORARY_RANDOM_BYTES: Final = 4
 _TEMPORARY_SUFFIX: Final = ".tmp"
+# A temporary file this old (seconds since it was last written) is one a crash left: a write
+# under way (this process's, or another's on the same files) writes, syncs and renames in
+# far less. A younger one is left alone.
+_STALE_TEMPORARY_AGE: Final = 60.0
 
 Host = IPv4Address | IPv6Address
 
@@ -478,13 +487,57 @@ def _create_temporary(path: Path) -> tuple[int, Path]:
         OSError: no file could be created (every name drawn was taken: ``EEXIST``).
     """
     for _ in range(_TEMPORARY_ATTEMPTS):
-        name = f"{path.name}.{secrets.token_hex(8)}{_TEMPORARY_SUFFIX}"
+        name = f"{path.name}.{secrets.token_hex(_TEMPORARY_RANDOM_BYTES)}{_TEMPORARY_SUFFIX}"
         temporary = path.with_name(name)
         try:
             return os.open(temporary, _CREATE_FLAGS, 0o666), temporary
         except FileExistsError:
             continue
     raise OSError(errno.EEXIST, "every temporary name drawn was taken", str(path))
+
+
+def _temporaries_of(directory: Path, names: Iterable[str]) -> list[Path]:
+    """The temporary copies of the files ``names`` in ``directory`` (``NAME.RANDOM.tmp``, and
+    ``NAME.tmp`` of older versions), left by writes cut short (a crash, a power cut) or under
+    way. Blocking: a directory listed."""
+    prefixes = tuple(name + "." for name in names)
+    try:
+        listed = os.listdir(directory)
+    except OSError:  # no directory (nothing saved yet), or not one we can list
+        return []
+    return [
+        directory / name
+        for name in listed
+        if name.startswith(prefixes) and name.endswith(_TEMPORARY_SUFFIX)
+    ]
+
+
+def _remove_stale_temporaries(directory: Path, names: Iterable[str]) -> None:
+    """Delete the temporary copies of the files ``names`` in ``directory``
+    (:func:`_temporaries_of`) last written a minute ago or more: crashes left them, and
+    each crash leaves a new one. A younger one may be a write under way (another process
+    saving the same files): left alone, as is what cannot be deleted (logged at DEBUG). A
+    link at such a name is deleted, never what it points to. Blocking: a directory listed."""
+    now = time.time()
+    for temporary in _temporaries_of(directory, names):
+        try:
+            if now - temporary.lstat().st_mtime < _STALE_TEMPORARY_AGE:
+                continue
+            temporary.unlink()
+        except OSError as error:  # gone meanwhile, a directory, not ours to delete
+            logger.debug("cannot delete %s: %s", temporary, error)
+            continue
+        logger.debug("%s: left by a write cut short; deleted", temporary)
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """Whether ``first`` and ``second`` name one file or directory (through a link, in
+    another letter case on a disk that ignores case, on a bind mount); False if either
+    cannot be looked at (missing). Blocking."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
 
 
 def _make_directories(directory: Path) -> None:
@@ -543,6 +596,9 @@ class ResumeStore:
         # What save_peers last wrote: the peers are saved with every resume save (every few
         # seconds) but mostly unchanged, and an identical file need not be written again.
         self._peers_written: bytes | None = None
+        # Whether the temporaries that crashes left here were looked for (at the first write:
+        # once, as a directory listed at every save would cost a .bip of many torrents).
+        self._swept = False
 
     async def load_resume(self) -> bytes | None:
         """The last resume data saved, or ``None`` if there is none or it cannot be read."""
@@ -557,7 +613,7 @@ class ResumeStore:
         Raises:
             OSError: the file could not be written.
         """
-        await trio.to_thread.run_sync(_write_atomically, self.resume_path, data)
+        await self._write(self.resume_path, data)
 
     async def forget_resume(self) -> None:
         """Delete the resume data (it was refused: of another torrent or malformed)."""
@@ -590,7 +646,7 @@ class ResumeStore:
             return
         # Forgotten first: a write that fails (or is cancelled) may have left anything.
         self._peers_written = None
-        await trio.to_thread.run_sync(_write_atomically, self.peers_path, data)
+        await self._write(self.peers_path, data)
         self._peers_written = data
 
     async def load_info(self) -> Info | None:
@@ -638,7 +694,7 @@ class ResumeStore:
         if piece_layers:
             data += encode(b"piece layers") + encode(dict(piece_layers))
         data += b"e"
-        await trio.to_thread.run_sync(_write_atomically, self.torrent_path, data)
+        await self._write(self.torrent_path, data)
 
     async def load_selection(self) -> SavedSelection | None:
         """The selection saved by :meth:`save_selection`; ``None`` when there is no file, it
@@ -663,7 +719,7 @@ class ResumeStore:
             OSError: the file could not be written.
         """
         data = encode_saved_selection(files, priorities)
-        await trio.to_thread.run_sync(_write_atomically, self.selection_path, data)
+        await self._write(self.selection_path, data)
 
     async def load_state(self) -> SavedState | None:
         """The flags :meth:`save_state` last wrote: :class:`SavedState` ``()`` (none set)
@@ -696,7 +752,22 @@ class ResumeStore:
             OSError: the file could not be written.
         """
         data = encode_saved_state(state)
-        await trio.to_thread.run_sync(_write_atomically, self.state_path, data)
+        await self._write(self.state_path, data)
+
+    async def _write(self, path: Path, data: bytes) -> None:
+        """Replace ``path`` with ``data`` (:func:`_write_atomically`, in a thread). The store's
+        first write deletes first the torrent's temporaries that crashes left here, a minute
+        old at least (:func:`_remove_stale_temporaries`): a torrent's writes are one at a
+        time (its save lock), and a younger temporary may be another's write under way.
+
+        Raises:
+            OSError: the file could not be written.
+        """
+        if not self._swept:
+            names = [self._path(suffix).name for suffix in _SUFFIXES]
+            await trio.to_thread.run_sync(_remove_stale_temporaries, self.directory, names)
+            self._swept = True
+        await trio.to_thread.run_sync(_write_atomically, path, data)
 
     def _paths(self) -> list[Path]:
         """Every file of the torrent's here (``_SUFFIXES``), and the temporary copies that
@@ -707,16 +778,7 @@ class ResumeStore:
         """The temporary copies of the torrent's files here (``HASH.SUFFIX.RANDOM.tmp``, and
         ``HASH.SUFFIX.tmp`` of older versions), left by writes cut short (a crash, a power
         cut). Blocking: a directory listed."""
-        prefixes = tuple(self._path(suffix).name + "." for suffix in _SUFFIXES)
-        try:
-            names = os.listdir(self.directory)
-        except OSError:  # no directory (nothing saved yet), or not one we can list
-            return []
-        return [
-            self.directory / name
-            for name in names
-            if name.startswith(prefixes) and name.endswith(_TEMPORARY_SUFFIX)
-        ]
+        return _temporaries_of(self.directory, [self._path(suffix).name for suffix in _SUFFIXES])
 
     def _path(self, suffix: str) -> Path:
         return self.directory / f"{_hash_name(self._info_hash)}.{suffix}"
@@ -747,7 +809,10 @@ class ResumeStore:
         ours; a file ``other`` does not have is not touched. One larger than its loader
         reads is not one we wrote: it is left where it is (with a warning), as one ``other``
         does not have, never read whole. The temporary copies that writes cut short left
-        there are deleted.
+        there are deleted. ``other``'s directory may be this one under another name (a link
+        to it, another letter case on a disk that ignores case): nothing is done then, and a
+        file that is already the one here is left as it is (never written over itself, then
+        deleted as the source).
 
         Raises:
             OSError: a file could not be copied (those moved before stay moved; the rest
@@ -757,9 +822,13 @@ class ResumeStore:
             return
 
         def move() -> None:
+            if _same_file(other.directory, self.directory):
+                return
             for suffix, limit in _FILE_LIMITS.items():
                 source = other._path(suffix)
                 target = self._path(suffix)
+                if _same_file(source, target):  # a link, a hard link: already here
+                    continue
                 try:
                     data = _read_regular(source, limit)
                 except FileNotFoundError:
