@@ -20,17 +20,18 @@ from typing import Any, cast
 
 import pytest
 import trio
+import trio.testing
 from _engine_helpers import until
 
 from bip._client import _webseed_layout
 from bip._client._http_tracker_codec import MAX_URL_LENGTH, HttpTrackerUrl, parse_http_tracker_url
 from bip._client._torrent import Torrent
 from bip._client._webseed import WebSeed, WebSeedState
-from bip._client._webseed_http import WebSeedClient
-from bip._client._webseed_layout import web_seed_layout
+from bip._client._webseed_http import WebSeedClient, WebSeedFileMissingError
+from bip._client._webseed_layout import WebSeedUrlError, web_seed_layout
 from bip_bencode import encode
-from bip_metainfo import Info
-from bip_select import Block, Input, PeerDontHave, SendRequest
+from bip_metainfo import FileEntry, Info
+from bip_select import Block, BlockRejected, Input, PeerDontHave, PeerLeft, SendRequest
 
 DEADLINE = 30.0
 FILES = 20_000
@@ -66,9 +67,15 @@ class RecordingClient(WebSeedClient):
         return bytes((offset + i) % 256 for i in range(length))
 
 
-def set_up(info: Info, urls: list[str], client: WebSeedClient | None = None) -> list[WebSeed]:
+def set_up(
+    info: Info,
+    urls: list[str],
+    client: WebSeedClient | None = None,
+    feed: Callable[[WebSeed, Input], None] | None = None,
+) -> list[WebSeed]:
     """The web seeds :meth:`Torrent._make_web_seeds` makes for ``info`` and ``urls`` (on a
-    stand-in for the torrent: only what the web seeds' set-up reads)."""
+    stand-in for the torrent: only what the web seeds' set-up reads; ``feed`` stands for
+    the brain)."""
 
     async def deliver(seed: WebSeed, block: Block, data: bytes) -> None:
         delivered.append((seed, block, data))
@@ -81,7 +88,7 @@ def set_up(info: Info, urls: list[str], client: WebSeedClient | None = None) -> 
         _web_seed_urls=tuple(urls),
         _web_seed_client=client if client is not None else RecordingClient(),
         _web_block=deliver,
-        _web_seed_input=lambda seed, event: None,
+        _web_seed_input=feed if feed is not None else (lambda seed, event: None),
         web_seeds=[],
         delivered=delivered,
     )
@@ -200,40 +207,253 @@ def test_escaping_is_unchanged() -> None:
     assert url.target == "/dir/r%C3%A9sum%C3%A9%20%231%3F.txt"
 
 
-async def test_a_file_whose_url_would_be_too_long_is_one_the_web_seed_lacks() -> None:
-    # Made per request now: a URL past our bound (a long path of escaped UTF-8) is never
-    # asked for; that file's pieces come from peers, the others from this web seed.
-    long = ["\u00e9".encode() * 60] * (MAX_URL_LENGTH // 300)
-    files = [{b"length": PIECE, b"path": [b"short"]}, {b"length": PIECE, b"path": long}]
+# -- Review r6 ----------------------------------------------------------------------------------
+# A file whose URL passed our bound was found per request and taken as one the web seed lacks:
+# with thousands of such files the brain's answers to each reject made a busy loop (8 web
+# seeds of 2,000 such files froze the session 6-18 s). A web seed is refused whole again, in
+# O(1) once the table is made (it keeps the longest escaped path). ranges() reads flat lists
+# again; the table is made once even if the web seed waiting for it is cancelled.
+
+TOO_LONG_FILES = 300
+TOO_LONG_SEEDS = 4
+
+
+class MissingClient(WebSeedClient):
+    """A server that lacks every file, and says so at once (no await: as a fast refusal)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[str] = []
+
+    async def fetch(self, url: HttpTrackerUrl, offset: int, length: int) -> bytes:
+        self.targets.append(url.target)
+        raise WebSeedFileMissingError("404")
+
+
+def one_piece_files(count: int, name: bytes = b"t") -> Info:
+    files = [{b"length": PIECE, b"path": [b"f%06d" % i]} for i in range(count)]
     fields: dict[bytes, Any] = {
-        b"name": b"t",
+        b"name": name,
         b"piece length": PIECE,
-        b"pieces": bytes(40),
+        b"pieces": bytes(20 * count),
         b"files": files,
     }
-    info = Info.from_bytes(encode(fields))
+    return Info.from_bytes(encode(fields))
+
+
+async def test_a_web_seed_whose_file_urls_are_too_long_leaves_whole_at_once(
+    counted: dict[str, list[bool]],
+) -> None:
+    # Each base URL is fine, but leaves no room for "t/f000000": every file's URL would be
+    # 4097 or 4098 characters.
+    info = one_piece_files(TOO_LONG_FILES)
+    urls = [f"http://127.0.0.1:{9 + k}/" + "a" * 4068 + "/" for k in range(TOO_LONG_SEEDS)]
+    inputs: dict[WebSeed, list[Input]] = {}
+    asked: dict[WebSeed, int] = {}
+    lacks: set[tuple[WebSeed, int]] = set()
+
+    def brain(seed: WebSeed, event: Input) -> None:
+        # As bip_select does, at once: a rejected block is asked for again unless the peer
+        # lacks its piece, and a "don't have" is answered by a request for another piece.
+        inputs.setdefault(seed, []).append(event)
+        if isinstance(event, BlockRejected) and (seed, event.block.piece) not in lacks:
+            seed.act(SendRequest(seed, event.block))
+        elif isinstance(event, PeerDontHave):
+            lacks.add((seed, event.piece))
+            if asked[seed] < TOO_LONG_FILES:
+                seed.act(SendRequest(seed, Block(asked[seed], 0, PIECE)))
+                asked[seed] += 1
+
     client = RecordingClient()
-    inputs: list[Input] = []
-    delivered: list[Block] = []
+    seeds = set_up(info, urls, client, feed=brain)
+    assert len(seeds) == TOO_LONG_SEEDS  # the table is not made at set-up
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            for seed in seeds:
+                nursery.start_soon(seed.run)
+                asked[seed] = 4
+                for piece in range(4):
+                    seed.act(SendRequest(seed, Block(piece, 0, PIECE)))
+            await until(lambda: not any(seed.usable for seed in seeds))
+    # Refused whole, once: no file's URL made, nothing asked of the brain but to forget it.
+    assert len(counted["parse"]) == TOO_LONG_SEEDS  # the base URLs' checks only
+    assert client.targets == []
+    for seed in seeds:
+        assert seed.state is WebSeedState.GONE
+        assert [type(event) for event in inputs[seed]] == [PeerLeft]
+    # Made again (a resume retries given-up web seeds): refused in O(1), at set-up.
+    with pytest.raises(WebSeedUrlError, match="4097 characters"):
+        web_seed_layout(urls[0], seeds[0].layout.files)
+
+
+def test_the_longest_url_is_known_without_making_any(monkeypatch: pytest.MonkeyPatch) -> None:
+    names = [b"a%b", b"q?x", "caf\u00e9".encode(), b"sp ace", b"t~!*'()", b"x" * 200, b"\xff"]
+    files: list[dict[bytes, Any]] = [{b"length": 10, b"path": [b"d", name]} for name in names]
+    files.append({b"length": 0, b"path": [b"empty" * 100]})  # nothing to fetch: not counted
+    multi = Info.from_bytes(
+        encode({b"name": b"t;+", b"piece length": PIECE, b"pieces": bytes(20), b"files": files})
+    )
+    single = Info.from_bytes(
+        encode(
+            {
+                b"name": "r\u00e9s #1".encode(),
+                b"piece length": PIECE,
+                b"pieces": bytes(20),
+                b"length": 5,
+            }
+        )
+    )
+    bases = [
+        "http://127.0.0.1:8/seed",
+        "http://127.0.0.1:8/seed/",
+        "http://127.0.0.1:8",
+        "http://127.0.0.1:8/sp ace/",
+    ]
+
+    def check(info: Info) -> None:
+        for base in bases:
+            files = _webseed_layout.WebSeedFiles(info)
+            layout = web_seed_layout(base, files)
+            made = [
+                len(_webseed_layout._file_url(layout.base, files.path(index)))
+                for index, url in enumerate(layout.urls)
+                if url is not None
+            ]
+            assert files.longest_url(layout.base) == max(made)
+            # The bound is our parser's: the longest just fits, one more is refused (the
+            # base made longer inside its path, which keeps its shape).
+            host = "http://127.0.0.1:8/"
+            if not base.startswith(host):
+                continue
+            room = MAX_URL_LENGTH - max(made)
+            fitting = host + "x" * room + base[len(host) :]
+            layout = web_seed_layout(fitting, files)  # the table made: checked at once
+            assert max(len(url.url) for url in layout.urls if url is not None) == MAX_URL_LENGTH
+            with pytest.raises(WebSeedUrlError, match="4097 characters"):
+                web_seed_layout(host + "x" * (room + 1) + base[len(host) :], files)
+
+    check(multi)
+    check(single)
+    # The torrent's names unmatched: the sanitised paths (str) are counted as UTF-8.
+    monkeypatch.setattr(_webseed_layout, "_raw_paths", lambda info: None)
+    check(multi)
+
+
+async def test_a_worker_yields_after_each_run() -> None:
+    # A file known missing ends a run before any await; a brain that answers each reject
+    # at once with the same request would spin the worker without a checkpoint.
+    info = one_piece_files(2)
+    rejects: list[Block] = []
+    first = trio.Event()
+    spins = 100
+
+    def brain(seed: WebSeed, event: Input) -> None:
+        if isinstance(event, BlockRejected):
+            rejects.append(event.block)
+            first.set()
+            if len(rejects) < spins:
+                seed.act(SendRequest(seed, event.block))
 
     async def deliver(_seed: WebSeed, block: Block, data: bytes) -> None:
-        delivered.append(block)
+        raise AssertionError("nothing is fetched")
 
     seed = WebSeed(
         web_seed_layout("http://127.0.0.1:8/", info),
-        client,
+        MissingClient(),
         deliver=deliver,
-        feed=lambda _seed, event: inputs.append(event),
+        feed=brain,
         piece_length=PIECE,
     )
     with trio.fail_after(DEADLINE):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(seed.run)
-            seed.act(SendRequest(seed, Block(1, 0, PIECE)))
-            await until(lambda: any(isinstance(event, PeerDontHave) for event in inputs))
             seed.act(SendRequest(seed, Block(0, 0, PIECE)))
-            await until(lambda: delivered == [Block(0, 0, PIECE)])
-            assert seed.state is WebSeedState.ACTIVE
+            await first.wait()
+            seen = len(rejects)
+            await until(lambda: len(rejects) == spins)
             seed.finish("done")
-    assert client.targets == ["/t/short"]
-    assert [event.piece for event in inputs if isinstance(event, PeerDontHave)] == [1]
+    assert seen < 10, seen  # it was all 100: the session stood still meanwhile
+
+
+def test_ranges_reads_no_file_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run of 1 MiB may cross 100,000 one-byte files: the table's flat lists, not two
+    # property calls and an entry per file (twice as slow as before the shared table).
+    count = 1000
+    files = [{b"length": 1, b"path": [b"f%04d" % i]} for i in range(count)]
+    fields: dict[bytes, Any] = {
+        b"name": b"t",
+        b"piece length": PIECE,
+        b"pieces": bytes(20),
+        b"files": files,
+    }
+    layout = web_seed_layout("http://127.0.0.1:8/", Info.from_bytes(encode(fields)))
+    layout.files.table  # noqa: B018 - made first: it reads every entry once
+    reads: list[str] = []
+
+    def counting(name: str) -> property:
+        real = getattr(FileEntry, name)
+
+        def read(entry: FileEntry) -> Any:
+            reads.append(name)
+            return real.fget(entry)
+
+        return property(read)
+
+    for name in ("end", "is_pad"):
+        monkeypatch.setattr(FileEntry, name, counting(name))
+    parts = layout.ranges(10, count - 20)
+    assert reads == []
+    assert [(part.file_index, part.offset, part.length, part.is_pad) for part in parts] == [
+        (index, 0, 1, False) for index in range(10, count - 10)
+    ]
+
+
+async def test_the_table_is_made_once_whoever_waits_for_it_is_cancelled(
+    many_files: Info, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builds: list[bool] = []
+    gate = threading.Event()
+    real = _webseed_layout._FileTable.__init__
+
+    def slow(table: Any, info: Info) -> None:
+        builds.append(True)
+        gate.wait(DEADLINE)
+        real(table, info)
+
+    monkeypatch.setattr(_webseed_layout._FileTable, "__init__", slow)
+    files = _webseed_layout.WebSeedFiles(many_files)
+    try:
+        with trio.fail_after(DEADLINE):
+            async with trio.open_nursery() as nursery:
+                first = trio.CancelScope()
+
+                async def removed() -> None:
+                    with first:
+                        await files.ready()
+
+                nursery.start_soon(removed)
+                await until(lambda: builds == [True])
+                first.cancel()  # its torrent paused, say, while the thread runs
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(files.ready)  # the next web seed to ask
+                await trio.testing.wait_all_tasks_blocked()
+                gate.set()
+            assert files.fetchable == FILES  # made (not made again here)
+    finally:
+        gate.set()
+    assert builds == [True]
+
+
+async def test_a_table_that_cannot_be_made_fails_every_waiter(
+    many_files: Info, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(table: Any, info: Info) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(_webseed_layout._FileTable, "__init__", failing)
+    files = _webseed_layout.WebSeedFiles(many_files)
+    with trio.fail_after(DEADLINE):
+        for _ in range(2):
+            with pytest.raises(RuntimeError, match="file table") as raised:
+                await files.ready()
+            assert isinstance(raised.value.__cause__, MemoryError)

@@ -244,7 +244,14 @@ class WebSeed:
         """
         # The torrent's file table, once for all its web seeds: seconds of Python for the
         # largest torrents, made in a worker thread (requests queue meanwhile).
-        await self.layout.ready()
+        try:
+            await self.layout.ready()
+        except WebSeedUrlError as refused:
+            # Some file's URL would pass our bound: refused whole, once, as a web seed whose
+            # base URL we cannot use (one file at a time was a busy loop with the brain).
+            if self.usable:
+                self._leave(str(refused))
+            return
         async with trio.open_nursery() as nursery:
             for _ in range(MAX_WEB_SEED_REQUESTS):
                 nursery.start_soon(self._worker)
@@ -283,6 +290,10 @@ class WebSeed:
                 continue
             start, blocks = taken
             await self._fetch_run(start, blocks)
+            # A run may end without ever awaiting (a file known missing, a client failing
+            # at once) while the brain answers its rejects with new requests at once: never
+            # a busy loop that starves the session.
+            await trio.lowlevel.checkpoint()
 
     async def _fetch_run(self, start: int, blocks: list[Block]) -> None:
         length = sum(block.length for block in blocks)
@@ -302,14 +313,9 @@ class WebSeed:
                     if part.file_index in self._missing:
                         missing_file = part.file_index
                         raise WebSeedFileMissingError("the server does not have this file")
-                    try:
-                        # Made per request (as libtorrent): nothing is held per file.
-                        url = self.layout.file_url(part.file_index)
-                    except WebSeedUrlError as refused:
-                        # Longer than our bound: never asked for, so as good as missing
-                        # here; its pieces come from peers, the other files from here.
-                        missing_file = part.file_index
-                        raise WebSeedFileMissingError(str(refused)) from None
+                    # Made per request (as libtorrent): nothing is held per file. None is
+                    # too long (ready checked the longest), so none is refused here.
+                    url = self.layout.file_url(part.file_index)
                     try:
                         data += await self._client.fetch(url, part.offset, part.length)
                     except WebSeedFileMissingError:

@@ -23,7 +23,9 @@ whoever hands out a torrent chooses its web seeds, up to a few dozen, for a torr
 when a request needs it (:meth:`WebSeedLayout.file_url`), never held per file and web seed.
 What is needed per file (the torrent's names for its files, where each starts) is made once
 per torrent, shared by its web seeds (:class:`WebSeedFiles`), and for a large torrent in a
-worker thread (:meth:`WebSeedFiles.ready`): seconds of Python at the bound.
+worker thread (:meth:`WebSeedFiles.ready`): seconds of Python at the bound. The table keeps
+the longest escaped path, so that a web seed any of whose file URLs would pass our bound is
+refused whole, at once (:meth:`WebSeedLayout.check`), as when every URL was made up front.
 
 v1, v2 and hybrid torrents alike: the layout follows :attr:`FileEntry.offset
 <bip_metainfo.FileEntry.offset>`, which places every file in the piece space (a v2 file starts
@@ -33,7 +35,8 @@ on a piece boundary, with no pad entry before it).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, overload
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -43,7 +46,12 @@ import trio
 from bip_metainfo import FileEntry, Info
 from bip_utracker import LocalProtocolError
 
-from ._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url, shown_url
+from ._http_tracker_codec import (
+    MAX_URL_LENGTH,
+    HttpTrackerUrl,
+    parse_http_tracker_url,
+    shown_url,
+)
 
 __all__ = [
     "INLINE_FILES",
@@ -58,10 +66,12 @@ __all__ = [
 # What may stay as it is in a URL's path: a base URL already escaped keeps its escapes (as
 # bip_metainfo escapes ``url-list``), a magnet's ``ws`` with a space in it gains one.
 _PATH_SAFE: Final = "/%:@!$&'()*+,;=-._~"
+# What ``quote(component, safe="")`` leaves as it is (every other byte becomes ``%XX``).
+_UNRESERVED: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
 
 INLINE_FILES: Final = 10_000
-"""Files of a torrent whose table (:class:`WebSeedFiles`) is made on the event loop (about
-10 ms at most); a larger torrent's is made in a worker thread."""
+"""Files of a torrent whose table (:class:`WebSeedFiles`) is made on the event loop (some
+15 ms at most); a larger torrent's is made in a worker thread."""
 
 
 class WebSeedUrlError(ValueError):
@@ -69,7 +79,9 @@ class WebSeedUrlError(ValueError):
     long...)."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass is made ~4 times slower, and a run of 1 MiB may cross
+# 100,000 one-byte files.
+@dataclass(slots=True)
 class FileRange:
     """A run of one file's bytes inside a run of the piece space.
 
@@ -109,54 +121,117 @@ def _file_url(base: str, path: tuple[str | bytes, ...]) -> str:
     return base + encoded if base.endswith("/") else base
 
 
+def _escaped_length(joined: bytes, components: int) -> int:
+    """The length :func:`_file_url` gives a path of ``components`` names joined by ``/``
+    (as UTF-8), without escaping it."""
+    # One translate (a C loop) rather than a quote per name: every byte but the unreserved
+    # ones becomes 3 characters, but the slashes put between the names (a slash in a name
+    # is escaped).
+    return len(joined) + 2 * len(joined.translate(None, _UNRESERVED)) - 2 * (components - 1)
+
+
 def _has_bytes(entry: FileEntry) -> bool:
     """Whether a web seed serves the file: not a pad file, a symlink or an empty file."""
     return not (entry.is_pad or entry.is_symlink or entry.length == 0)
 
 
 class _FileTable:
-    """What every web seed of a torrent needs per file, made once (O(files))."""
+    """What every web seed of a torrent needs per file, made once (O(files)).
 
-    __slots__ = ("fetchable", "raw", "starts")
+    Attributes:
+        raw: each file's path as the torrent names it (``None``: the sanitised paths).
+        starts: where each file starts in the piece space (the entries' own ints).
+        ends: where each ends: read per file by :meth:`WebSeedLayout.ranges`.
+        pads: 1 for a pad file, 0 for any other, per file.
+        fetchable: how many files have bytes a web seed serves.
+        longest: the longest escaped path of a file with bytes, of two names or more (a
+            multi-file torrent), and of one name (a single-file torrent); -1 if none: so
+            that a web seed's longest file URL is known without making any (O(1)).
+    """
+
+    __slots__ = ("ends", "fetchable", "longest", "pads", "raw", "starts")
 
     def __init__(self, info: Info) -> None:
         files = info.files
-        self.raw = _raw_paths(info)
-        self.starts = [entry.offset for entry in files]  # the entries' own ints: a pointer each
-        self.fetchable = sum(1 for entry in files if _has_bytes(entry))
+        raw = _raw_paths(info)
+        self.raw = raw
+        self.starts = [entry.offset for entry in files]
+        self.ends = [entry.offset + entry.length for entry in files]  # not .end: a call each
+        self.pads = bytes(entry.is_pad for entry in files)
+        fetched = [index for index, entry in enumerate(files) if _has_bytes(entry)]
+        self.fetchable = len(fetched)
+        longest = [-1, -1]  # [several names, one name]
+        for index in fetched:
+            if raw is None:
+                names = len(files[index].path)
+                joined = "/".join(files[index].path).encode("utf-8", "replace")
+            else:
+                names = len(raw[index])
+                joined = b"/".join(raw[index])
+            kind = int(names == 1)
+            longest[kind] = max(longest[kind], _escaped_length(joined, names))
+        self.longest = (longest[0], longest[1])
 
 
 class WebSeedFiles:
     """A torrent's files as its web seeds name and place them: one for all of its web seeds.
 
     Made at once (it holds the torrent's :class:`~bip_metainfo.Info` only). Its table (each
-    file's path as the torrent names it, where each file starts: about 90 bytes a file) is
-    made the first time a web seed needs it, once: :meth:`ready` makes a large torrent's in a
-    worker thread; read before that, it is made on the spot.
+    file's path as the torrent names it, where each file starts and ends: about 130 bytes a
+    file) is made the first time a web seed needs it, once: :meth:`ready` makes a large
+    torrent's in a worker thread; read before that, it is made on the spot.
     """
 
-    __slots__ = ("_lock", "_table", "info")
+    __slots__ = ("_failure", "_made", "_table", "info")
 
     def __init__(self, info: Info) -> None:
         """The files of ``info`` (nothing is made per file yet)."""
         self.info = info
         self._table: _FileTable | None = None
-        self._lock = trio.Lock()  # one worker thread for all the web seeds waiting
+        self._made: trio.Event | None = None  # set when the worker thread is done
+        self._failure: BaseException | None = None  # what stopped it, if it failed
 
     async def ready(self) -> None:
         """Make the table unless it is made: in a worker thread for a torrent of more than
         :data:`INLINE_FILES` files (seconds of Python for the largest), so that the session
-        goes on meanwhile."""
+        goes on meanwhile. One thread for all the web seeds that wait: each may be cancelled
+        meanwhile (the thread goes on, and its table is kept for the next to ask).
+
+        Raises:
+            RuntimeError: the table could not be made (the cause is chained).
+        """
         if self._table is not None:
             return
         if len(self.info.files) <= INLINE_FILES:
             self._make()
             return
-        async with self._lock:
-            if self._table is None:
-                # Abandoned if cancelled (a removal need not wait for it): the thread only
-                # reads the Info and sets the table, which the next reader then finds.
-                await trio.to_thread.run_sync(self._make, abandon_on_cancel=True)
+        if self._made is None:
+            self._made = trio.Event()
+            # Not trio.to_thread: its thread is the task's, and a cancelled task's is
+            # abandoned, result and all; this one sets the table whoever still waits.
+            trio.lowlevel.start_thread_soon(
+                self._make_in_thread, self._done(trio.lowlevel.current_trio_token(), self._made)
+            )
+        await self._made.wait()
+        if self._table is None:
+            raise RuntimeError("the web seeds' file table could not be made") from self._failure
+
+    def _make_in_thread(self) -> None:
+        try:
+            self._make()
+        except BaseException as failure:  # handed to the waiters: a thread has nobody else
+            self._failure = failure
+
+    @staticmethod
+    def _done(token: trio.lowlevel.TrioToken, made: trio.Event) -> Callable[[object], None]:
+        """What the worker thread calls when it is done: wakes the waiters (if the session
+        still runs)."""
+
+        def deliver(_result: object) -> None:  # its outcome: _make_in_thread never raises
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(made.set)
+
+        return deliver
 
     def _make(self) -> None:
         if self._table is None:
@@ -175,11 +250,26 @@ class WebSeedFiles:
         """How many files a web seed serves (not pad files, symlinks or empty files)."""
         return self.table.fetchable
 
+    @property
+    def is_made(self) -> bool:
+        """Whether the table is made (:meth:`ready` returns at once)."""
+        return self._table is not None
+
     def path(self, file_index: int) -> tuple[str | bytes, ...]:
         """File ``file_index``'s path as the torrent names it (name first in a multi-file
         torrent)."""
         raw = self.table.raw
         return self.info.files[file_index].path if raw is None else raw[file_index]
+
+    def longest_url(self, base: str) -> int:
+        """The length of the longest URL of a file with bytes on the web seed at ``base``
+        (escaped), 0 if there is none: as :func:`_file_url` would make them (O(1))."""
+        several, one = self.table.longest
+        slash = not base.endswith("/")
+        return max(
+            len(base) + slash + several if several >= 0 else 0,
+            (len(base) if slash else len(base) + one) if one >= 0 else 0,
+        )
 
 
 class _Urls(Sequence["HttpTrackerUrl | None"]):
@@ -242,15 +332,38 @@ class WebSeedLayout:
 
     async def ready(self) -> None:
         """Make the torrent's file table (:meth:`WebSeedFiles.ready`) before the first
-        request, off the event loop for a large torrent."""
+        request, off the event loop for a large torrent, then check this web seed's URLs
+        against it (:meth:`check`).
+
+        Raises:
+            WebSeedUrlError: a file's URL would be longer than our bound.
+        """
         await self.files.ready()
+        self.check()
+
+    def check(self) -> None:
+        """Refuse the web seed as a whole if any file's URL would be longer than our bound
+        (as before a file's URL was made per request): O(1), the table knows the longest
+        path. Finding each file too long only when a request reached it made a busy loop of
+        the brain's requests, for a web seed of thousands of such files.
+
+        Raises:
+            WebSeedUrlError: the longest file's URL would pass the bound.
+        """
+        longest = self.files.longest_url(self.base)
+        if longest > MAX_URL_LENGTH:
+            raise WebSeedUrlError(
+                f"web seed {shown_url(self.base)!r}: a file's URL would have {longest}"
+                f" characters, more than {MAX_URL_LENGTH}"
+            )
 
     def file_url(self, file_index: int) -> HttpTrackerUrl:
         """Where file ``file_index`` is, split for a request (made now: nothing is kept).
 
         Raises:
             WebSeedUrlError: the file has nothing to fetch (a pad file, a symlink or an empty
-                file), or its URL is one we cannot request (longer than our bound).
+                file), or its URL is one we cannot request (longer than our bound: a web
+                seed :meth:`check` passed has none).
         """
         entry = self.files.info.files[file_index]
         if not _has_bytes(entry):
@@ -273,22 +386,26 @@ class WebSeedLayout:
             ValueError: the run is not wholly inside the torrent's files (a gap between two v2
                 files, or past the end): the caller coalesced blocks that are not neighbours.
         """
-        files = self.files.info.files
-        starts = self.files.table.starts
+        # The table's flat lists, not the entries' properties: a run of 1 MiB may cross
+        # 100,000 one-byte files.
+        table = self.files.table
+        starts, ends, pads = table.starts, table.ends, table.pads
+        count = len(starts)
         result: list[FileRange] = []
         position = start
         end = start + length
         index = max(bisect.bisect_right(starts, position) - 1, 0)
         while position < end:
             # Skip empty files and symlinks sharing this offset.
-            while index < len(files) and files[index].end <= position:
+            while index < count and ends[index] <= position:
                 index += 1
-            if index >= len(files) or starts[index] > position:
+            if index >= count or starts[index] > position:
                 raise ValueError(f"bytes {position}..{end} are not in the torrent's files")
-            entry = files[index]
-            take = min(end, entry.end) - position
-            result.append(FileRange(index, position - entry.offset, take, entry.is_pad, self))
-            position += take
+            stop = min(end, ends[index])
+            result.append(
+                FileRange(index, position - starts[index], stop - position, pads[index] != 0, self)
+            )
+            position = stop
             index += 1
         return result
 
@@ -368,11 +485,13 @@ def web_seed_layout(base: str, torrent: Info | WebSeedFiles) -> WebSeedLayout:
     :class:`~bip_metainfo.Info`, or the :class:`WebSeedFiles` its web seeds share (what a
     torrent with several web seeds gives: the per-file table is then made once).
 
-    Only the base URL is checked here (once): a file's URL is made when a request needs it,
-    and one longer than our bound is refused then (:meth:`WebSeedLayout.file_url`).
+    Only the base URL is checked here, and the length of its files' URLs if the torrent's
+    table is made already (:meth:`WebSeedLayout.check`; else :meth:`WebSeedLayout.ready`
+    checks it): a file's URL is made when a request needs it.
 
     Raises:
-        WebSeedUrlError: ``base`` is not an ``http://`` or ``https://`` URL we can request.
+        WebSeedUrlError: ``base`` is not an ``http://`` or ``https://`` URL we can request,
+            or (the table made) a file's URL would be longer than our bound.
     """
     files = torrent if isinstance(torrent, WebSeedFiles) else WebSeedFiles(torrent)
     try:
@@ -382,10 +501,13 @@ def web_seed_layout(base: str, torrent: Info | WebSeedFiles) -> WebSeedLayout:
     try:
         # What a file's URL adds to the base is unreserved characters and escapes, after
         # its host, port and scheme: the base is refused if and only if every file's URL
-        # would be (but for its length, checked per file).
+        # would be (but for their length, checked against the longest: check).
         parse_http_tracker_url(escaped)
     except LocalProtocolError as error:
         # The reader's wording names trackers: say what it is about here.
         reason = str(error).replace("tracker URL", "URL")
         raise WebSeedUrlError(f"web seed {shown_url(base)!r}: {reason}") from None
-    return WebSeedLayout(escaped, files)
+    layout = WebSeedLayout(escaped, files)
+    if files.is_made:
+        layout.check()
+    return layout
