@@ -1,4 +1,4 @@
-"""uTP mends: acks far behind ours, blind confirmation, and the cost of tiny reordered packets.
+"""uTP mends: acks far behind ours, blind confirmation, the cost of tiny reordered packets, wakes.
 
 1. A packet's ``ack_nr`` was only checked against what we sent (ahead); one up to half the
    sequence space behind our latest ack passed. A blind forger needed one guess in two for
@@ -10,6 +10,8 @@
 2. An out-of-order packet was charged only its payload: empty or 1-byte DATA cost the
    receive budget nothing or one byte, while each held packet costs CPython ~70-100 bytes.
    Each one is now charged a fixed cost beyond its payload.
+3. Budget bytes given back other than by a read (a hole filled for a closed reader, the
+   reorder buffer cleared at the FIN) woke no connection whose window the budget had shut.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from __future__ import annotations
 import pytest
 
 from bip_handshake._utp_config import MAX_PAYLOAD, UtpConfig
-from bip_handshake._utp_connection import UtpConnection, UtpReceiveBudget, UtpState
+from bip_handshake._utp_connection import (
+    _REORDER_PACKET_COST,
+    UtpConnection,
+    UtpReceiveBudget,
+    UtpState,
+)
 from bip_handshake._utp_packet import UtpPacket, UtpPacketType
 
 CONFIG = UtpConfig()
@@ -221,3 +228,52 @@ def test_the_charge_does_not_shrink_what_the_window_takes() -> None:
     conn.receive_packet(_ahead(conn, 1, chunk), 2)
     assert conn.readable == 64 * MAX_PAYLOAD
     assert conn._budget.used == conn.readable
+
+
+# ------------------------------------------------- 3. every release of budget bytes wakes
+#
+# Bytes given back to the socket's budget other than by a read (the payload of a hole
+# filled for a closed reader, the reorder buffer cleared at the FIN) woke nobody: another
+# connection whose window the spent budget had shut kept it shut (its peer waiting for a
+# zero-window probe) until some read happened to wake it.
+
+
+def _fin(conn: UtpConnection, offset: int) -> UtpPacket:
+    seq = (conn._ack_nr + offset) & MASK
+    return UtpPacket(UtpPacketType.FIN, conn.recv_id, 0, 0, 1 << 20, seq, conn._acked)
+
+
+def _starved_behind(budget: UtpReceiveBudget) -> UtpConnection:
+    """A connection of ``budget`` that advertised a window the spent budget shut."""
+    filler, waiter = _accepted(budget, 10), _accepted(budget, 11)
+    while budget.free():  # the rest of the budget, in order, unread
+        filler.receive_packet(_ahead(filler, 1, b"f" * min(budget.free(), MAX_PAYLOAD)), 1)
+    waiter.receive_packet(_ahead(waiter, 1, b"w"), 2)  # refused: no room; acked, window 0
+    [ack] = [UtpPacket.decode(d) for d in waiter.datagrams_to_send(2)]
+    assert ack.type is STATE
+    assert ack.wnd_size == 0
+    assert budget.take_woken() == []
+    return waiter
+
+
+@pytest.mark.parametrize("end", ["hole filled, reader closed", "FIN clears the reorder buffer"])
+def test_bytes_given_back_without_a_read_wake_a_starved_window(end: str) -> None:
+    budget = UtpReceiveBudget(8 * MAX_PAYLOAD)
+    holder = _accepted(budget, 1)
+    for offset in (2, 3, 4):
+        holder.receive_packet(_ahead(holder, offset, b"h" * MAX_PAYLOAD), 1)
+    assert len(holder._reorder) == 3
+    waiter = _starved_behind(budget)
+    used = budget.used
+    if end == "hole filled, reader closed":
+        holder.close(3)
+        holder.receive_packet(_ahead(holder, 1, b"hole"), 3)
+    else:
+        holder.receive_packet(_fin(holder, 1), 3)  # the end comes before what was held
+    assert holder._reorder == {}
+    assert budget.reorder_used == 0
+    assert budget.used == used - 3 * (MAX_PAYLOAD + _REORDER_PACKET_COST)
+    assert budget.take_woken() == [waiter]
+    [update] = [UtpPacket.decode(d) for d in waiter.datagrams_to_send(3)]
+    assert update.type is STATE
+    assert update.wnd_size >= MAX_PAYLOAD

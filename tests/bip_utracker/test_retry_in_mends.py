@@ -109,3 +109,21 @@ async def test_only_the_trackers_wait_holds_against_announce_now(
         await trio.sleep(200)
         nursery.cancel_scope.cancel()
     assert client.times() == [0.0, 15.0, 45.0, 105.0, 135.0, 255.0]
+
+
+# A ``retry in`` too large for a float (an int of minutes from a third-party AnnounceClient)
+# is capped before it is converted: the announcer waits out the cap, not an OverflowError.
+
+
+async def test_a_retry_in_too_large_for_a_float_waits_the_cap(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client = RecordingClient(refusing(RefusalError("busy", retry_in=10**400)))
+    ann = announcer(client)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ann.run)
+        await trio.sleep(5000)
+        # the hold is capped at MAX_RETRY_IN (an hour: max_interval is 30 minutes)
+        assert client.times() == [0.0, 3600.0]
+        assert ann.status.next_announce == 7200.0
+        nursery.cancel_scope.cancel()

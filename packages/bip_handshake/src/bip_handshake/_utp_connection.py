@@ -772,10 +772,22 @@ class UtpConnection:
         size = len(self._inbound) if max_bytes is None else min(max_bytes, len(self._inbound))
         data = bytes(self._inbound[:size])
         del self._inbound[:size]
-        self._budget.used -= size
+        self._release(size)
         self._window_update()
-        self._budget.wake()
         return data
+
+    def _release(self, size: int, *, reorder: int = 0) -> None:
+        """Give ``size`` bytes back to the socket's budget (``reorder`` of them from its
+        out-of-order share) and wake the connections whose window that reopens.
+
+        Every release goes through here: freed bytes that woke nobody (a hole filled for a
+        closed reader, the reorder buffer cleared at the FIN) left a connection whose window
+        the budget shut waiting for its peer's zero-window probe, or for another read.
+        """
+        budget = self._budget
+        budget.used -= size
+        budget.reorder_used -= reorder
+        budget.wake()
 
     def _reopening_window(self) -> int:
         """The least window that :meth:`_window_update` calls reopened."""
@@ -810,9 +822,9 @@ class UtpConnection:
         written and to hear the peer's FIN; then it is :attr:`finished`.
         """
         self._reader_closed = True
-        self._budget.used -= len(self._inbound)
+        held = len(self._inbound)
         self._inbound.clear()
-        self._budget.wake()
+        self._release(held)
         self.shutdown_write()
         if self.state is UtpState.SYN_SENT:
             self.abort()
@@ -1354,13 +1366,17 @@ class UtpConnection:
                 self._eof_seq = seq  # only now: a FIN dropped above leaves nothing behind
             self._deliver(seq, payload, reordered=False)
             reorder = self._reorder
+            freed = freed_reorder = 0
             while (nxt := (self._ack_nr + 1) & _SEQ_MASK) in reorder:
                 data = reorder.pop(nxt)
                 cost = len(data) + _REORDER_PACKET_COST
                 self._reorder_bytes -= cost
-                budget.reorder_used -= cost
-                budget.used -= _REORDER_PACKET_COST  # the payload stays counted, now in order
+                freed_reorder += cost
+                # The payload stays counted, now in order; a closed reader's is dropped.
+                freed += cost if self._reader_closed else _REORDER_PACKET_COST
                 self._deliver(nxt, data, reordered=True)
+            if freed:
+                self._release(freed, reorder=freed_reorder)  # once, after the walk
             return
         if seq in self._reorder:
             return  # held already (a FIN at the seq of held data is bogus: it fixes nothing)
@@ -1381,21 +1397,20 @@ class UtpConnection:
         self._ack_nr = seq
         if payload:
             self._bytes_received += len(payload)
+            # A closed reader's data is dropped (_incoming releases a reordered packet's).
             if not self._reader_closed:
                 self._inbound += payload
                 if not reordered:
                     self._budget.used += len(payload)
-            elif reordered:
-                self._budget.used -= len(payload)  # a closed reader's data is dropped
         if seq == self._eof_seq:
             self.eof_received = True
             self._clear_reorder()
 
     def _clear_reorder(self) -> None:
-        self._budget.used -= self._reorder_bytes
-        self._budget.reorder_used -= self._reorder_bytes
+        held = self._reorder_bytes
         self._reorder.clear()
         self._reorder_bytes = 0
+        self._release(held, reorder=held)
 
     def _buffered(self) -> int:
         """Payload bytes held, in order and out of order: what the window we advertise
@@ -1452,11 +1467,10 @@ class UtpConnection:
         self._pending.clear()
         self._outgoing.clear()
         self._unsent = 0
-        self._clear_reorder()
         self._in_flight = 0
         self._ack_pending = self._keepalive_pending = False
         self._finished = not self._reset_pending
-        self._budget.wake()
+        self._clear_reorder()  # gives its bytes back, and wakes (a failed one is let go)
 
     # Timers.
 

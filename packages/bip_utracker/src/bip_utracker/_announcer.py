@@ -582,7 +582,10 @@ class Announcer:
                 # lengthens our backoff, never cuts it short: a tracker answering "retry in:
                 # 0" to every announce would otherwise be asked every retry_delay for ever.
                 # It stands in for the refusal's interval (the tracker said when exactly).
-                hold = min(retry_in * 60.0, max(MAX_RETRY_IN, self._max))
+                # Capped in whole minutes first: an int of minutes may be too large for a
+                # float (10**400 raised OverflowError out of run()).
+                most = max(MAX_RETRY_IN, self._max)
+                hold = min(min(retry_in, math.ceil(most / 60.0)) * 60.0, most)
                 self._hold_until = trio.current_time() + hold
                 wait = max(hold, self._doubled_delay())
             else:
