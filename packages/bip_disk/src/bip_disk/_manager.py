@@ -1887,25 +1887,29 @@ class DiskManager:
             except StorageError:  # pragma: no cover - _lost_pieces catches stat errors
                 lost = {piece}
         reason = f"reading piece {piece} failed: {error}"
-        destroyed = sorted(lost & storage.have)
-        if destroyed:
-            # One record, not one per piece: a vanished file can take thousands.
-            handle = storage.handle
-            _log.warning(
-                "torrent %r (%s) lost %d verified pieces (%s): %s",
-                handle.name,
-                handle.info_hash.hex(),
-                len(destroyed),
-                _pieces_text(destroyed),
-                reason,
-            )
-        events: list[DiskEvent] = []
-        for index in destroyed:
-            storage.have.discard(index)
-            self._cache.discard(storage.handle.id, index, storage.piece_size(index))
-            events.append(PieceLost(storage.handle, index, reason))
+        events: list[DiskEvent] = [*self._lose(storage, sorted(lost & storage.have), reason)]
         events += self._fault(storage, error, reason)
         self._emit_later(events)
+
+    def _lose(self, storage: TorrentStorage, pieces: list[int], reason: str) -> list[PieceLost]:
+        """Forget the verified ``pieces`` (sorted) of ``storage``, no longer on its disk:
+        no longer had nor cached, one warning for them all (a vanished file can take
+        thousands). Their :class:`~bip_disk.PieceLost` events, for the caller to emit."""
+        if not pieces:
+            return []
+        handle = storage.handle
+        _log.warning(
+            "torrent %r (%s) lost %d verified pieces (%s): %s",
+            handle.name,
+            handle.info_hash.hex(),
+            len(pieces),
+            _pieces_text(pieces),
+            reason,
+        )
+        for piece in pieces:
+            storage.have.discard(piece)
+            self._cache.discard(handle.id, piece, storage.piece_size(piece))
+        return [PieceLost(handle, piece, reason) for piece in pieces]
 
     # -- background work ---------------------------------------------------------------
 
@@ -2023,7 +2027,6 @@ class DiskManager:
         """
         if storage.state is TorrentState.REMOVED:
             return  # its events have ended
-        handle = storage.handle
         for index in files:
             pieces = storage.layout.file_pieces(index)
             have = storage.have
@@ -2032,24 +2035,10 @@ class DiskManager:
                 had = have.intersection(pieces)
             else:
                 had = {piece for piece in have if piece in pieces}
-            destroyed = sorted(had - out.settled)
-            if not destroyed:
-                continue
             path = storage.layout.files[index].path
             reason = f"{path!r} was deleted behind our back (a write had to create it again)"
-            _log.warning(
-                "torrent %r (%s) lost %d verified pieces (%s): %s",
-                handle.name,
-                handle.info_hash.hex(),
-                len(destroyed),
-                _pieces_text(destroyed),
-                reason,
-            )
-            for piece in destroyed:
-                storage.have.discard(piece)
-                self._cache.discard(handle.id, piece, storage.piece_size(piece))
-            for piece in destroyed:
-                await self._emit(PieceLost(handle, piece, reason))
+            for event in self._lose(storage, sorted(had - out.settled), reason):
+                await self._emit(event)
 
     def _dropped_reason(self, storage: TorrentStorage) -> str:
         """Why a queued piece of ``storage`` was dropped, not written: a fault stopped the
