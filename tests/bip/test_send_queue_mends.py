@@ -26,7 +26,7 @@ import trio.testing
 
 from bip._client._session import _SEND_QUEUE
 from bip._client._swarm import REASON_STALLED, Swarm
-from bip._client._torrent import Torrent
+from bip._client._torrent import UPLOAD_ONLY_EXTENSION, Torrent
 from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
 from bip_metainfo import InfoHash
 from bip_peer import (
@@ -44,6 +44,7 @@ from bip_peer import (
     RejectRequest,
     Request,
     Unchoke,
+    UploadOnly,
     open_peer_manager,
 )
 from bip_select import BLOCK_SIZE, PeerJoined, SendHave, SwarmBrain, TorrentGeometry
@@ -181,3 +182,43 @@ async def test_a_reject_is_never_lost_for_queue_space() -> None:
         messages = await ours.read_until(RejectRequest)
         assert messages[-1] == RejectRequest(7, 0, BLOCK_SIZE)
         assert manager.is_connected(peer)
+
+
+class RefusingManager:
+    """A manager whose control bound refuses ``full`` peers (they stopped reading)."""
+
+    def __init__(self, full: set[str]) -> None:
+        self.full = full
+        self.sent: list[tuple[str, object]] = []
+        self.removed: list[tuple[str, str]] = []
+
+    def send_control(self, peer: SimpleNamespace, message: object) -> bool:
+        if peer.name in self.full:
+            return False
+        self.sent.append((peer.name, message))
+        return True
+
+    def remove_peer(self, peer: SimpleNamespace, reason: str) -> None:
+        self.removed.append((peer.name, reason))
+
+
+def test_an_upload_only_refused_drops_the_peer_as_stalled() -> None:
+    # BEP 21's upload_only is a control message: a peer over the control bound stopped
+    # reading and is dropped, as for haves and rejects, not left untold.
+    def speaking(name: str) -> SimpleNamespace:
+        ids = {UPLOAD_ONLY_EXTENSION: 3}
+        return SimpleNamespace(name=name, connection=SimpleNamespace(their_extension_ids=ids))
+
+    manager = RefusingManager(full={"stalled"})
+    torrent = cast(
+        Torrent,
+        SimpleNamespace(
+            _manager=manager,
+            says_upload_only=True,
+            _told_upload_only=False,
+            peers=[speaking("reading"), speaking("stalled")],
+        ),
+    )
+    Torrent._sync_upload_only(torrent)
+    assert manager.sent == [("reading", UploadOnly(True))]
+    assert manager.removed == [("stalled", REASON_STALLED)]

@@ -157,3 +157,22 @@ async def test_a_removed_peer_takes_nothing() -> None:
     async with stalled_peer() as (manager, peer, _far):
         manager.remove_peer(peer, "test")
         assert not manager.send_control(peer, Have(1))
+
+
+async def test_queued_counts_the_messages_of_coalesced_control_entries() -> None:
+    # PeerStatistics.queued is messages waiting, not queue entries: 500 haves coalesced into
+    # two entries are 500 messages queued.
+    async with stalled_peer() as (manager, peer, far):
+        for piece in range(500):
+            assert manager.send_control(peer, Have(piece))
+        assert manager.statistics().peers[peer].queued == 500
+        assert manager.send_nowait(peer, KeepAlive())
+        for piece in range(3):  # an entry of their own, after the keep-alive
+            assert manager.send_control(peer, Have(piece))
+        assert manager.statistics().peers[peer].queued == 504
+        # Written, they leave the count (the blocked keep-alive's write, then the rest).
+        await far.read(503)
+        with trio.fail_after(5):
+            while manager.queued_bytes(peer):
+                await trio.sleep(0)
+        assert manager.statistics().peers[peer].queued == 0

@@ -774,6 +774,7 @@ class _PeerTask:
         "connection",
         "control",
         "control_base",
+        "control_coalesced",
         "control_entries",
         "control_entry",
         "counter",
@@ -836,6 +837,9 @@ class _PeerTask:
         # the queue holding them, and the last one made (extended while it is the last).
         self.control = _Unwritten()
         self.control_entries = 0
+        # The messages those entries hold beyond one each: queued messages are the queue's
+        # entries plus these (PeerStatistics.queued counts messages, not entries).
+        self.control_coalesced = 0
         self.control_entry: _ControlEntry | None = None
         # Their bound without the haves, which follow the piece count (a magnet learns it).
         self.control_base = _control_bound(None, self.connection.limits)
@@ -911,6 +915,7 @@ class _PeerTask:
             for part in parts:
                 buffer += part
             entry.messages += 1
+            self.control_coalesced += 1
             self.queued_bytes += size
         else:
             entry = _ControlEntry(bytearray().join(parts))
@@ -1737,7 +1742,7 @@ class PeerManager:
                 messages_received=task.counter.messages_received,
                 send_rate=task.counter.send_rate(now),
                 receive_rate=task.counter.receive_rate(now),
-                queued=len(task.queue),
+                queued=len(task.queue) + task.control_coalesced,
                 connected_for=now - task.added_at,
                 idle_for=now - task.last_receive,
             )
@@ -2079,6 +2084,7 @@ class PeerManager:
                 if type(first) is _ControlEntry:
                     task.control_entries -= 1
                     coalesced = first.messages - 1
+                    task.control_coalesced -= coalesced
                 # An exempt (local) peer batches as an unlimited one, but still goes through
                 # _send_limited while there is a limit, to be counted.
                 limiter_on = upload.limited
@@ -2105,6 +2111,7 @@ class PeerManager:
                         message = queue.popleft()
                         if type(message) is _ControlEntry:
                             task.control_entries -= 1
+                            task.control_coalesced -= message.messages - 1
                             coalesced += message.messages - 1
                         parts += message
                         size += len(message[-1])

@@ -164,9 +164,11 @@ QUEUE_GAP_PER_TORRENT: Final = 0.004
 so deciding takes well under 1 % of the time however many torrents ask."""
 # Per peer, in messages: room for the deepest request queue the brain builds (capped at
 # MAX_OUT_REQUESTS) and for our answers to the peer's own requests (at most our reqq; the
-# upload workers wait for room anyway), plus cancels and slack. Haves, chokes, interest,
-# rejects and the like do not count here (PeerManager.send_control): one have per piece per
-# peer piles up behind a slow peer's blocks while we download fast. They have their own
+# upload workers wait for room anyway), plus cancels, the rejects the connection writes
+# itself (of a cancelled request, of requests beyond our reqq: one entry per read, bounded in
+# bytes by the manager) and slack. Haves, chokes, interest, the rejects Torrent._refuse sends
+# and those a choke trails do not count here (PeerManager.send_control): one have per piece
+# per peer piles up behind a slow peer's blocks while we download fast. They have their own
 # bound per peer (9 bytes a piece, four reqq of rejects and 64 KiB, about what they hold in
 # memory), and the byte bound (send_queue_bytes, 2 MiB) holds the rest.
 _SEND_QUEUE: Final = MAX_OUT_REQUESTS + DEFAULT_MAX_PEER_REQUESTS + 64

@@ -2226,14 +2226,16 @@ class Torrent:
 
     def _sync_upload_only(self) -> None:
         """BEP 21, as libtorrent: tell the peers that speak it whether we only upload, when
-        that changed (:attr:`says_upload_only`)."""
+        that changed (:attr:`says_upload_only`). A peer that leaves too many control messages
+        unwritten to take this one stopped reading: it is dropped, as for its haves."""
         upload_only = self.says_upload_only
         if upload_only == self._told_upload_only:
             return
         self._told_upload_only = upload_only
         for peer in list(self.peers):
-            if peer.connection.their_extension_ids.get(UPLOAD_ONLY_EXTENSION):
-                self._manager.send_control(peer, UploadOnly(upload_only))
+            speaks = peer.connection.their_extension_ids.get(UPLOAD_ONLY_EXTENSION)
+            if speaks and not self._manager.send_control(peer, UploadOnly(upload_only)):
+                self._manager.remove_peer(peer, REASON_STALLED)
 
     def _drop_if_redundant(self, peer: Peer) -> None:
         """Close a connection between two peers that both only upload (libtorrent's
