@@ -173,7 +173,11 @@ async def test_the_temporaries_of_a_crash_go_with_the_torrent(tmp_path: Path) ->
     store = _store(tmp_path)
     await store.save_resume(b"data")
     name = store.resume_path.name
-    for stale in (f"{name}.0123456789abcdef.tmp", f"{name}.tmp", f"{HASH.hex()}.state.ab.tmp"):
+    for stale in (
+        f"{name}.0123456789abcdef.tmp",
+        f"{name}.tmp",
+        f"{HASH.hex()}.state.89abcdef.tmp",
+    ):
         (store.directory / stale).write_bytes(b"half")
     with trio.fail_after(DEADLINE):
         await store.forget_all()
@@ -182,7 +186,7 @@ async def test_the_temporaries_of_a_crash_go_with_the_torrent(tmp_path: Path) ->
 
 async def test_the_temporaries_of_another_torrent_stay(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    other = f"{bytes(20).hex()}.resume.0123.tmp"
+    other = f"{bytes(20).hex()}.resume.0123abcd.tmp"
     (store.directory / other).write_bytes(b"another torrent's write")
     await store.save_resume(b"data")
     with trio.fail_after(DEADLINE):
@@ -195,7 +199,7 @@ async def test_a_move_leaves_the_old_temporaries_behind_it_not_in_the_new_place(
 ) -> None:
     old = _store(tmp_path / "old")
     await old.save_resume(b"data")
-    (old.directory / f"{old.resume_path.name}.0123.tmp").write_bytes(b"half")
+    (old.directory / f"{old.resume_path.name}.0123abcd.tmp").write_bytes(b"half")
     new = old.moved_to(tmp_path / "new")
     with trio.fail_after(DEADLINE):
         await new.take_files_of(old)
@@ -438,3 +442,35 @@ async def test_a_move_skips_a_file_that_is_already_the_target(tmp_path: Path) ->
         await new.take_files_of(old)
     assert new.state_path.stat().st_ino == inode
     assert new.state_path.read_bytes() == _resume.encode_saved_state(SavedState(paused=True))
+
+
+# -- Review r8 ------------------------------------------------------------------------------
+# Only names bip makes are taken for temporaries: NAME.<8 or 16 lowercase hex>.tmp, and the
+# fixed NAME.tmp of older versions only in a .bip directory; bip dht --state FILE deletes no
+# file of the user's beside FILE.
+
+
+def test_bip_dht_state_deletes_only_the_temporaries_bip_made(tmp_path: Path) -> None:
+    from bip._cmd_dht import _write_state
+
+    mine = ["notes.old.tmp", "notes.draft-2025.tmp", "notes.tmp", "notes.0123ABCD.tmp"]
+    made = ["notes.0123abcd.tmp", "notes.0123456789abcdef.tmp"]
+    for name in (*mine, *made):
+        (tmp_path / name).write_bytes(b"user data")
+        _age(tmp_path / name, STALE)
+    _write_state(str(tmp_path / "notes"), b"state")
+    assert _names(tmp_path) == sorted([*mine, "notes"])
+
+
+async def test_bip_download_dht_state_deletes_the_old_fixed_temporary_in_bip(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / RESUME_DIRECTORY / DHT_STATE
+    path.parent.mkdir()
+    kept = f"{DHT_STATE}.old.tmp"  # no name bip makes
+    for name in (f"{DHT_STATE}.tmp", f"{DHT_STATE}.0123abcd.tmp", kept):
+        (path.parent / name).write_bytes(b"half")
+        _age(path.parent / name, STALE)
+    with trio.fail_after(DEADLINE):
+        await _save_dht_state(path, b"state")
+    assert _names(path.parent) == sorted([DHT_STATE, kept])

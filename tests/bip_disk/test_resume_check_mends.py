@@ -683,3 +683,137 @@ async def test_move_storage_passes_over_an_empty_file_that_is_a_directory(
     if not same:
         assert (destination / "t" / "empty").is_file()  # made where nothing was
         assert (destination / "t" / "a").read_bytes() == data
+
+
+# -- Review r8 ----------------------------------------------------------------------------------
+# 1. A start with check=False completes for the files it trusted: its resume data records no
+#    stat only for the files holding pieces it left unhashed, so repeated check=False starts
+#    keep what the others vouch for.
+# 2. Only a write's own creation of a file is told by a later write: allocate (after a move,
+#    or with allocate="sparse") creates the file without making the next write lose pieces.
+# 3. A check forgets the creations not told yet of the torrent's files: what it verified in
+#    them is there, and the next write must not take them for lost.
+
+
+async def test_repeated_check_false_starts_keep_the_files_they_trusted(tmp_path: Path) -> None:
+    metainfo, data = _torrent([("a", 2 * PIECE), ("b", 2 * PIECE)])
+    with trio.fail_after(20):
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(metainfo, NativeFileSystem(tmp_path))
+            await disk.wait_checked(torrent)
+            for piece in (0, 1, 3):
+                await disk.write_block(torrent, piece, 0, data[piece * PIECE : (piece + 1) * PIECE])
+            await _wait_have(disk, torrent, {0, 1, 3})
+            resume = disk.resume_data(torrent)  # both files racy: b's piece 2 to hash
+        for _ in range(3):
+            async with open_disk_manager() as disk:
+                torrent = await disk.add_torrent(
+                    metainfo, NativeFileSystem(tmp_path), resume_data=resume, check=False
+                )
+                await disk.wait_checked(torrent)
+                resume = disk.resume_data(torrent)
+            files = ResumeData.from_bytes(resume).files
+            assert files[0] is not None  # a was trusted whole: vouched for again
+            assert files[1] is None  # b holds piece 2, left unhashed
+            assert disk.have(torrent) >= {0, 1}
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(
+                metainfo, NativeFileSystem(tmp_path), resume_data=resume
+            )
+            await disk.wait_checked(torrent)
+            assert disk.have(torrent) == {0, 1, 3}  # b hashed again: its pieces found
+
+
+def test_native_allocate_is_not_told_created_by_the_next_write(tmp_path: Path) -> None:
+    fs = NativeFileSystem(tmp_path)
+    fs.allocate("t/a", 4)
+    assert fs.write("t/a", 0, b"ab") is False
+    assert fs._write_vectored("t/a", 2, [b"c", b"d"]) is False
+    fs.truncate("t/a", 2)
+    assert fs.write("t/a", 2, b"cd") is False
+
+
+async def test_writing_after_a_move_to_allocated_files_loses_nothing(tmp_path: Path) -> None:
+    # Piece 2, b's first, all zeros: the move copies no chunk of b, and allocate creates it.
+    _, made = _torrent([("a", 2 * PIECE), ("b", 2 * PIECE)])
+    data = made[: 2 * PIECE] + bytes(PIECE) + made[3 * PIECE :]
+    hashes = b"".join(
+        hashlib.sha1(data[at : at + PIECE]).digest() for at in range(0, 4 * PIECE, PIECE)
+    )
+    files = [{b"length": 2 * PIECE, b"path": [name]} for name in (b"a", b"b")]
+    info: dict[bytes, Any] = {
+        b"name": b"t",
+        b"piece length": PIECE,
+        b"pieces": hashes,
+        b"files": files,
+    }
+    metainfo = Metainfo.from_bytes(encode({b"info": info}))
+    with trio.fail_after(20):
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(metainfo, NativeFileSystem(tmp_path / "src"))
+            await disk.wait_checked(torrent)
+            for piece in (0, 1, 2):
+                await disk.write_block(torrent, piece, 0, data[piece * PIECE : (piece + 1) * PIECE])
+            await _wait_have(disk, torrent, {0, 1, 2})
+            await disk.move_storage(torrent, NativeFileSystem(tmp_path / "dst"))
+            await disk.wait_checked(torrent)
+            _drain(disk)
+            await disk.write_block(torrent, 3, 0, data[3 * PIECE :])
+            await _wait_have(disk, torrent, {3})
+            assert _lost(_drain(disk)) == []
+            assert disk.have(torrent) == {0, 1, 2, 3}
+
+
+async def test_a_recheck_forgets_a_creation_a_failed_write_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    armed = _failing_once(monkeypatch, "_pwrite_all")
+    metainfo, data = _torrent([("a", 2 * PIECE), ("b", 2 * PIECE)])
+    fs = NativeFileSystem(tmp_path)
+    with trio.fail_after(20):
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(metainfo, fs)
+            await disk.wait_checked(torrent)
+            armed[0] = True
+            await disk.write_block(torrent, 2, 0, data[2 * PIECE : 3 * PIECE])
+            with trio.fail_after(10):
+                while disk.status(torrent).state is not TorrentState.ERROR:
+                    await trio.sleep(0.005)
+            assert (tmp_path / "t" / "b").exists()  # created, then the write failed
+            with (tmp_path / "t" / "b").open("r+b") as file:
+                file.write(data[2 * PIECE : 3 * PIECE])  # piece 2 put there meanwhile
+            await disk.recheck(torrent)
+            await disk.wait_checked(torrent)
+            assert disk.have(torrent) == {2}
+            _drain(disk)
+            await disk.write_block(torrent, 3, 0, data[3 * PIECE :])
+            await _wait_have(disk, torrent, {3})
+            assert _lost(_drain(disk)) == []
+            assert disk.have(torrent) == {2, 3}
+
+
+def test_fsspec_in_place_forget_created_drops_an_untold_creation(tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    from bip_disk._fsspec import FsspecFileSystem
+
+    backend = fsspec.filesystem("file")
+    fs = FsspecFileSystem(backend, str(tmp_path), random_writes=True)
+    fs.allocate("t/a", 4)
+    assert fs.write("t/a", 0, b"ab") is False  # allocate's creation is no write's
+    real_open = backend.open
+    armed = [True]
+
+    def failing_open(path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        if armed[0] and mode == "r+b":
+            armed[0] = False
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        return real_open(path, mode, **kwargs)
+
+    backend.open = failing_open
+    try:
+        with pytest.raises(StorageError):
+            fs.write("t/b", 0, b"abcd")
+    finally:
+        del backend.open
+    fs.forget_created(["t/b"])
+    assert fs.write("t/b", 0, b"abcd") is False

@@ -64,7 +64,7 @@ import os
 import posixpath
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -594,6 +594,20 @@ class FsspecFileSystem:
             created = path in self._created
             self._created.discard(path)
         return created
+
+    def forget_created(self, paths: Iterable[str]) -> None:
+        """Forget the creations of ``paths`` that no in-place write has told yet (see
+        :meth:`write`).
+
+        For the DiskManager's check, which reads the files as they are: what it finds in
+        one that a failed write created is there, and the next write must not tell the
+        file new. Not part of the :class:`~bip_disk.FileSystem` protocol: an optional
+        capability (see :meth:`NativeFileSystem.forget_created
+        <bip_disk.NativeFileSystem.forget_created>`).
+        """
+        for path in paths:
+            with self._lock(path):
+                self._created.discard(path)
 
     def _create_in_place(self, full: str) -> bool:
         """Create ``full`` if it is not there; whether it was not (``path``'s lock held)."""

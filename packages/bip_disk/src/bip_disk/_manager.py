@@ -90,6 +90,7 @@ logged, and an exception raised to the caller is not logged above DEBUG.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import logging
@@ -1525,11 +1526,15 @@ class DiskManager:
         It lists the pieces verified and written (never pieces in memory) and the
         files' sizes and modification times. Made while the torrent is checking or
         moving, or after a check that did not complete (a fault stopped it part way:
-        the pieces it had not hashed are unknown; a start with ``check=False`` that left
-        pieces unhashed), it records no file, so the next start hashes everything; a
-        check that completes (:meth:`recheck`) ends that. After a write fault it records
-        none of the files that write touched (it may have created one again, deleted
-        behind our back, before failing). It
+        the pieces it had not hashed are unknown), it records no file, so the next start
+        hashes everything; a check that completes (:meth:`recheck`) ends that. A start
+        with ``check=False`` hashes nothing: it completes for the files its resume data
+        vouched for, and the data made after it records none of the files holding a
+        piece the start would otherwise have hashed (a file changed or gone since, a
+        piece not had of a file written just before the data was made), so the next
+        start hashes those files' pieces again, and keeps trusting the others'. After a
+        write fault it records none of the files that write touched (it may have
+        created one again, deleted behind our back, before failing). It
         survives the process being killed; for it to survive a power cut, use
         :meth:`save_resume_data`.
 
@@ -1682,7 +1687,8 @@ class DiskManager:
             # time: recording every file as absent makes the next start hash them all.
             stats = (None,) * len(storage.layout.files)
         elif storage.unsure_files:
-            # Likewise the files a failed write may have created again (see _settle).
+            # Likewise the files a failed write may have created again (see _settle), and
+            # those holding pieces a start with check=False left unhashed (see _check).
             unsure = storage.unsure_files
             stats = tuple(None if i in unsure else stat for i, stat in enumerate(stats))
         return ResumeData(storage.info.info_hash, storage.layout.num_pieces, have, stats, saved)
@@ -2069,6 +2075,11 @@ class DiskManager:
         storage.check_stop = [False]
         storage.check_completed = False  # until this one has settled every piece
         storage.unsure_files.clear()  # it judges those files again
+        # It reads the files as they are: a creation a failed write left untold (see
+        # NativeFileSystem.write) must not make the next write lose what it verifies.
+        forget_created = getattr(storage.fs, "forget_created", None)
+        if forget_created is not None:
+            forget_created([file.path for file in storage.layout.stored_files])
         # Nothing writes until the check ends: an executable file found missing (deleted
         # since the last check) is created executable again by its first write.
         storage.expect_executables()
@@ -2192,10 +2203,13 @@ class DiskManager:
             len(plan.pad_only) if check else 0,
             len(to_hash),
         )
+        if not check and plan.to_hash and self._still_checking(storage):
+            # A start with check=False hashes nothing: it completes for the files it
+            # trusted, and resume data vouches for none of those holding a piece it left
+            # unhashed, so that the next start hashes them (see resume_data).
+            storage.unsure_files.update(_files_holding(storage.layout, plan.to_hash))
         if not to_hash:
-            # Complete only if nothing was left to hash: a start with check=False hashes
-            # nothing, and what it has is only what resume data said (see resume_data).
-            return check or not plan.to_hash
+            return True
         await self._emit(CheckProgress(handle, 0, len(to_hash), len(storage.have)))
         per_batch = max(1, _BATCH_BYTES // storage.layout.piece_length)
         batches = iter(
@@ -2387,6 +2401,18 @@ def _pieces_text(pieces: Sequence[int], shown: int = 8) -> str:
     """``"3, 4, 9"``, or the first ``shown`` then ``"..."``: a bounded piece list for a log."""
     text = ", ".join(str(piece) for piece in pieces[:shown])
     return text + ", ..." if len(pieces) > shown else text
+
+
+def _files_holding(layout: StorageLayout, pieces: Sequence[int]) -> set[int]:
+    """The stored files holding bytes of any of ``pieces`` (ascending): a search per file,
+    not a step per piece (a start with no resume data leaves every piece unhashed)."""
+    held = set()
+    for file in layout.stored_files:
+        span = layout.file_pieces(file.index)
+        first = bisect.bisect_left(pieces, span.start)
+        if file.length and first < len(pieces) and pieces[first] < span.stop:
+            held.add(file.index)
+    return held
 
 
 def _settled(storage: TorrentStorage) -> bool:

@@ -65,7 +65,7 @@ import stat
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -368,18 +368,25 @@ class NativeFileSystem:
 
     # -- the handle cache -----------------------------------------------------
 
-    def _acquire(self, path: str, parts: tuple[str, ...], *, write: bool, create: bool) -> _Handle:
+    def _acquire(
+        self, path: str, parts: tuple[str, ...], *, write: bool, create: bool, told: bool = False
+    ) -> _Handle:
         """A handle for ``path``, counted as in use until :meth:`_release`."""
-        return self._acquire_made(path, parts, write=write, create=create)[0]
+        return self._acquire_made(path, parts, write=write, create=create, told=told)[0]
 
     def _acquire_made(
-        self, path: str, parts: tuple[str, ...], *, write: bool, create: bool
+        self, path: str, parts: tuple[str, ...], *, write: bool, create: bool, told: bool = False
     ) -> tuple[_Handle, bool]:
         """:meth:`_acquire`, and whether opening the handle created the file (only with
         ``create``, on a cache miss).
 
         A write handle also marks the file as changed, for :meth:`sync` with no
-        path (under the same lock, so a write costs one lock round trip here).
+        path (under the same lock, so a write costs one lock round trip here). With
+        ``told`` (a :meth:`write`'s open) a file it creates is kept for
+        :meth:`_take_created`: only a write's own creation means a file was deleted
+        behind our back. One :meth:`allocate` creates is made on purpose (the torrent's
+        files at a start, a moved file none of whose chunks the copy had to write, all
+        zeros): the next write must not take the pieces it holds for lost.
         """
         with self._lock:
             handle = self._handles.get(path)
@@ -395,7 +402,7 @@ class NativeFileSystem:
         with self._lock:
             if write:
                 self._dirty.add(path)
-            if created:
+            if created and told:
                 self._created.add(path)
             handle = self._handles.get(path)
             if handle is not None and (handle.writable or not write):
@@ -472,7 +479,7 @@ class NativeFileSystem:
         check_offset(path, offset)
         view = memoryview(data).cast("B")
         try:
-            handle = self._acquire(path, parts, write=True, create=True)
+            handle = self._acquire(path, parts, write=True, create=True, told=True)
             try:
                 _pwrite_all(handle, offset, view)
             finally:
@@ -498,6 +505,17 @@ class NativeFileSystem:
             self._created.discard(path)
             return True
 
+    def forget_created(self, paths: Iterable[str]) -> None:
+        """Forget the creations of ``paths`` that no write has told yet (see :meth:`write`).
+
+        For the DiskManager's check, which reads the files as they are: what it finds in
+        one that a failed write created is there, and the next write must not tell the
+        file new (the pieces found would be taken for lost). Not part of the
+        :class:`~bip_disk.FileSystem` protocol: an optional capability.
+        """
+        with self._lock:
+            self._created.difference_update(paths)
+
     def _write_vectored(self, path: str, offset: int, buffers: Sequence[Buffer]) -> bool:
         """Write ``buffers`` one after another from ``offset``, in as few calls as the OS allows.
 
@@ -510,7 +528,7 @@ class NativeFileSystem:
         check_offset(path, offset)
         views = [view for view in (memoryview(data).cast("B") for data in buffers) if view]
         try:
-            handle = self._acquire(path, parts, write=True, create=True)
+            handle = self._acquire(path, parts, write=True, create=True, told=True)
             try:
                 if _HAS_PWRITEV and handle.lock is None:
                     _pwritev_all(handle.fd, offset, views)

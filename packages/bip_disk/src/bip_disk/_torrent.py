@@ -214,9 +214,10 @@ class TorrentStorage:
         # it): until one has, resume data records no file, so that the next start hashes
         # everything rather than trust files whose pieces were never hashed.
         self.check_completed = False
-        # Files (indices) a write failed on since the last check started: it may have
-        # created the file again (deleted behind our back) before failing, which nothing
-        # told, so resume data records none of them (the next start hashes their pieces).
+        # Files (indices) resume data records no stat for, so that the next start hashes
+        # their pieces: those a write failed on since the last check started (it may have
+        # created the file again, deleted behind our back, before failing, which nothing
+        # told), and those holding a piece a start with check=False left unhashed.
         self.unsure_files: set[int] = set()
         # The batches holding its pieces now on a flush thread, or being settled.
         self.writing: list[BatchOut] = []

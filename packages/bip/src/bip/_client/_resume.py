@@ -57,6 +57,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import secrets
 import stat
 import sys
@@ -497,19 +498,26 @@ def _create_temporary(path: Path) -> tuple[int, Path]:
 
 
 def _temporaries_of(directory: Path, names: Iterable[str]) -> list[Path]:
-    """The temporary copies of the files ``names`` in ``directory`` (``NAME.RANDOM.tmp``, and
-    ``NAME.tmp`` of older versions), left by writes cut short (a crash, a power cut) or under
-    way. Blocking: a directory listed."""
-    prefixes = tuple(name + "." for name in names)
+    """The temporary copies of the files ``names`` in ``directory``, left by writes cut short
+    (a crash, a power cut) or under way. Blocking: a directory listed.
+
+    Only names bip makes: ``NAME.RANDOM.tmp``, RANDOM 8 lowercase hex digits (16 in older
+    versions), and the fixed ``NAME.tmp`` of older versions only in a ``.bip`` directory,
+    bip's own. A file beside ``bip dht --state FILE`` is the user's (``FILE.old.tmp``,
+    ``FILE.tmp``): never taken for one, as its deletion would lose the user's data.
+    """
+    alternatives = "|".join(re.escape(name) for name in names)
+    if not alternatives:
+        return []
+    random = r"\.(?:[0-9a-f]{8}|[0-9a-f]{16})"
+    if directory.name == RESUME_DIRECTORY:
+        random = f"(?:{random})?"
+    pattern = re.compile(f"(?:{alternatives}){random}{re.escape(_TEMPORARY_SUFFIX)}")
     try:
         listed = os.listdir(directory)
     except OSError:  # no directory (nothing saved yet), or not one we can list
         return []
-    return [
-        directory / name
-        for name in listed
-        if name.startswith(prefixes) and name.endswith(_TEMPORARY_SUFFIX)
-    ]
+    return [directory / name for name in listed if pattern.fullmatch(name)]
 
 
 def _remove_stale_temporaries(directory: Path, names: Iterable[str]) -> None:
