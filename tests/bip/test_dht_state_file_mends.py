@@ -29,3 +29,20 @@ def test_the_temporaries_a_crash_left_go_at_the_next_save(tmp_path: Path) -> Non
     _write_state(str(state), b"d1:ai1ee")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["state"]
     assert _read_state(str(state)) == b"d1:ai1ee"
+
+
+# -- Final read ---------------------------------------------------------------------------------
+# The fixed NAME.tmp of older versions is bip's only in a folder bip owns (a save directory's
+# .bip, as its caller knows), not in any folder named .bip: bip dht --state DIR/.bip/notes
+# deleted the user's notes.tmp.
+
+
+def test_bip_dht_state_in_a_folder_named_bip_keeps_the_users_fixed_tmp(tmp_path: Path) -> None:
+    folder = tmp_path / ".bip"
+    folder.mkdir()
+    mine = folder / "notes.tmp"
+    mine.write_bytes(b"the user's draft")
+    os.utime(mine, (0, 0))  # as stale as a crash's
+    _write_state(str(folder / "notes"), b"d1:ai1ee")
+    assert mine.read_bytes() == b"the user's draft"
+    assert _read_state(str(folder / "notes")) == b"d1:ai1ee"

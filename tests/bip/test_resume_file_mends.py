@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import pytest
 import trio
 
-from bip import _cmd_download
+from bip import _cmd_dht, _cmd_download
 from bip._client import RESUME_DIRECTORY, ClientConfig, _resume
 from bip._client._resume import ResumeStore, SavedState
 from bip._cmd_download import DHT_STATE, _save_dht_state, open_dht_node
@@ -334,7 +334,7 @@ async def test_the_dht_state_is_read_no_further_than_its_loader_reads(
     # One planted there could be any size: never read whole into memory.
     path = tmp_path / RESUME_DIRECTORY / DHT_STATE
     path.parent.mkdir()
-    limit = _cmd_download._MAX_DHT_STATE
+    limit = _cmd_dht._MAX_STATE_SIZE
     with path.open("wb") as file:
         file.truncate(4 * limit)  # sparse: no disk spent
     given: list[int] = []
@@ -354,7 +354,7 @@ def test_the_dht_state_limit_is_above_what_its_loader_reads() -> None:
     # The most bip_dht's decode_state takes (whatever max_bootstrap_addresses): a state it
     # would read must never be cut short by ours.
     most = 2 * _node_state._MAX_TABLE_BYTES + 4096 * 24 + 1024
-    assert most <= _cmd_download._MAX_DHT_STATE
+    assert most <= _cmd_dht._MAX_STATE_SIZE
     with pytest.raises(LocalProtocolError, match="max_bootstrap_addresses"):
         DHTConfig(max_bootstrap_addresses=4097)
 

@@ -21,7 +21,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import trio
 import trio.testing
 
 from bip_bencode import encode
-from bip_disk import StorageLayout, create_files
+from bip_disk import ExistingFiles, StorageLayout, create_files
 from bip_disk._check import plan_check, stat_files
 from bip_disk._errors import ResumeDataError, StorageError
 from bip_disk._events import DiskEvent, PieceLost, PieceVerified, TorrentState
@@ -516,8 +516,8 @@ def test_create_files_leaves_what_is_at_an_empty_files_path(filesystem: FileSyst
 # 1. A write that re-creates a deleted file and then fails keeps the "created" signal: the
 #    FileSystem reports it with the next write of that path that returns, and resume data made
 #    after the fault (the torrent in ERROR) records no stat for the files the write touched.
-# 2. A start with check=False hashes nothing: its check has not completed unless nothing was
-#    left to hash, so its resume data records no file.
+# 2. A start with check=False hashes nothing: its resume data makes racy the files holding a
+#    piece it left unhashed (see Final read 2), so the next start hashes those pieces.
 # 3. move_storage passes over a zero-length file whose source path cannot be stat'ed (a
 #    directory there), as the check does.
 
@@ -628,7 +628,9 @@ async def test_resume_data_after_a_failed_re_creating_write_does_not_trust_the_f
             assert disk.have(torrent) == {3}  # a's pieces hashed again: zeros, not had
 
 
-async def test_a_start_with_check_false_does_not_complete_a_check(tmp_path: Path) -> None:
+async def test_a_start_with_check_false_makes_the_files_it_left_unhashed_racy(
+    tmp_path: Path,
+) -> None:
     metainfo, _ = _complete_download(tmp_path)
     with trio.fail_after(20):
         async with open_disk_manager(hash_threads=1) as disk:
@@ -642,7 +644,9 @@ async def test_a_start_with_check_false_does_not_complete_a_check(tmp_path: Path
                 )
                 await disk.wait_checked(torrent)
                 resume = disk.resume_data(torrent)
-                assert ResumeData.from_bytes(resume).files == (None, None)
+                loaded = ResumeData.from_bytes(resume)
+                assert loaded.is_racy(0)
+                assert loaded.is_racy(1)
         async with open_disk_manager() as disk:
             torrent = await disk.add_torrent(
                 metainfo, NativeFileSystem(tmp_path), resume_data=resume
@@ -686,9 +690,9 @@ async def test_move_storage_passes_over_an_empty_file_that_is_a_directory(
 
 
 # -- Review r8 ----------------------------------------------------------------------------------
-# 1. A start with check=False completes for the files it trusted: its resume data records no
-#    stat only for the files holding pieces it left unhashed, so repeated check=False starts
-#    keep what the others vouch for.
+# 1. A start with check=False completes for the files it trusted: its resume data marks only
+#    the files holding pieces it left unhashed (racy since Final read 2), so repeated
+#    check=False starts keep what the others vouch for.
 # 2. Only a write's own creation of a file is told by a later write: allocate (after a move,
 #    or with allocate="sparse") creates the file without making the next write lose pieces.
 # 3. A check forgets the creations not told yet of the torrent's files: what it verified in
@@ -714,7 +718,7 @@ async def test_repeated_check_false_starts_keep_the_files_they_trusted(tmp_path:
                 resume = disk.resume_data(torrent)
             files = ResumeData.from_bytes(resume).files
             assert files[0] is not None  # a was trusted whole: vouched for again
-            assert files[1] is None  # b holds piece 2, left unhashed
+            assert ResumeData.from_bytes(resume).is_racy(1)  # b holds piece 2, unhashed
             assert disk.have(torrent) >= {0, 1}
         async with open_disk_manager() as disk:
             torrent = await disk.add_torrent(
@@ -817,3 +821,117 @@ def test_fsspec_in_place_forget_created_drops_an_untold_creation(tmp_path: Path)
         del backend.open
     fs.forget_created(["t/b"])
     assert fs.write("t/b", 0, b"abcd") is False
+
+
+# -- Final read -----------------------------------------------------------------------------------
+# 1. The check after a KEEP move hashes only the kept files: it completes no check the torrent
+#    had not (a fault stopped the last part way), and vouches again only for the kept files.
+# 2. A start with check=False dates its resume data so that the files holding a piece it left
+#    unhashed are racy: the next start trusts their listed pieces and hashes the others.
+# 3. forget_created walks no path while no creation is pending (a check of many files started
+#    on the event loop).
+
+
+async def test_a_keep_move_does_not_complete_a_check_a_fault_stopped(tmp_path: Path) -> None:
+    metainfo, data = _torrent([("a", 2 * PIECE), ("b", 2 * PIECE), ("c", 2 * PIECE)])
+    source, destination = tmp_path / "src", tmp_path / "dst"
+    for root in (source, destination):
+        (root / "t").mkdir(parents=True)
+    for index, name in enumerate("abc"):
+        (source / "t" / name).write_bytes(data[2 * PIECE * index : 2 * PIECE * (index + 1)])
+    (destination / "t" / "a").write_bytes(data[: 2 * PIECE])  # kept by the move
+    _age(source, "t/a", "t/b", "t/c")
+    _age(destination, "t/a")
+    with trio.fail_after(20):
+        async with open_disk_manager(hash_threads=1) as disk:
+            fs = _FlakyRead(source)
+            torrent = await disk.add_torrent(metainfo, fs)
+            assert await disk.wait_checked(torrent) is TorrentState.ERROR
+            fs.failing = False
+            await disk.move_storage(
+                torrent, NativeFileSystem(destination), existing=ExistingFiles.KEEP
+            )
+            await disk.wait_checked(torrent)
+            _age(destination, "t/b", "t/c")
+            resume = disk.resume_data(torrent)
+        assert ResumeData.from_bytes(resume).files == (None, None, None)
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(
+                metainfo, NativeFileSystem(destination), resume_data=resume
+            )
+            await disk.wait_checked(torrent)
+            assert disk.have(torrent) == set(range(6))
+
+
+async def test_a_keep_move_keeps_the_files_a_check_false_start_left_unhashed_racy(
+    tmp_path: Path,
+) -> None:
+    metainfo, data = _complete_download(tmp_path / "src")
+    destination = tmp_path / "dst"
+    (destination / "t").mkdir(parents=True)
+    (destination / "t" / "a").write_bytes(data[: 2 * PIECE])
+    _age(destination, "t/a")
+    with trio.fail_after(20):
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(
+                metainfo, NativeFileSystem(tmp_path / "src"), check=False
+            )
+            await disk.wait_checked(torrent)
+            await disk.move_storage(
+                torrent, NativeFileSystem(destination), existing=ExistingFiles.KEEP
+            )
+            await disk.wait_checked(torrent)
+            assert disk.have(torrent) == {0, 1}  # a hashed, b never
+            _age(destination, "t/b")
+            resume = ResumeData.from_bytes(disk.resume_data(torrent))
+        assert resume.is_racy(1)  # b: its pieces are hashed next time
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(
+                metainfo, NativeFileSystem(destination), resume_data=resume.to_bytes()
+            )
+            await disk.wait_checked(torrent)
+            assert disk.have(torrent) == {0, 1, 2, 3}
+
+
+async def test_repeated_check_false_starts_keep_the_listed_pieces_of_unhashed_files(
+    tmp_path: Path,
+) -> None:
+    metainfo, data = _torrent([("a", 2 * PIECE), ("b", 2 * PIECE)])
+    with trio.fail_after(20):
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(metainfo, NativeFileSystem(tmp_path), check=False)
+            await disk.wait_checked(torrent)
+            for piece in (0, 1, 3):
+                await disk.write_block(torrent, piece, 0, data[piece * PIECE : (piece + 1) * PIECE])
+            await _wait_have(disk, torrent, {0, 1, 3})
+            resume = disk.resume_data(torrent)
+        for _ in range(3):
+            async with open_disk_manager() as disk:
+                torrent = await disk.add_torrent(
+                    metainfo, NativeFileSystem(tmp_path), resume_data=resume, check=False
+                )
+                await disk.wait_checked(torrent)
+                assert disk.have(torrent) == {0, 1, 3}
+                resume = disk.resume_data(torrent)
+            assert ResumeData.from_bytes(resume).is_racy(1)  # b holds piece 2, unhashed
+        async with open_disk_manager() as disk:
+            torrent = await disk.add_torrent(
+                metainfo, NativeFileSystem(tmp_path), resume_data=resume
+            )
+            await disk.wait_checked(torrent)
+            assert disk.have(torrent) == {0, 1, 3}  # piece 2 hashed (a hole), 3 trusted
+
+
+class _NoPath:
+    """Paths that fail the test once walked."""
+
+    def __iter__(self) -> Iterator[str]:
+        raise AssertionError("walked though no creation is pending")
+
+
+def test_forget_created_walks_no_path_with_none_pending(tmp_path: Path) -> None:
+    NativeFileSystem(tmp_path).forget_created(_NoPath())
+    fsspec = pytest.importorskip("fsspec")
+    from bip_disk._fsspec import FsspecFileSystem
+
+    FsspecFileSystem(fsspec.filesystem("memory"), "/b").forget_created(_NoPath())

@@ -79,8 +79,10 @@ DEFAULT_STATS_INTERVAL: Final = 60.0
 KEY_FILE_MODE: Final = 0o600
 """A created key file is readable by its owner only: it signs in the owner's name."""
 _KEY_SIZE: Final = 32  # an ed25519 private key's seed
-# A saved state is a few KiB; bip_dht's loader takes at most ~1.6 MB (two full tables and
-# 4096 bootstrap addresses): refuse anything larger.
+# A saved state is a few KiB; bip_dht's loader takes at most ~1.6 MB (two full routing tables,
+# 1.56 MB, and 4096 bootstrap addresses, 98 KB): refuse anything larger (bip download's state
+# too), so a state the loader reads is never cut short, and one planted there of any size is
+# read no further than one byte past this.
 _MAX_STATE_SIZE: Final = 2 << 20
 
 T = TypeVar("T")
@@ -239,12 +241,15 @@ def _read_state(path: str | None) -> bytes | None:
     return data
 
 
-def _write_state(path: str, data: bytes) -> None:
+def _write_state(path: str | Path, data: bytes, *, owned: bool = False) -> None:
     """Replace ``path`` with ``data`` durably, as the session's resume files are written (a
     crash or a power cut leaves the old state or the new one, never half of one), first
-    deleting the temporary copies earlier crashes left beside it."""
-    _remove_stale_temporaries(Path(path).parent, [Path(path).name])
-    _write_atomically(Path(path), data)
+    deleting the temporary copies earlier crashes left beside it: only names bip makes,
+    and the fixed one of older versions only if bip ``owned`` the folder (a save
+    directory's ``.bip``; never ``--state FILE``'s, whatever its name)."""
+    state = Path(path)
+    _remove_stale_temporaries(state.parent, [state.name], owned=owned)
+    _write_atomically(state, data)
 
 
 def _bind(text: str) -> tuple[str, int]:

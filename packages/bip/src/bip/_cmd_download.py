@@ -62,9 +62,9 @@ from ._client import (
 )
 from ._client import parse_file_selection as _parse_files
 from ._client._local_hosts import first_of_each_family
-from ._client._resume import _read_regular, _remove_stale_temporaries, _write_atomically
+from ._client._resume import _read_regular
 from ._client._utp import UtpRouter
-from ._cmd_dht import lookup_mutable_torrent
+from ._cmd_dht import _MAX_STATE_SIZE, _write_state, lookup_mutable_torrent
 from ._describe import safe_text
 from ._errors import CLIError
 from ._follow_mutable import MutableFollower
@@ -108,11 +108,6 @@ ENCRYPTION_CHOICES: Final = {
 """``--encryption`` values and the MSE policy each stands for."""
 DHT_STATE: Final = "dht.state"
 """The DHT node's saved state, in the save directory's ``.bip`` folder."""
-# The most of the DHT state read: above the most bip_dht's loader takes (two full routing
-# tables, 1.56 MB, and up to 4096 bootstrap addresses, 98 KB), so a state it reads is never cut
-# short. A larger file is not one we saved (and one planted there could be any size): one byte
-# past this is read, and the loader refuses it as too large.
-_MAX_DHT_STATE: Final = 2 * 1024 * 1024
 RESOLVE_TIMEOUT: Final = 60.0
 """Seconds a BEP 46 link's DHT lookup (joining the DHT included) may take."""
 _REFRESH: Final = 0.25  # seconds between two looks at the torrent's status
@@ -388,10 +383,10 @@ async def open_dht_node(
     bootstrap = [parse_endpoint(text) for text in args.dht_bootstrap] + list(more_bootstrap)
     state_path = state_dir / RESUME_DIRECTORY / DHT_STATE
     try:
-        # As a resume file is read: at most _MAX_DHT_STATE + 1 bytes, and never from a FIFO
+        # As a resume file is read: at most _MAX_STATE_SIZE + 1 bytes, and never from a FIFO
         # (whose read would wait for a writer in a thread no cancellation reaches).
         state: bytes | None = await trio.to_thread.run_sync(
-            _read_regular, state_path, _MAX_DHT_STATE
+            _read_regular, state_path, _MAX_STATE_SIZE
         )
     except FileNotFoundError:
         state = None
@@ -461,12 +456,9 @@ async def _save_dht_state(path: Path, data: bytes) -> None:
     that crashes left beside it a minute ago or more. A failure is logged, never raised
     (the state is a head start, not the download)."""
 
-    def write() -> None:
-        _remove_stale_temporaries(path.parent, [path.name])
-        _write_atomically(path, data)
-
     try:
-        await trio.to_thread.run_sync(write)
+        # The save directory's .bip is bip's: the fixed temporary name of older versions goes.
+        await trio.to_thread.run_sync(functools.partial(_write_state, path, data, owned=True))
     except OSError as error:
         logger.warning("cannot save the DHT state: %s", error)
 

@@ -605,9 +605,12 @@ class FsspecFileSystem:
         capability (see :meth:`NativeFileSystem.forget_created
         <bip_disk.NativeFileSystem.forget_created>`).
         """
+        if not self._created:  # nothing pending (nearly always): ``paths`` is not walked
+            return
         for path in paths:
-            with self._lock(path):
-                self._created.discard(path)
+            if path in self._created:  # a path's lock only for the few pending
+                with self._lock(path):
+                    self._created.discard(path)
 
     def _create_in_place(self, full: str) -> bool:
         """Create ``full`` if it is not there; whether it was not (``path``'s lock held)."""

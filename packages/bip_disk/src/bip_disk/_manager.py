@@ -1527,14 +1527,17 @@ class DiskManager:
         files' sizes and modification times. Made while the torrent is checking or
         moving, or after a check that did not complete (a fault stopped it part way:
         the pieces it had not hashed are unknown), it records no file, so the next start
-        hashes everything; a check that completes (:meth:`recheck`) ends that. A start
-        with ``check=False`` hashes nothing: it completes for the files its resume data
-        vouched for, and the data made after it records none of the files holding a
-        piece the start would otherwise have hashed (a file changed or gone since, a
-        piece not had of a file written just before the data was made), so the next
-        start hashes those files' pieces again, and keeps trusting the others'. After a
-        write fault it records none of the files that write touched (it may have
-        created one again, deleted behind our back, before failing). It
+        hashes everything; a check that completes (:meth:`recheck`) ends that (the
+        check after a :attr:`~bip_disk.ExistingFiles.KEEP` move, of the kept files only,
+        does not). A start with ``check=False`` hashes nothing: it completes, and the
+        data made after it is dated no later than the mtime of each file holding a piece
+        the start would otherwise have hashed (a file changed since, a piece not had of
+        a file written just before the data was made) plus the racy window, less 1 ns:
+        those files are racy, so the next start hashes their pieces the data does not
+        list and trusts those it lists (a file dated before 1970, which cannot be made
+        racy so, is recorded as absent). After a write fault it records none of the
+        files that write touched (it may have created one again, deleted behind our
+        back, before failing). It
         survives the process being killed; for it to survive a power cut, use
         :meth:`save_resume_data`.
 
@@ -1686,11 +1689,22 @@ class DiskManager:
             # Pieces not checked yet (or files half moved) must not pass for missing next
             # time: recording every file as absent makes the next start hash them all.
             stats = (None,) * len(storage.layout.files)
-        elif storage.unsure_files:
-            # Likewise the files a failed write may have created again (see _settle), and
-            # those holding pieces a start with check=False left unhashed (see _check).
-            unsure = storage.unsure_files
-            stats = tuple(None if i in unsure else stat for i, stat in enumerate(stats))
+        else:
+            # Likewise the files a failed write may have created again (see _settle).
+            unsure = set(storage.unsure_files)
+            # Those holding pieces a start with check=False left unhashed (see _check) are
+            # racy: dated no later than their mtime + the window - 1 (see is_racy). One
+            # dated before 1970 cannot be (saved is not negative): no stat then. One
+            # whose storage keeps no mtime (0) is hashed whole anyway.
+            for index in storage.unhashed_files - unsure:
+                stat = stats[index]
+                if stat is not None and stat.mtime_ns:
+                    if stat.mtime_ns + RACY_WINDOW_NS - 1 < 0:
+                        unsure.add(index)
+                    else:
+                        saved = min(saved, stat.mtime_ns + RACY_WINDOW_NS - 1)
+            if unsure:
+                stats = tuple(None if i in unsure else stat for i, stat in enumerate(stats))
         return ResumeData(storage.info.info_hash, storage.layout.num_pieces, have, stats, saved)
 
     async def _emit_soon(self, event: DiskEvent) -> None:
@@ -2073,13 +2087,22 @@ class DiskManager:
         # right away cancels a check that has not started yet.
         scope = storage.check_scope = trio.CancelScope()
         storage.check_stop = [False]
-        storage.check_completed = False  # until this one has settled every piece
-        storage.unsure_files.clear()  # it judges those files again
+        # Until this one has settled every piece; the check after a KEEP move hashes only
+        # the kept files (report): it judges those again, and completes no check the
+        # torrent had not (see _run_check).
+        completed, storage.check_completed = storage.check_completed, False
+        if report is None:
+            storage.unsure_files.clear()
+            storage.unhashed_files.clear()
+        else:
+            storage.unsure_files.difference_update(report)
+            storage.unhashed_files.difference_update(report)
         # It reads the files as they are: a creation a failed write left untold (see
         # NativeFileSystem.write) must not make the next write lose what it verifies.
+        # Lazily: with none pending (nearly always), a FileSystem costs nothing per file.
         forget_created = getattr(storage.fs, "forget_created", None)
         if forget_created is not None:
-            forget_created([file.path for file in storage.layout.stored_files])
+            forget_created(file.path for file in storage.layout.stored_files)
         # Nothing writes until the check ends: an executable file found missing (deleted
         # since the last check) is created executable again by its first write.
         storage.expect_executables()
@@ -2093,6 +2116,7 @@ class DiskManager:
                 scope=scope,
                 done=storage.check_done,
                 report=report,
+                completed=completed or report is None,
             )
         )
 
@@ -2111,14 +2135,16 @@ class DiskManager:
         scope: trio.CancelScope,
         done: trio.Event,
         report: frozenset[int] | None = None,
+        completed: bool = True,
     ) -> None:
-        """Check a torrent's data (see :mod:`._check`), create its files, make it READY."""
+        """Check a torrent's data (see :mod:`._check`), create its files, make it READY;
+        ``completed``: whether the files this check does not hash were settled before it."""
         handle = storage.handle
         try:
             with scope:
                 hashed: set[int] = set()
                 if await self._check(storage, resume, check, hashed):
-                    storage.check_completed = self._still_checking(storage)
+                    storage.check_completed = completed
                 if self._still_checking(storage) and storage.create_files:
                     await self._create_files(storage, allocate)
                 if report is not None and resume is not None:
@@ -2204,12 +2230,12 @@ class DiskManager:
             len(to_hash),
         )
         if not check and plan.to_hash and self._still_checking(storage):
-            # A start with check=False hashes nothing: it completes for the files it
-            # trusted, and resume data vouches for none of those holding a piece it left
-            # unhashed, so that the next start hashes them (see resume_data).
-            storage.unsure_files.update(_files_holding(storage.layout, plan.to_hash))
+            # A start with check=False hashes nothing: it completes, and resume data makes
+            # racy the files holding a piece it left unhashed, so that the next start
+            # hashes those pieces and trusts the listed ones (see resume_data).
+            storage.unhashed_files.update(_files_holding(storage.layout, plan.to_hash))
         if not to_hash:
-            return True
+            return self._still_checking(storage)
         await self._emit(CheckProgress(handle, 0, len(to_hash), len(storage.have)))
         per_batch = max(1, _BATCH_BYTES // storage.layout.piece_length)
         batches = iter(

@@ -371,14 +371,7 @@ class NativeFileSystem:
     def _acquire(
         self, path: str, parts: tuple[str, ...], *, write: bool, create: bool, told: bool = False
     ) -> _Handle:
-        """A handle for ``path``, counted as in use until :meth:`_release`."""
-        return self._acquire_made(path, parts, write=write, create=create, told=told)[0]
-
-    def _acquire_made(
-        self, path: str, parts: tuple[str, ...], *, write: bool, create: bool, told: bool = False
-    ) -> tuple[_Handle, bool]:
-        """:meth:`_acquire`, and whether opening the handle created the file (only with
-        ``create``, on a cache miss).
+        """A handle for ``path``, counted as in use until :meth:`_release`.
 
         A write handle also marks the file as changed, for :meth:`sync` with no
         path (under the same lock, so a write costs one lock round trip here). With
@@ -395,7 +388,7 @@ class NativeFileSystem:
                 handle.users += 1
                 if write:
                     self._dirty.add(path)
-                return handle, False
+                return handle
         flags = (os.O_RDWR | (os.O_CREAT if create else 0)) if write else os.O_RDONLY
         fd, created = self._open(path, parts, flags)
         fresh = _Handle(fd, write)
@@ -411,14 +404,14 @@ class NativeFileSystem:
                 handle.users += 1
                 self._handles.move_to_end(path)
                 os.close(fresh.fd)
-                return handle, created
+                return handle
             if handle is not None:
                 self._retire(path)  # read-only, replaced by a writable one
             fresh.users = 1
             self._handles[path] = fresh
             while len(self._handles) > self.max_open_files:
                 self._retire(next(iter(self._handles)))
-            return fresh, created
+            return fresh
 
     def _release(self, handle: _Handle) -> None:
         with self._lock:
@@ -514,7 +507,8 @@ class NativeFileSystem:
         :class:`~bip_disk.FileSystem` protocol: an optional capability.
         """
         with self._lock:
-            self._created.difference_update(paths)
+            if self._created:  # else ``paths`` is not even walked (a check of many files)
+                self._created.difference_update(paths)
 
     def _write_vectored(self, path: str, offset: int, buffers: Sequence[Buffer]) -> bool:
         """Write ``buffers`` one after another from ``offset``, in as few calls as the OS allows.

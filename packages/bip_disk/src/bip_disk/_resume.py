@@ -14,11 +14,12 @@ bencoded dictionary:
 ``files``         one dictionary per file of ``Info.files``, in order: ``size``
                   and ``mtime`` (nanoseconds, signed: before 1970 is negative) of
                   the stored file; empty for a file that is missing, a pad file, a
-                  symlink or an empty file, and for every file until a check of
-                  the torrent has completed (one with ``check=False`` hashes
-                  nothing: it completes only if nothing was left to hash), and
-                  for a file a failed write touched since
-``saved``         when the data was made (nanoseconds since the epoch)
+                  symlink or an empty file, for every file until a check of the
+                  torrent has completed, and for a file a failed write touched
+                  since
+``saved``         when the data was made (nanoseconds since the epoch); earlier
+                  after a start with ``check=False``, so that the files holding
+                  a piece it left unhashed are racy
 ================  ===========================================================
 
 On load a file is *unchanged* when its size and modification time are those

@@ -210,15 +210,21 @@ class TorrentStorage:
         self.io_active = 0  # thread operations using ``fs`` right now (reads, moves)
         self.checked = 0
         self.to_check = 0
-        # Whether the last check settled every piece it had to (a fault stopped none of
-        # it): until one has, resume data records no file, so that the next start hashes
+        # Whether the last full check settled every piece it had to (a fault stopped none
+        # of it; a start with check=False counts, its unhashed pieces marked below; the
+        # check after a KEEP move, of the kept files only, completes none the torrent had
+        # not): until one has, resume data records no file, so that the next start hashes
         # everything rather than trust files whose pieces were never hashed.
         self.check_completed = False
         # Files (indices) resume data records no stat for, so that the next start hashes
         # their pieces: those a write failed on since the last check started (it may have
         # created the file again, deleted behind our back, before failing, which nothing
-        # told), and those holding a piece a start with check=False left unhashed.
+        # told).
         self.unsure_files: set[int] = set()
+        # Files (indices) holding a piece a start with check=False left unhashed: resume
+        # data is dated so that they are racy (see ResumeData.is_racy), and the next start
+        # trusts the pieces it lists of them and hashes their others.
+        self.unhashed_files: set[int] = set()
         # The batches holding its pieces now on a flush thread, or being settled.
         self.writing: list[BatchOut] = []
         self.check_scope: trio.CancelScope | None = None

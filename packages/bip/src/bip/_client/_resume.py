@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import re
@@ -497,20 +498,21 @@ def _create_temporary(path: Path) -> tuple[int, Path]:
     raise OSError(errno.EEXIST, "every temporary name drawn was taken", str(path))
 
 
-def _temporaries_of(directory: Path, names: Iterable[str]) -> list[Path]:
+def _temporaries_of(directory: Path, names: Iterable[str], *, owned: bool) -> list[Path]:
     """The temporary copies of the files ``names`` in ``directory``, left by writes cut short
     (a crash, a power cut) or under way. Blocking: a directory listed.
 
     Only names bip makes: ``NAME.RANDOM.tmp``, RANDOM 8 lowercase hex digits (16 in older
-    versions), and the fixed ``NAME.tmp`` of older versions only in a ``.bip`` directory,
-    bip's own. A file beside ``bip dht --state FILE`` is the user's (``FILE.old.tmp``,
-    ``FILE.tmp``): never taken for one, as its deletion would lose the user's data.
+    versions), and the fixed ``NAME.tmp`` of older versions only in a directory bip
+    ``owned`` (a save directory's ``.bip``, as the caller knows: not its name alone). A file
+    beside ``bip dht --state FILE`` is the user's (``FILE.old.tmp``, ``FILE.tmp``, even in a
+    folder named ``.bip``): never taken for one, as its deletion would lose the user's data.
     """
     alternatives = "|".join(re.escape(name) for name in names)
     if not alternatives:
         return []
     random = r"\.(?:[0-9a-f]{8}|[0-9a-f]{16})"
-    if directory.name == RESUME_DIRECTORY:
+    if owned:
         random = f"(?:{random})?"
     pattern = re.compile(f"(?:{alternatives}){random}{re.escape(_TEMPORARY_SUFFIX)}")
     try:
@@ -520,14 +522,15 @@ def _temporaries_of(directory: Path, names: Iterable[str]) -> list[Path]:
     return [directory / name for name in listed if pattern.fullmatch(name)]
 
 
-def _remove_stale_temporaries(directory: Path, names: Iterable[str]) -> None:
+def _remove_stale_temporaries(directory: Path, names: Iterable[str], *, owned: bool) -> None:
     """Delete the temporary copies of the files ``names`` in ``directory``
-    (:func:`_temporaries_of`) last written a minute ago or more: crashes left them, and
+    (:func:`_temporaries_of`, ``owned`` as it takes it) last written a minute ago or more:
+    crashes left them, and
     each crash leaves a new one. A younger one may be a write under way (another process
     saving the same files): left alone, as is what cannot be deleted (logged at DEBUG). A
     link at such a name is deleted, never what it points to. Blocking: a directory listed."""
     now = time.time()
-    for temporary in _temporaries_of(directory, names):
+    for temporary in _temporaries_of(directory, names, owned=owned):
         try:
             if now - temporary.lstat().st_mtime < _STALE_TEMPORARY_AGE:
                 continue
@@ -773,7 +776,9 @@ class ResumeStore:
         """
         if not self._swept:
             names = [self._path(suffix).name for suffix in _SUFFIXES]
-            await trio.to_thread.run_sync(_remove_stale_temporaries, self.directory, names)
+            await trio.to_thread.run_sync(
+                functools.partial(_remove_stale_temporaries, self.directory, names, owned=True)
+            )
             self._swept = True
         await trio.to_thread.run_sync(_write_atomically, path, data)
 
@@ -786,7 +791,8 @@ class ResumeStore:
         """The temporary copies of the torrent's files here (``HASH.SUFFIX.RANDOM.tmp``, and
         ``HASH.SUFFIX.tmp`` of older versions), left by writes cut short (a crash, a power
         cut). Blocking: a directory listed."""
-        return _temporaries_of(self.directory, [self._path(suffix).name for suffix in _SUFFIXES])
+        names = [self._path(suffix).name for suffix in _SUFFIXES]
+        return _temporaries_of(self.directory, names, owned=True)
 
     def _path(self, suffix: str) -> Path:
         return self.directory / f"{_hash_name(self._info_hash)}.{suffix}"
