@@ -176,3 +176,27 @@ async def test_queued_counts_the_messages_of_coalesced_control_entries() -> None
             while manager.queued_bytes(peer):
                 await trio.sleep(0)
         assert manager.statistics().peers[peer].queued == 0
+
+
+# -- Final read ----------------------------------------------------------------------------------
+
+
+async def test_control_bytes_take_no_room_from_send_queue_bytes() -> None:
+    # 200 haves (1,800 bytes) queued behind a blocked write with send_queue_bytes=1000: they
+    # have their own bound, so the byte capacity is still all the other messages' (send
+    # waited and send_nowait refused, and bip dropped the peer as "send queue full").
+    async with stalled_peer(send_queue_size=1000, send_queue_bytes=1000) as (manager, peer, far):
+        for piece in range(200):
+            assert manager.send_control(peer, Have(piece))
+        assert manager.queued_bytes(peer) == 4 + 200 * HAVE  # still counted as queued
+        with trio.fail_after(1):
+            await manager.send(peer, KeepAlive())
+        # The other messages still have the whole capacity, no more: with the keep-alive
+        # being written, 1,000 bytes are 250 keep-alives (4 bytes each).
+        accepted = 0
+        while manager.send_nowait(peer, KeepAlive()):
+            accepted += 1
+            assert accepted < 1000, "send_queue_bytes never refused"
+        assert accepted == 250 - 2
+        assert manager.is_connected(peer)
+        assert await far.read(200) == [Have(piece) for piece in range(200)]

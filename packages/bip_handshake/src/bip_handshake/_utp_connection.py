@@ -550,9 +550,8 @@ class UtpConnection:
         # its number on). A peer with more in flight (a small MTU, a larger window) loses
         # no data to the bound: its far resend still gets our ack.
         self._max_behind = self._reorder_limit + 1
-        # Out-of-order payload bytes held, plus _REORDER_PACKET_COST per packet: what the
-        # socket's budget counts for the reorder buffer.
-        self._reorder_bytes = 0
+        # Out-of-order payload bytes held (the budget charges more: _reorder_bytes).
+        self._reorder_payload = 0
         self._inbound = bytearray()
         self._eof_seq: int | None = None
         self.eof_received = False
@@ -1369,8 +1368,8 @@ class UtpConnection:
             freed = freed_reorder = 0
             while (nxt := (self._ack_nr + 1) & _SEQ_MASK) in reorder:
                 data = reorder.pop(nxt)
+                self._reorder_payload -= len(data)
                 cost = len(data) + _REORDER_PACKET_COST
-                self._reorder_bytes -= cost
                 freed_reorder += cost
                 # The payload stays counted, now in order; a closed reader's is dropped.
                 freed += cost if self._reader_closed else _REORDER_PACKET_COST
@@ -1388,7 +1387,7 @@ class UtpConnection:
         if fin:
             self._eof_seq = seq  # held: the stream ends once the hole before it fills
         self._reorder[seq] = payload
-        self._reorder_bytes += cost
+        self._reorder_payload += size
         budget.used += cost
         budget.reorder_used += cost
 
@@ -1409,7 +1408,7 @@ class UtpConnection:
     def _clear_reorder(self) -> None:
         held = self._reorder_bytes
         self._reorder.clear()
-        self._reorder_bytes = 0
+        self._reorder_payload = 0
         self._release(held, reorder=held)
 
     def _buffered(self) -> int:
@@ -1422,7 +1421,13 @@ class UtpConnection:
         would be refused, and resent only after a timeout). The reorder bound caps the
         packets, and so their charge, per connection; the socket's budget counts it.
         """
-        return len(self._inbound) + self._reorder_bytes - len(self._reorder) * _REORDER_PACKET_COST
+        return len(self._inbound) + self._reorder_payload
+
+    @property
+    def _reorder_bytes(self) -> int:
+        """What the socket's budget counts for the reorder buffer: its payload bytes and
+        :data:`_REORDER_PACKET_COST` per packet held."""
+        return self._reorder_payload + len(self._reorder) * _REORDER_PACKET_COST
 
     def _hole_fill_over_budget(self) -> bool:
         """Whether the next in-order packet is taken even when the socket's budget is spent.

@@ -17,8 +17,9 @@ What the manager does for every peer:
   (:meth:`PeerManager.queued_bytes` says how much waits, :meth:`PeerManager.wait_writable`
   waits for it to drain); small control messages the protocol bounds in number (haves,
   chokes, interest, rejects...) go past both bounds with :meth:`PeerManager.send_control`,
-  coalesced, under a byte bound of their own per peer (9 bytes a piece, plus rejects and
-  64 KiB), so a slow but honest peer is not taken for one that stopped reading;
+  joined while consecutive in the queue, under a byte bound of their own per peer (9 bytes
+  a piece, plus rejects and 64 KiB), so a slow but honest peer is not taken for one that
+  stopped reading;
 - sends a keep-alive after ``keepalive_interval`` seconds without sending anything, and
   drops the peer after ``idle_timeout`` seconds without receiving anything;
 - decodes what arrives and reports each message as a :class:`MessageReceived` event on the
@@ -358,9 +359,11 @@ def _control_bound(num_pieces: int | None, limits: ConnectionLimits) -> int:
 
 class _ControlEntry(list[bytearray]):
     """A send queue entry of coalesced control messages (:meth:`PeerManager.send_control`):
-    one buffer, extended in place while it is the last entry, so that a queued have costs its
-    9 bytes rather than a list and a bytes object (some 120 bytes), as in libtorrent's send
-    buffer. Its own type tells the writer it does not count in ``send_queue_size``, and
+    one buffer, extended in place while it is the last entry, so that a have queued right
+    after other control messages costs its 9 bytes rather than a list and a bytes object
+    (some 120 bytes), as in libtorrent's send buffer. A control message queued after any
+    other message starts a new entry: the entries never outnumber the other messages queued
+    plus one. Its own type tells the writer it does not count in ``send_queue_size``, and
     ``messages`` how many it holds (for :attr:`PeerStatistics.messages_sent`)."""
 
     __slots__ = ("messages",)
@@ -518,13 +521,14 @@ class PeerManagerConfig:
         send_queue_bytes: bytes queued per peer (not yet written) before
             :meth:`PeerManager.send` waits and :meth:`PeerManager.send_nowait` refuses;
             one message is always taken while fewer are queued, so a queue holds at most
-            this plus one message, and the replies the peer's own messages earn (rejects,
-            queued whatever the queue holds). It also bounds those: a peer with more reply
-            bytes unwritten than this (it requests faster than it reads the rejects) is
-            removed with :data:`REASON_PROTOCOL`, so they add at most this plus one read's
-            replies. That bound is never below 64 KiB, nor below four times the rejects the
-            ``reqq`` we advertise (``limits.max_peer_requests``) can earn: an honest peer
-            that cancels all its requests at once must not be taken for a flood.
+            this plus one message, the control messages of :meth:`PeerManager.send_control`
+            (which have a bound of their own), and the replies the peer's own messages earn
+            (rejects, queued whatever the queue holds). It also bounds the replies: a peer
+            with more reply bytes unwritten than this (it requests faster than it reads the
+            rejects) is removed with :data:`REASON_PROTOCOL`, so they add at most this plus
+            one read's replies. That bound is never below 64 KiB, nor below four times the
+            rejects the ``reqq`` we advertise (``limits.max_peer_requests``) can earn: an
+            honest peer that cancels all its requests at once must not be taken for a flood.
             ``None``: bounded by ``send_queue_size`` only (the replies still by 1 MiB, since
             a peer must not decide how much we queue for it).
         event_buffer: events buffered before the readers wait for the consumer. A peer's
@@ -773,7 +777,6 @@ class _PeerTask:
         "announced",
         "connection",
         "control",
-        "control_base",
         "control_coalesced",
         "control_entries",
         "control_entry",
@@ -827,7 +830,8 @@ class _PeerTask:
         # One entry per message, but control messages, coalesced (_ControlEntry).
         self.queue: deque[Sequence[bytes | bytearray | memoryview]] = deque()
         self.queue_capacity = capacity  # counted without the control entries
-        self.queue_byte_capacity = byte_capacity  # send waits while queued_bytes reaches it
+        # send waits while queued_bytes, control bytes aside, reaches it (bytes_full)
+        self.queue_byte_capacity = byte_capacity
         # Bytes accepted for this peer and not yet written (queued, or in the write under
         # way): kept up to date per message, so queued_bytes() need not walk the queue.
         self.queued_bytes = 0
@@ -841,8 +845,6 @@ class _PeerTask:
         # entries plus these (PeerStatistics.queued counts messages, not entries).
         self.control_coalesced = 0
         self.control_entry: _ControlEntry | None = None
-        # Their bound without the haves, which follow the piece count (a magnet learns it).
-        self.control_base = _control_bound(None, self.connection.limits)
         self.space = trio.lowlevel.ParkingLot()  # senders waiting for room in the queue
         # Waiting for written bytes (send's byte bound, wait_writable): woken after each write.
         self.drained = trio.lowlevel.ParkingLot()
@@ -895,10 +897,30 @@ class _PeerTask:
         self.push([replies])
         return self.replies.add(start, len(replies), sent)
 
+    def messages_full(self) -> bool:
+        """Whether the queue holds ``send_queue_size`` messages (control entries aside)."""
+        return len(self.queue) - self.control_entries >= self.queue_capacity
+
+    def bytes_full(self) -> bool:
+        """Whether ``send_queue_bytes`` bytes are unwritten, control bytes aside: those have
+        their own bound (:meth:`control_bound`), so, the peer's replies aside, the queue's
+        bytes stay below the two together plus a message each."""
+        unwritten = self.queued_bytes - self.control.unwritten(self.counter.bytes_sent)
+        return unwritten >= self.queue_byte_capacity
+
     def control_bound(self) -> int:
         """The control bytes this peer may leave unwritten (:func:`_control_bound`)."""
-        pieces = self.connection.num_pieces
-        return self.control_base if pieces is None else self.control_base + _HAVE_SIZE * pieces
+        return _control_bound(self.connection.num_pieces, self.connection.limits)
+
+    def took(self, entry: Sequence[bytes | bytearray | memoryview]) -> int:
+        """Account for the writer taking ``entry`` out of the queue; return the messages
+        it holds beyond one (those a control entry joined)."""
+        if type(entry) is not _ControlEntry:
+            return 0
+        self.control_entries -= 1
+        joined = entry.messages - 1
+        self.control_coalesced -= joined
+        return joined
 
     def push_control(self, parts: list[bytes | memoryview]) -> None:
         """Queue a control message's parts past the message and byte capacities, coalesced
@@ -1512,13 +1534,9 @@ class PeerManager:
             await trio.lowlevel.checkpoint()
             raise PeerClosedError(f"{peer!r} was removed")
         queue = task.queue
-        while (
-            len(queue) - task.control_entries >= task.queue_capacity
-            or task.queued_bytes >= task.queue_byte_capacity
-        ):
+        while task.messages_full() or task.bytes_full():
             # Messages leave the queue before their write; bytes count until it completes.
-            full = len(queue) - task.control_entries >= task.queue_capacity
-            await (task.space if full else task.drained).park()
+            await (task.space if task.messages_full() else task.drained).park()
             if task.removed:
                 raise PeerClosedError(f"{peer!r} was removed")
         try:
@@ -1548,12 +1566,7 @@ class PeerManager:
             LocalProtocolError: the protocol forbids sending it now.
         """
         task = self._peers.get(peer)
-        if (
-            task is None
-            or task.removed
-            or len(task.queue) - task.control_entries >= task.queue_capacity
-            or task.queued_bytes >= task.queue_byte_capacity
-        ):
+        if task is None or task.removed or task.messages_full() or task.bytes_full():
             return False
         try:
             parts = task.connection.send_parts(message)  # type: ignore[arg-type]
@@ -1579,13 +1592,18 @@ class PeerManager:
         of state. A slow but honest peer may leave many of them unwritten behind a block
         (while we download fast, a have per piece piles up behind each block it takes
         seconds to read), so they do not count in ``send_queue_size`` nor in
-        ``send_queue_bytes``: libtorrent does not disconnect a peer for small messages
-        waiting either. They have a bound of their own per peer: 9 bytes per piece of the
-        torrent, four ``reqq`` of rejects and 64 KiB (108,536 bytes for 1,000 pieces and
-        the default ``reqq``), which an honest peer never reaches, plus one message (a choke
-        with the rejects it owes). They are coalesced in the queue, so what they hold in
-        memory is about what goes on the wire (each still counts in
-        :attr:`PeerStatistics.messages_sent <bip_peer.PeerStatistics.messages_sent>`). The
+        ``send_queue_bytes`` (:meth:`send` does not wait for them, nor does
+        :meth:`send_nowait` refuse because of them; :meth:`queued_bytes` does count them):
+        libtorrent does not disconnect a peer for small messages waiting either. They have
+        a bound of their own per peer: 9 bytes per piece of the torrent, four ``reqq`` of
+        rejects and 64 KiB (108,536 bytes for 1,000 pieces and the default ``reqq``), which
+        an honest peer never reaches, plus one message (a choke with the rejects it owes);
+        so a peer's queue holds at most that bound plus ``send_queue_bytes`` (and the
+        replies its own messages earn). Control messages queued one after the other are
+        joined into one entry of up to 4 KiB, about their wire size in memory; one between
+        other messages makes an entry of its own (some 150 bytes), so there are never more
+        such entries than other messages queued plus one. Each still counts in
+        :attr:`PeerStatistics.messages_sent <bip_peer.PeerStatistics.messages_sent>`. The
         peer that stops reading altogether is still dropped by the send timeout
         (``idle_timeout``).
 
@@ -2079,12 +2097,9 @@ class PeerManager:
                     task.writer_waiting = True
                     await task.writer_idle.park()
                     continue
+                control_entries = task.control_entries
                 first = queue.popleft()
-                coalesced = 0  # the messages of control entries beyond one per entry
-                if type(first) is _ControlEntry:
-                    task.control_entries -= 1
-                    coalesced = first.messages - 1
-                    task.control_coalesced -= coalesced
+                coalesced = task.took(first)  # the messages of control entries beyond one each
                 # An exempt (local) peer batches as an unlimited one, but still goes through
                 # _send_limited while there is a limit, to be counted.
                 limiter_on = upload.limited
@@ -2109,17 +2124,16 @@ class PeerManager:
                     )
                     while queue and size < batch and count < _MAX_BATCH_MESSAGES:
                         message = queue.popleft()
-                        if type(message) is _ControlEntry:
-                            task.control_entries -= 1
-                            task.control_coalesced -= message.messages - 1
-                            coalesced += message.messages - 1
+                        coalesced += task.took(message)
                         parts += message
                         size += len(message[-1])
                         count += 1
                     data = b"".join(parts)
-                # Room again: let waiting senders refill while this batch is written.
-                if task.space:
-                    task.space.unpark(count=count)
+                # Room again: let waiting senders refill while this batch is written, one
+                # per entry taken that counted (control entries never took any room).
+                freed = count - (control_entries - task.control_entries)
+                if freed and task.space:
+                    task.space.unpark(count=freed)
                 if limiter_on:
                     await self._send_limited(task, data)
                 else:
