@@ -457,3 +457,124 @@ async def test_a_table_that_cannot_be_made_fails_every_waiter(
             with pytest.raises(RuntimeError, match="file table") as raised:
                 await files.ready()
             assert isinstance(raised.value.__cause__, MemoryError)
+
+
+# -- Review r9 ----------------------------------------------------------------------------------
+# A table that could not be made ended the web seed's run with an exception (MemoryError as it
+# was for a small torrent, RuntimeError for a large one), which took down the torrent and then
+# the session: the web seed now leaves whole, the others go on. And each large torrent's table
+# had its own thread, outside trio's thread limiter: 100 torrents of 100,000 files made 60 at
+# once (1.2 GiB). At most BUILDERS tables are now made at once, process-wide.
+
+BUILDERS = _webseed_layout.BUILDERS
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "in-a-thread"])
+async def test_a_web_seed_whose_file_table_cannot_be_made_leaves_whole(
+    inline: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def failing(table: Any, info: Info) -> None:
+        raise MemoryError("no room for the table")
+
+    monkeypatch.setattr(_webseed_layout._FileTable, "__init__", failing)
+    if not inline:  # a small torrent's table made in a thread, as a large one's
+        monkeypatch.setattr(_webseed_layout, "INLINE_FILES", 0)
+    inputs: list[tuple[WebSeed, Input]] = []
+    seeds = set_up(
+        one_piece_files(4),
+        [f"http://127.0.0.1:{9 + k}/" for k in range(2)],
+        feed=lambda seed, event: inputs.append((seed, event)),
+    )
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as torrent:
+            for seed in seeds:
+                torrent.start_soon(seed.run)
+                seed.act(SendRequest(seed, Block(0, 0, PIECE)))
+        # Every web seed's run ended, and the torrent's nursery with it, raising nothing.
+    for seed in seeds:
+        assert seed.state is WebSeedState.GONE
+        assert [event for each, event in inputs if each is seed] == [PeerLeft(seed)]
+    warnings = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == len(seeds)
+    assert all("no room for the table" in record.getMessage() for record in warnings)
+
+
+async def test_a_table_made_on_the_spot_fails_as_one_made_in_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def failing(table: Any, info: Info) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(_webseed_layout._FileTable, "__init__", failing)
+    files = _webseed_layout.WebSeedFiles(one_piece_files(4))
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="file table") as raised:
+            await files.ready()
+        assert isinstance(raised.value.__cause__, MemoryError)
+
+
+async def test_at_most_two_tables_are_made_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    torrents = 5
+    lock = threading.Lock()
+    running = [0]
+    peak = [0]
+    gate = threading.Event()
+    real = _webseed_layout._FileTable.__init__
+
+    def gated(table: Any, info: Info) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        gate.wait(DEADLINE)
+        with lock:
+            running[0] -= 1
+        real(table, info)
+
+    monkeypatch.setattr(_webseed_layout._FileTable, "__init__", gated)
+    monkeypatch.setattr(_webseed_layout, "INLINE_FILES", 0)  # small tables, made as large ones
+    tables = [_webseed_layout.WebSeedFiles(one_piece_files(3, b"t%d" % k)) for k in range(torrents)]
+    try:
+        with trio.fail_after(DEADLINE):
+            async with trio.open_nursery() as nursery:
+                for files in tables:
+                    nursery.start_soon(files.ready)
+                # Either more than BUILDERS are made at once, or BUILDERS are and the others
+                # wait their turn.
+                await until(
+                    lambda: (
+                        peak[0] > BUILDERS
+                        or (
+                            running[0] == BUILDERS
+                            and _webseed_layout._builders.waiting == torrents - BUILDERS
+                        )
+                    )
+                )
+                assert peak[0] <= BUILDERS
+                gate.set()
+    finally:
+        gate.set()
+    assert peak[0] == BUILDERS
+    assert all(files.fetchable == 3 for files in tables)
+
+
+async def test_a_table_no_thread_can_be_started_for_fails_every_waiter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refused(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_webseed_layout, "INLINE_FILES", 0)
+    files = _webseed_layout.WebSeedFiles(one_piece_files(3))
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", refused)
+        with trio.fail_after(DEADLINE):
+            for _ in range(2):
+                with pytest.raises(RuntimeError, match="file table") as raised:
+                    await files.ready()
+                assert "can't start" in str(raised.value.__cause__)
+    assert _webseed_layout._builders.waiting == 0  # nothing left queued for ever
+    # A torrent after it has its table made as before.
+    other = _webseed_layout.WebSeedFiles(one_piece_files(3))
+    with trio.fail_after(DEADLINE):
+        await other.ready()
+    assert other.fetchable == 3

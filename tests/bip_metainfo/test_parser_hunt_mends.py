@@ -44,9 +44,11 @@ from bip_metainfo import (
     MetainfoErrorKind,
     MutableTorrentLink,
     block_hashes,
+    break_link_cycles,
     create_torrent,
     piece_layer,
     pieces_root,
+    resolve_symlinks,
 )
 from bip_metainfo import _metainfo as metainfo_module
 from bip_metainfo._info import MAX_FILE_TREE_DEPTH
@@ -683,3 +685,64 @@ def test_honest_links_through_links_to_directories_are_kept() -> None:
         "t/latest": "t/lib",
         "t/h": "t/latest/share/h",
     }
+
+
+# --- Review r7: the loop check counts links as the disk does, within its limits ----------
+
+
+def test_a_link_fine_on_disk_is_kept_however_many_directory_links_it_passes() -> None:
+    # h resolves through 12 links (nested framework links, sdk, cur, build/*): far below
+    # the 32 that macOS (and 40 that Linux) follow, so it opens on disk and must be kept.
+    o, i = "O.framework", "O.framework/Versions/A/Frameworks/I.framework"
+    pairs = [
+        (f"{o}/Versions/Current", f"{o}/Versions/A"),
+        (f"{o}/Frameworks", f"{o}/Versions/Current/Frameworks"),
+        (f"{i}/Versions/Current", f"{i}/Versions/A"),
+        (f"{i}/Headers", f"{i}/Versions/Current/Headers"),
+        ("sdk/inc", f"{o}/Frameworks/I.framework/Headers"),
+        ("cur", "sdk"),
+        ("build/inc", "cur/inc"),
+        ("build/h", "build/inc/i.h"),
+        ("h", "build/h"),
+    ]
+    files = [
+        _dir_file(f"{o}/Versions/A/O".encode()),
+        _dir_file(f"{i}/Versions/A/Headers/i.h".encode()),
+    ]
+    files += [_dir_file(b"sdk/x")] + [_dir_link(p.encode(), t.encode()) for p, t in pairs]
+    links = _links(files)
+    assert all(links[f"t/{path}"] == f"t/{target}" for path, target in pairs)
+
+
+def _chain(length: int) -> tuple[list[tuple[str, ...]], dict[int, tuple[str, ...]]]:
+    """l1 -> l2 -> ... -> l<length> -> f, as resolve_symlinks keeps it."""
+    paths: list[tuple[str, ...]] = [("f",), *((f"l{k}",) for k in range(1, length + 1))]
+    targets = {k: (f"l{k + 1}",) if k < length else ("f",) for k in range(1, length + 1)}
+    return paths, resolve_symlinks(paths, targets, max_hops=length)
+
+
+def test_break_link_cycles_follows_as_many_links_as_the_disk_does() -> None:
+    paths, resolved = _chain(32)  # l1 opens through 32 links: fine on macOS and Linux
+    break_link_cycles(paths, resolved)
+    assert not [k for k, target in resolved.items() if target == paths[k]]
+
+
+def test_only_the_link_too_far_from_its_end_is_cut_not_the_links_after_it() -> None:
+    # l1 needs 33 links, one more than the disk follows; l2..l33 are within the limit
+    # even though each was first met on l1's way, with less budget left.
+    paths, resolved = _chain(33)
+    break_link_cycles(paths, resolved)
+    assert [k for k, target in resolved.items() if target == paths[k]] == [1]
+    paths, resolved = _chain(9)
+    break_link_cycles(paths, resolved, max_hops=8)
+    assert [k for k, target in resolved.items() if target == paths[k]] == [1]
+
+
+def test_break_link_cycles_follows_a_long_chain_without_recursion() -> None:
+    # any budget: the chain is followed with a stack of its own, not Python's
+    paths, resolved = _chain(3000)
+    break_link_cycles(paths, resolved, max_hops=5000)
+    assert not [k for k, target in resolved.items() if target == paths[k]]
+    paths, resolved = _chain(3000)
+    break_link_cycles(paths, resolved, max_hops=2990)
+    assert [k for k, target in resolved.items() if target == paths[k]] == list(range(1, 11))

@@ -307,7 +307,8 @@ def magnet_text(link: MagnetLink) -> str:
         ranges = ", ".join(
             str(first) if first == last else f"{first}-{last}" for first, last in link.select_only
         )
-        _row(lines, "files", f"only {ranges} (BEP 53)")
+        # An empty ``so`` (or one whose every entry was unusable) selects no file at all.
+        _row(lines, "files", f"only {ranges} (BEP 53)" if ranges else "none (BEP 53)")
     for name, value in link.extra:
         _row(lines, safe_text(name), value)  # a parameter's name is the link's text too
     lines.append("(a magnet link: the file list comes with the metadata, from peers)")

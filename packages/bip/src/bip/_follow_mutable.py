@@ -497,7 +497,7 @@ class MutableFollower:
             source = self._link.resolved(info_hash)
         else:
             source = metainfo
-            options = self._options_from_metadata()
+            options = self._options_from_metadata(metainfo.info)
             if options.resume:
                 kept = await self._keep(metainfo)
         try:
@@ -510,17 +510,21 @@ class MutableFollower:
             torrent.set_sequential(True)
         return torrent
 
-    def _options_from_metadata(self) -> TorrentOptions:
-        """The options of a version added from its metadata: what a torrent added from the
-        link takes from it besides (its ``x.pe`` peers, its ``so`` selection unless the
-        options choose the files) is put in them."""
+    def _options_from_metadata(self, info: Info) -> TorrentOptions:
+        """The options of a version added from its metadata (``info``): what a torrent added
+        from the link takes from it besides (its ``x.pe`` peers, its ``so`` selection unless
+        the options choose the files, without indices past ``info``'s files, as libtorrent
+        ignores them) is put in them."""
         options = self._options
         peers = tuple(dict.fromkeys((*options.peers, *self._link_peers)))
         files = options.files
         chosen = options.file_priorities is not None or files is not None
         if not chosen and self._link.select_only is not None:
+            last = len(info.files) - 1
             files = frozenset(
-                index for low, high in self._link.select_only for index in range(low, high + 1)
+                index
+                for low, high in self._link.select_only
+                for index in range(low, min(high, last) + 1)
             )
         return dataclasses.replace(options, peers=peers, files=files)
 

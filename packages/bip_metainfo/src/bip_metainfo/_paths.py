@@ -86,7 +86,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 
 from ._errors import MetainfoError, MetainfoErrorKind
@@ -111,6 +111,13 @@ default before it refuses the torrent (libtorrent's ``max_duplicate_filenames``)
 DEFAULT_SYMLINK_HOPS = 8
 """How many links :func:`resolve_symlinks` follows at most to resolve one target
 (libtorrent's later ``max_symlink_hops``; libtorrent 2.1 has no bound)."""
+
+# How many links break_link_cycles() lets one target pass through by default: as many as
+# the strictest common disk follows to open a path (macOS's MAXSYMLINKS is 32; Linux
+# follows 40, Windows 63 reparse points), counting every link met on the way, those met
+# while resolving another link's target too. A link within it opens on each of them; a
+# longer chain fails there with ELOOP, so it is made a self-link.
+_DISK_LINK_HOPS = 32
 
 _CAP = 240  # bytes kept of a long element, before its extension
 _EXT_WINDOW = 10  # an extension starts in the last 9 bytes of the element
@@ -543,7 +550,7 @@ def resolve_symlinks(
 def break_link_cycles(
     paths: Sequence[Sequence[str]],
     result: dict[int, tuple[str, ...]],
-    max_hops: int = DEFAULT_SYMLINK_HOPS,
+    max_hops: int = _DISK_LINK_HOPS,
     *,
     case_insensitive: bool = False,
 ) -> None:
@@ -567,7 +574,11 @@ def break_link_cycles(
     leading into each other's directories (``a/L -> b``, ``b/M -> a``). Each such
     link becomes a self-link, which the storage layer does not create, and so does
     every link whose target passes through one. Linear in the links' and files'
-    components (times ``max_hops`` at most).
+    components, whatever ``max_hops`` is: each link is resolved once, without recursion.
+
+    ``max_hops`` counts every link a target passes through, those met while resolving
+    another link's target included, as the OS counts them; the default is macOS's
+    limit (Linux follows 40), so a link that opens on disk is kept.
     """
     if all(target == tuple(paths[link]) for link, target in result.items()):
         return  # self-links only: no tree of every path to build
@@ -585,20 +596,14 @@ def break_link_cycles(
     through: dict[int, list[int]] = {}  # link -> the links its target passes through
     active: set[int] = set()
 
-    def resolve(link: int, budget: int) -> tuple[int, int]:
-        """The node ``link`` leads to and how many links that takes, within ``budget``
-        links: _LOOPS if it never leads anywhere, _TOO_FAR past the budget."""
-        known = settled.get(link)
-        if known is not None:
-            return known if known[0] == _LOOPS or known[1] <= budget else (_TOO_FAR, 0)
-        if budget < 1:
-            return _TOO_FAR, 0
-        target = result[link]
-        if link in active or target == tuple(paths[link]):
-            return _LOOPS, 0  # a cycle, or a self-link: nothing valid at its end
-        active.add(link)
+    def resolve(link: int) -> Generator[int, tuple[int, int], tuple[int, int]]:
+        """The node ``link`` leads to and how many links that takes: _LOOPS if it never
+        leads anywhere valid, or only through more than ``max_hops`` links (ELOOP on
+        disk). Yields each link its target passes through and is sent back what that
+        one leads to: :func:`settle` keeps a stack of these, so however long a chain
+        is, nothing recurses, and each link is resolved once."""
         node, hops, used = 0, 1, []
-        for component in target:
+        for component in result[link]:
             child = tree.nodes.get((node, component if fold is None else fold(component)))
             other = None if child is None else link_at.get(child)
             if child is None:
@@ -607,23 +612,41 @@ def break_link_cycles(
                 node = child
                 continue
             else:
-                node, more = resolve(other, budget - hops)
+                node, more = yield other
                 used.append(other)
                 hops += more
-            if node < 0:
+            if node < 0 or hops > max_hops:
                 break
-        active.discard(link)
-        if node == _TOO_FAR:
-            if budget < max_hops:
-                # Too far for this caller's chain, not for every chain: not settled.
-                return _TOO_FAR, 0
-            node = _LOOPS
+        if hops > max_hops:
+            node, hops = _LOOPS, max_hops + 1  # capped: the links passed through add up
         settled[link] = (node, hops)
         through[link] = used
         return node, hops
 
+    def settle(start: int) -> None:
+        """Resolve ``start`` and every link its target passes through."""
+        active.add(start)
+        stack = [(start, resolve(start))]
+        answer: tuple[int, int] | None = None
+        while stack:
+            link, work = stack[-1]
+            try:
+                other = next(work) if answer is None else work.send(answer)
+            except StopIteration as stop:
+                stack.pop()
+                active.discard(link)
+                answer = stop.value
+                continue
+            answer = settled.get(other)
+            if answer is None and (other in active or result[other] == tuple(paths[other])):
+                answer = (_LOOPS, 0)  # a cycle, or a self-link: nothing valid at its end
+            if answer is None:
+                active.add(other)
+                stack.append((other, resolve(other)))
+
     for link in sorted(result):
-        resolve(link, max_hops)
+        if link not in settled and result[link] != tuple(paths[link]):
+            settle(link)
     users: dict[int, list[int]] = {}
     for link, used in through.items():
         for other in used:
@@ -673,7 +696,6 @@ def break_link_cycles(
 
 
 _LOOPS = -1  # resolve()'s node for a link that leads nowhere valid
-_TOO_FAR = -2  # and for one that needs more links than its budget
 
 
 def _cycles(edges: Mapping[int, Sequence[int]]) -> dict[int, int]:

@@ -408,6 +408,7 @@ class Torrent:
         self._file_choice: _FileChoice = (
             options.file_priorities if options.file_priorities is not None else options.files
         )
+        self._link_choice: frozenset[int] | None = None  # the choice a magnet's ``so`` made
         if isinstance(source, Metainfo):
             self.metainfo: Metainfo | None = source
             self.info: Info | None = source.info
@@ -427,6 +428,10 @@ class Torrent:
                 self._file_choice = frozenset(
                     index for low, high in source.select_only for index in range(low, high + 1)
                 )
+                # The link's ``so`` names files it cannot see: once the metadata tells how
+                # many there are, indices past them are dropped (libtorrent's torrent::init
+                # truncates the link's priorities), where an option's would fail the torrent.
+                self._link_choice = self._file_choice
         self._store = ResumeStore(options.save_dir, self._info_hash) if options.resume else None
         self._filesystem: FileSystem | None = None
         self.handle: TorrentHandle | None = None
@@ -2023,6 +2028,8 @@ class Torrent:
         geometry = self._geometry  # set with the storage, before any caller runs
         assert geometry is not None
         choice = self._file_choice
+        if choice is not None and choice is self._link_choice:
+            choice = self._file_choice = _within_files(info, self._link_choice, self._name)
         if choice is None:
             priorities = None
         else:
@@ -2734,6 +2741,21 @@ def _check_choice(info: Info, choice: _FileChoice, *, prefix: str = "") -> None:
             f"{prefix}{len(choice)} file priorities for {len(info.files)} files (one per"
             " file, pad files included)"
         )
+
+
+def _within_files(info: Info, selection: frozenset[int], name: str) -> frozenset[int]:
+    """A magnet link's ``so`` selection without the indices past ``info``'s files, which
+    libtorrent ignores too (logged); none left selects no file."""
+    count = len(info.files)
+    within = frozenset(index for index in selection if index < count)
+    if len(within) < len(selection):
+        logger.info(
+            "%s: %d of the files the link selects are past the torrent's %d files: ignored",
+            name,
+            len(selection) - len(within),
+            count,
+        )
+    return within
 
 
 def _check_selection(info: Info, selection: frozenset[int], *, prefix: str = "") -> None:

@@ -58,7 +58,7 @@ from ._webseed_http import (
     WebSeedError,
     WebSeedFileMissingError,
 )
-from ._webseed_layout import WebSeedLayout, WebSeedUrlError, shown_url
+from ._webseed_layout import WebSeedFilesError, WebSeedLayout, WebSeedUrlError, shown_url
 
 __all__ = [
     "MAX_FAILURES",
@@ -251,6 +251,16 @@ class WebSeed:
             # base URL we cannot use (one file at a time was a busy loop with the brain).
             if self.usable:
                 self._leave(str(refused))
+            return
+        except WebSeedFilesError as failure:
+            # The torrent's table for its web seeds (out of memory, say): none of them can be
+            # used, but the torrent goes on with its peers, and the session with it.
+            if self.usable:
+                cause = failure.__cause__
+                logger.warning(
+                    "web seed %s: %s (%s: %s)", self.shown, failure, type(cause).__name__, cause
+                )
+                self._leave(str(failure))
             return
         async with trio.open_nursery() as nursery:
             for _ in range(MAX_WEB_SEED_REQUESTS):

@@ -23,7 +23,8 @@ whoever hands out a torrent chooses its web seeds, up to a few dozen, for a torr
 when a request needs it (:meth:`WebSeedLayout.file_url`), never held per file and web seed.
 What is needed per file (the torrent's names for its files, where each starts) is made once
 per torrent, shared by its web seeds (:class:`WebSeedFiles`), and for a large torrent in a
-worker thread (:meth:`WebSeedFiles.ready`): seconds of Python at the bound. The table keeps
+worker thread (:meth:`WebSeedFiles.ready`): seconds of Python at the bound, and at most
+:data:`BUILDERS` such tables made at once in the process. The table keeps
 the longest escaped path, so that a web seed any of whose file URLs would pass our bound is
 refused whole, at once (:meth:`WebSeedLayout.check`), as when every URL was made up front.
 
@@ -36,6 +37,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, overload
@@ -54,9 +57,11 @@ from ._http_tracker_codec import (
 )
 
 __all__ = [
+    "BUILDERS",
     "INLINE_FILES",
     "FileRange",
     "WebSeedFiles",
+    "WebSeedFilesError",
     "WebSeedLayout",
     "WebSeedUrlError",
     "shown_url",
@@ -73,10 +78,20 @@ INLINE_FILES: Final = 10_000
 """Files of a torrent whose table (:class:`WebSeedFiles`) is made on the event loop (some
 15 ms at most); a larger torrent's is made in a worker thread."""
 
+BUILDERS: Final = 2
+"""Worker threads making tables (:meth:`WebSeedFiles.ready`) at once, for the whole process:
+each table holds its torrent's names while it is made (100 torrents of 100,000 files made at
+once held 1.2 GiB, in 60 threads); the others wait their turn."""
+
 
 class WebSeedUrlError(ValueError):
     """A web seed URL we cannot use (not http or https, credentials in it, no host, too
     long...)."""
+
+
+class WebSeedFilesError(RuntimeError):
+    """A torrent's file table (:class:`WebSeedFiles`) could not be made (the cause is
+    chained): none of its web seeds can be used."""
 
 
 # Not frozen: a frozen dataclass is made ~4 times slower, and a run of 1 MiB may cross
@@ -173,13 +188,71 @@ class _FileTable:
         self.longest = (longest[0], longest[1])
 
 
+class _Builders:
+    """At most ``limit`` worker threads making tables, for every trio run of the process:
+    they take the tables to make from one queue, oldest first, and end when it is empty.
+
+    Not trio's thread limiter: a thread of :func:`trio.to_thread.run_sync` is its task's, and
+    a cancelled task's is abandoned, result and all, whereas a table is made once whoever
+    still waits for it (see :meth:`WebSeedFiles.ready`); and a limiter is one run's.
+    """
+
+    __slots__ = ("_jobs", "_limit", "_lock", "_threads")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._jobs: deque[Callable[[], None]] = deque()
+        self._threads = 0
+
+    @property
+    def waiting(self) -> int:
+        """How many tables wait for a thread."""
+        return len(self._jobs)
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` (which never raises) in a builder thread, when one is free.
+
+        Raises:
+            RuntimeError: no thread could be started, and none runs to take the job.
+        """
+        with self._lock:
+            self._jobs.append(job)
+            if self._threads >= self._limit:
+                return  # a builder takes it once done with those before it
+            self._threads += 1
+        try:
+            # A daemon: a process ending does not wait for tables nobody will read.
+            threading.Thread(target=self._serve, name="bip web seed files", daemon=True).start()
+        except BaseException:
+            with self._lock:
+                self._threads -= 1
+                if self._threads > 0:
+                    return  # a builder that runs takes it
+                self._jobs.remove(job)  # else it would wait for ever
+            raise
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:  # taken and counted out under one lock: no job left behind
+                if not self._jobs:
+                    self._threads -= 1
+                    return
+                job = self._jobs.popleft()
+            job()
+
+
+_builders: Final = _Builders(BUILDERS)
+
+
 class WebSeedFiles:
     """A torrent's files as its web seeds name and place them: one for all of its web seeds.
 
     Made at once (it holds the torrent's :class:`~bip_metainfo.Info` only). Its table (each
     file's path as the torrent names it, where each file starts and ends: about 130 bytes a
     file) is made the first time a web seed needs it, once: :meth:`ready` makes a large
-    torrent's in a worker thread; read before that, it is made on the spot.
+    torrent's in a worker thread; read before that, it is made on the spot. A table that
+    could not be made is not tried again by :meth:`ready`.
     """
 
     __slots__ = ("_failure", "_made", "_table", "info")
@@ -194,44 +267,50 @@ class WebSeedFiles:
     async def ready(self) -> None:
         """Make the table unless it is made: in a worker thread for a torrent of more than
         :data:`INLINE_FILES` files (seconds of Python for the largest), so that the session
-        goes on meanwhile. One thread for all the web seeds that wait: each may be cancelled
-        meanwhile (the thread goes on, and its table is kept for the next to ask).
+        goes on meanwhile; at most :data:`BUILDERS` at once in the process, the others
+        wait their turn. One thread for all the web seeds that wait: each may be cancelled
+        meanwhile (the table is still made, and kept for the next to ask).
 
         Raises:
-            RuntimeError: the table could not be made (the cause is chained).
+            WebSeedFilesError: the table could not be made (the cause is chained), now or
+                before, on the spot or in a thread alike.
         """
         if self._table is not None:
             return
-        if len(self.info.files) <= INLINE_FILES:
-            self._make()
-            return
-        if self._made is None:
-            self._made = trio.Event()
-            # Not trio.to_thread: its thread is the task's, and a cancelled task's is
-            # abandoned, result and all; this one sets the table whoever still waits.
-            trio.lowlevel.start_thread_soon(
-                self._make_in_thread, self._done(trio.lowlevel.current_trio_token(), self._made)
-            )
-        await self._made.wait()
+        if self._failure is None:
+            if len(self.info.files) <= INLINE_FILES:
+                try:
+                    self._make()
+                except Exception as failure:  # as a thread's: not the caller's to handle
+                    self._failure = failure
+            else:
+                if self._made is None:
+                    self._made = trio.Event()
+                    try:
+                        _builders.submit(
+                            self._builder(trio.lowlevel.current_trio_token(), self._made)
+                        )
+                    except Exception as failure:  # no thread to make it: said to all
+                        self._failure = failure
+                        self._made.set()
+                await self._made.wait()
         if self._table is None:
-            raise RuntimeError("the web seeds' file table could not be made") from self._failure
+            message = "the web seeds' file table could not be made"
+            raise WebSeedFilesError(message) from self._failure
 
-    def _make_in_thread(self) -> None:
-        try:
-            self._make()
-        except BaseException as failure:  # handed to the waiters: a thread has nobody else
-            self._failure = failure
+    def _builder(self, token: trio.lowlevel.TrioToken, made: trio.Event) -> Callable[[], None]:
+        """What a builder thread runs: make the table, then wake the waiters (if the session
+        still runs). It never raises: a failure is handed to the waiters."""
 
-    @staticmethod
-    def _done(token: trio.lowlevel.TrioToken, made: trio.Event) -> Callable[[object], None]:
-        """What the worker thread calls when it is done: wakes the waiters (if the session
-        still runs)."""
-
-        def deliver(_result: object) -> None:  # its outcome: _make_in_thread never raises
+        def build() -> None:
+            try:
+                self._make()
+            except BaseException as failure:  # a thread has nobody else to tell
+                self._failure = failure
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(made.set)
 
-        return deliver
+        return build
 
     def _make(self) -> None:
         if self._table is None:
@@ -337,6 +416,8 @@ class WebSeedLayout:
 
         Raises:
             WebSeedUrlError: a file's URL would be longer than our bound.
+            WebSeedFilesError: the torrent's file table could not be made (the cause is
+                chained).
         """
         await self.files.ready()
         self.check()
