@@ -1568,12 +1568,7 @@ class PeerManager:
         task = self._peers.get(peer)
         if task is None or task.removed or task.messages_full() or task.bytes_full():
             return False
-        try:
-            parts = task.connection.send_parts(message)  # type: ignore[arg-type]
-        except RemoteProtocolError:  # the peer failed; its removal is under way
-            return False
-        task.push(parts)
-        return True
+        return _queue(task, message, task.push)
 
     def send_control(self, peer: Peer, message: Message | object) -> bool:
         """Queue a small control message for ``peer`` whatever its send queue holds, unless
@@ -1626,12 +1621,7 @@ class PeerManager:
             or task.control.unwritten(task.counter.bytes_sent) >= task.control_bound()
         ):
             return False
-        try:
-            parts = task.connection.send_parts(message)  # type: ignore[arg-type]
-        except RemoteProtocolError:  # the peer failed; its removal is under way
-            return False
-        task.push_control(parts)
-        return True
+        return _queue(task, message, task.push_control)
 
     def set_num_pieces(self, peer: Peer, num_pieces: int) -> bool:
         """Tell ``peer``'s connection the torrent's piece count, once a magnet's metadata is in.
@@ -2284,3 +2274,16 @@ def _host_key(address: PeerAddress, info_hash: InfoHash) -> tuple[object, InfoHa
     """What ``max_peers_per_host`` counts by: the peer's IP (IPv4 in IPv6 form as IPv4) and
     its torrent."""
     return (address.normalized().host, info_hash)
+
+
+def _queue(
+    task: _PeerTask, message: Message | object, push: Callable[[list[bytes | memoryview]], None]
+) -> bool:
+    """Encode ``message`` on ``task``'s connection and ``push`` its parts (False: the peer
+    failed, its removal under way, nothing queued)."""
+    try:
+        parts = task.connection.send_parts(message)  # type: ignore[arg-type]
+    except RemoteProtocolError:  # the peer failed; its removal is under way
+        return False
+    push(parts)
+    return True

@@ -935,7 +935,8 @@ class SwarmBrain:
         queues.block_settled(peer, block, now)  # stored: it no longer waits for the disk
         self.choker.downloaded(peer, length, now)
         actions: list[Action] = []
-        self._sync_snub(peer, state, now, actions)  # the queues cleared their snub: it ends
+        if state.snubbed_since is not None:  # the queues cleared their snub: it ends
+            self._sync_snub(peer, state, now, actions)
         received = self.picker.block_received(peer, block)
         if received is not None:
             # Not to a loser whose copy arrived already (it waits for our disk): it was sent.
@@ -968,7 +969,8 @@ class SwarmBrain:
             # (libtorrent's incoming_piece clears it on the data's arrival), or a slow disk
             # would have drop_snubbed_after drop a peer that delivered.
             self.queues.block_arrived(peer, block, now)
-            self._sync_snub(peer, state, now, [])  # the queues cleared their snub: it ends
+            if state.snubbed_since is not None:  # the queues cleared their snub: it ends
+                self._sync_snub(peer, state, now, [])
         return []  # it is not received yet: BlockReceived does the rest once it is stored
 
     def _block_dropped(self, event: BlockDropped, now: float) -> list[Action]:
