@@ -698,26 +698,24 @@ class DHT:
     ) -> PutFinished:
         """BEP 44: sign *value* under *private_key* (and *salt*) and store it.
 
-        With *seq* None, the current item is fetched first and the new one gets its
-        ``seq + 1`` with compare-and-swap on the current ``seq`` (0 and no CAS when there is
-        none), as libtorrent's ``dht_put_item`` does; refusals show in the result's
-        ``errors`` (301: someone else wrote in between).
+        With *seq* None, the newest item found is fetched first and the new one gets its
+        ``seq + 1`` (0 when there is none). The put carries no compare-and-swap, as
+        libtorrent's ``put_data`` sends none: a storer still holding an older version must
+        take the update, and each storer's own rule (302, sequence too low) keeps an older
+        item from replacing a newer one. Refusals show in the result's ``errors``; for a
+        conditional write, sign the item yourself and call :meth:`put` with ``cas``.
         """
         key = _private_key(private_key)
         data = _bencoded(value)
-        cas: int | None = None
         if seq is None:
             public = key.public_key().public_bytes_raw()
             current = await self.get_mutable(public, salt)
-            if current is None:
-                seq = 0
-            else:
-                seq, cas = current.seq + 1, current.seq
+            seq = 0 if current is None else current.seq + 1
         try:
             item = MutableItem.create(key, data, seq, salt)
         except ItemError as error:
             raise LocalProtocolError(str(error)) from None
-        return await self.put(item, cas=cas)
+        return await self.put(item)
 
     async def get_mutable_torrent(
         self, public_key: bytes, salt: bytes = b""
@@ -750,7 +748,11 @@ class DHT:
     async def put(
         self, item: ImmutableItem | MutableItem, *, cas: int | None = None
     ) -> PutFinished:
-        """BEP 44: store a ready-made item (see :meth:`put_immutable`, :meth:`put_mutable`)."""
+        """BEP 44: store a ready-made item (see :meth:`put_immutable`, :meth:`put_mutable`).
+
+        *cas* (mutable items only) makes the put conditional: a storer whose item has
+        another ``seq`` refuses it with 301 and keeps its own.
+        """
         event = await self._run(lambda node, now: node.put(item, now, cas=cas))
         assert isinstance(event, PutFinished)
         return event
