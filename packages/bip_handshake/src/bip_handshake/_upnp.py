@@ -163,6 +163,7 @@ WANIPConnection and, on a PPP link, its WANPPPConnection)."""
 _MAX_XML_DEPTH: Final = 32  # a description nests ~10 deep, a SOAP answer 5
 _MAX_INTERIM: Final = 8  # 1xx answers skipped before the real one
 _MAX_CHUNK_LINE: Final = 1024  # a chunk-size line with its extensions
+_MAX_DEVICE_TEXT: Final = 256  # a device's words kept: its name, a fault's description
 _USER_AGENT: Final = "bip UPnP/1.1 bip_handshake"
 _SOAP_ENVELOPE_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 _SOAP_ENCODING: Final = "http://schemas.xmlsoap.org/soap/encoding/"
@@ -231,7 +232,8 @@ class UpnpActionError(UpnpError):
 
     Attributes:
         code: the ``errorCode`` (a :class:`UpnpErrorCode` when known, else the int).
-        description: the ``errorDescription``, "" when none was given.
+        description: the ``errorDescription``, "" when none was given (as the device
+            gave it, but cut to 256 characters and control characters escaped).
 
     >>> error = UpnpActionError(718, "ConflictInMappingEntry")
     >>> error.code, str(error)
@@ -797,6 +799,19 @@ def _child_text(element: ET.Element, name: str) -> str:
     return "" if child is None or child.text is None else child.text.strip()
 
 
+def _device_text(text: str) -> str:
+    """A device's own words (its friendly name, a fault's description) fit for a log line,
+    an exception and an event: at most 256 characters, control and format characters
+    (whatever is not printable but a space) escaped as ``repr`` shows them, so a newline
+    (``&#10;``) in them can neither forge a log line nor a terminal escape move a cursor."""
+    text = text[:_MAX_DEVICE_TEXT]
+    if not text.isprintable():
+        text = "".join(
+            char if char.isprintable() or char == " " else repr(char)[1:-1] for char in text
+        )
+    return text[:_MAX_DEVICE_TEXT]  # cut again: an escape is up to 10 characters
+
+
 # -- the description ----------------------------------------------------------------------
 
 
@@ -809,7 +824,8 @@ class UpnpDevice:
         service_type: the service that maps ports, such as
             ``urn:schemas-upnp-org:service:WANIPConnection:1``.
         control_url: the absolute URL the SOAP actions are POSTed to.
-        friendly_name: the name it gives itself, None when none.
+        friendly_name: the name it gives itself (at most 256 characters kept, control
+            and format characters escaped: ``\\n``), None when none.
     """
 
     location: str
@@ -859,7 +875,7 @@ def parse_device_services(document: bytes, location: str) -> tuple[UpnpDevice, .
         raise UpnpError(f"a device description's root is <root>, got <{_local(root.tag)}>")
     url_base = _child_text(root, "URLBase")
     top = _child(root, "device")
-    friendly_name = None if top is None else _child_text(top, "friendlyName")[:256] or None
+    friendly_name = None if top is None else _device_text(_child_text(top, "friendlyName")) or None
     found: list[tuple[int, int, UpnpDevice]] = []
     seen: set[tuple[str, str]] = set()
     refused: UpnpError | None = None
@@ -1096,7 +1112,7 @@ def _raise_fault(fault: ET.Element) -> None:
             code = _child_text(element, "errorCode")
             if not _DECIMAL.fullmatch(code):
                 raise UpnpError(f"a UPnPError without a readable errorCode: {code[:20]!r}")
-            raise UpnpActionError(int(code), _child_text(element, "errorDescription")[:256])
+            raise UpnpActionError(int(code), _device_text(_child_text(element, "errorDescription")))
     raise UpnpError(f"a SOAP fault without a UPnPError: {_child_text(fault, 'faultstring')[:80]!r}")
 
 
@@ -1245,7 +1261,8 @@ class UpnpPortMappingEntry:
         internal_port: the port it forwards to.
         internal_client: the host it forwards to, None when not given as an IPv4 address.
         enabled: whether it forwards, None when the router did not say clearly.
-        description: its ``NewPortMappingDescription`` (at most 256 characters kept).
+        description: its ``NewPortMappingDescription`` (at most 256 characters kept,
+            control characters escaped).
         lease_duration: its seconds of lease (what is left of it, on most routers; 0 for
             a permanent one), None when not given or unreadable.
     """
@@ -1296,7 +1313,7 @@ def parse_port_mapping_entry(response: HttpResponse) -> UpnpPortMappingEntry:
         int(port_text),
         client,
         _BOOLEANS.get(values.get("NewEnabled", "").lower()),
-        values.get("NewPortMappingDescription", "")[:256],
+        _device_text(values.get("NewPortMappingDescription", "")),
         lease,
     )
 

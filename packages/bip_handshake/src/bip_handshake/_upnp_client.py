@@ -44,8 +44,8 @@ How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
   gateway is in use; but a host whose first LOCATION answered ``upnp:rootdevice`` and
   served no gateway, a media server on the router's address say, gets one more try with a
   LOCATION it gives for the gateway or its connection service), at most
-  :data:`UPNP_MAX_DEVICES` hosts are looked at per search, and the preferred
-  ``gateway``'s is fetched first. A description
+  :data:`UPNP_MAX_DEVICES` hosts are looked at per search besides the preferred
+  ``gateway``'s, which is fetched first however many answered before it. A description
   offering several connection services (a WANPPPConnection beside the WANIPConnection) has
   each asked the external address in turn, and the first that tells one (neither empty nor
   0.0.0.0) is used, else the first (miniupnpc's "connected" check). A search that ends
@@ -271,7 +271,8 @@ UPNP_SEARCH_RETRY_MAX: Final = 1800.0
 """Longest wait between searches."""
 
 UPNP_MAX_DEVICES: Final = 16
-"""Distinct devices one search looks at: a LAN full of answers costs a bounded effort."""
+"""Distinct hosts one search looks at, besides the preferred gateway's (which is never
+shut out): a LAN full of answers costs a bounded effort."""
 
 UPNP_MAX_GATEWAYS: Final = 8
 """Gateways (Internet Gateway Devices, one per answering host: its address) in use at once,
@@ -333,7 +334,8 @@ class UpnpStatistics:
         ssdp_untrusted: answers dropped for a LOCATION that is not ``http://`` to the
             address the answer came from.
         ssdp_duplicates: answers dropped for a host already looked at in the search.
-        ssdp_ignored: answers dropped past :data:`UPNP_MAX_DEVICES` hosts.
+        ssdp_ignored: answers dropped past :data:`UPNP_MAX_DEVICES` hosts (never the
+            preferred gateway's).
         descriptions_rejected: descriptions that could not be fetched or used.
         requests: SOAP requests sent.
         request_failures: requests without a usable answer (none, an HTTP error, garbage).
@@ -1428,7 +1430,11 @@ class UpnpClient:
             search.hosts[source] = _Answered(answer.location, claimed=True)
             self._ssdp_duplicates += 1
             return
-        if len(search.hosts) >= UPNP_MAX_DEVICES:
+        if len(search.hosts) >= UPNP_MAX_DEVICES and source != self._preferred:
+            # Bounded, but not for the preferred gateway: every UPnP device of a LAN (a TV,
+            # a NAS) answers our upnp:rootdevice search, and enough of them (or one host
+            # with as many addresses) would else shut the router out of every search. Its
+            # host is one more at most.
             self._ssdp_ignored += 1
             return
         search.hosts[source] = _Answered(answer.location, claimed=claims)
