@@ -9,7 +9,9 @@ sans-IO cores of :mod:`bip_peer._metadata` and :mod:`bip_peer._pex`:
   info dictionaries given to :meth:`~MetadataExchange.serve` (never a private torrent's:
   BEP 27, as libtorrent, whose peers see no ``ut_metadata`` at all), and fetches a torrent's
   dictionary from every connected peer that has it (:meth:`~MetadataExchange.fetch`), in
-  parallel, verified against the info-hash; peers that send bad data are removed.
+  parallel, verified against the info-hash; peers that send bad data are removed. A fetch
+  that times out keeps the pieces it got for the next fetch of the torrent, until the
+  dictionary verifies or :meth:`~MetadataExchange.stop_serving` forgets them.
 - :class:`PeerExchange` adds ``ut_pex`` to our extended handshake, tells every peer that
   speaks it about our other peers of the same torrent (at most once a minute, at most 50
   added and 50 dropped per message) and hands the addresses peers tell us about, after the
@@ -185,7 +187,8 @@ class MetadataExchangeStatistics:
 
     Attributes:
         serving: torrents whose dictionary we serve.
-        fetching: fetches under way.
+        fetching: fetches under way (a caller waiting); not those that timed out and keep
+            their pieces for the next call.
         requests_answered: pieces sent to peers.
         requests_rejected: requests rejected (unknown torrent, out of range, over budget).
         pieces_fetched: pieces accepted by fetches.
@@ -201,15 +204,23 @@ class MetadataExchangeStatistics:
 
 
 class _Fetch:
-    """One fetch under way: the sans-IO fetcher and the tasks waiting for it."""
+    """One fetch: the sans-IO fetcher and the tasks waiting for it.
 
-    __slots__ = ("done", "fetcher", "info_hash", "waiters")
+    With no task waiting, the fetch is kept, asking nothing, with the pieces it got (and the
+    answers still coming to its requests) for the next call; what it holds is bounded by the
+    fetcher's ``max_size``.
+    """
+
+    __slots__ = ("done", "fetcher", "info_hash", "stopped", "waiters")
 
     def __init__(self, info_hash: InfoHash, fetcher: MetadataFetcher[Peer]) -> None:
         self.info_hash = info_hash
         self.fetcher = fetcher
         self.done = trio.Event()
         self.waiters = 0
+        # stop_serving was called since the last call: not served once fetched, and forgotten
+        # when its last waiter leaves.
+        self.stopped = False
 
 
 class MetadataExchange:
@@ -312,12 +323,25 @@ class MetadataExchange:
         _metadata_log.debug("serving the metadata of %s: %d bytes", info_hash, len(info))
 
     def stop_serving(self, info_hash: InfoHash) -> None:
-        """Reject metadata requests for ``info_hash`` from now on, and forget that it is
-        private (its peers see ``ut_metadata`` again: a torrent removed, then added again as
-        a magnet, fetches its dictionary)."""
+        """Reject metadata requests for ``info_hash`` from now on, forget that it is private
+        (its peers see ``ut_metadata`` again: a torrent removed, then added again as a magnet,
+        fetches its dictionary), and forget what its fetches kept (call it when the torrent
+        goes: a fetch that timed out keeps the pieces it got until then).
+
+        A fetch of the torrent with a caller waiting goes on for that caller, but what it
+        fetches is not served, and is forgotten once no caller waits.
+        """
         for swarm_id in info_hash.swarm_ids():
             self._servers.pop(swarm_id, None)
             self._private.discard(swarm_id)
+        fetches = {
+            id(fetch): fetch for s in info_hash.swarm_ids() if (fetch := self._fetches.get(s))
+        }
+        for fetch in fetches.values():
+            if fetch.waiters:
+                fetch.stopped = True
+            else:
+                self._forget_fetch(fetch)
 
     def serving(self, info_hash: InfoHash) -> bool:
         """Whether we serve ``info_hash``'s dictionary."""
@@ -332,6 +356,11 @@ class MetadataExchange:
         send bad data are removed from the manager. Once fetched, the dictionary is served
         to other peers (:meth:`serve`), unless private. Two fetches of one torrent share the
         work.
+
+        A fetch that times out, or whose callers are all cancelled, asks nothing more but
+        keeps the pieces it got (and the peers it found lying), and takes the answers to its
+        requests that still come: the next fetch of the torrent goes on from there.
+        :meth:`stop_serving` forgets them.
 
         Raises:
             MetadataFetchError: no verified dictionary within ``timeout`` seconds.
@@ -358,17 +387,20 @@ class MetadataExchange:
             for swarm_id in info_hash.swarm_ids():
                 self._fetches[swarm_id] = fetch
             _metadata_log.debug("fetching the metadata of %s from peers", info_hash)
+        fetch.stopped = False  # asked for again: served once fetched
+        fetch.waiters += 1
+        if fetch.waiters == 1:
+            # New, or kept since an earlier call: asking again, of every peer that offers it.
             now = trio.current_time()
             for peer in manager.peers:
                 if _same_torrent(info_hash, peer.info_hash):
                     self._offer(manager, fetch, peer, now)
-        fetch.waiters += 1
         try:
             with trio.move_on_after(timeout):
                 await fetch.done.wait()
         finally:
             fetch.waiters -= 1
-            if fetch.waiters == 0 and not fetch.done.is_set():
+            if fetch.waiters == 0 and fetch.stopped and not fetch.done.is_set():
                 self._forget_fetch(fetch)
         result = fetch.fetcher.result()
         if result is None:
@@ -382,7 +414,7 @@ class MetadataExchange:
         """A snapshot of the counters."""
         return MetadataExchangeStatistics(
             serving=len({id(server) for server in self._servers.values()}),
-            fetching=len({id(fetch) for fetch in self._fetches.values()}),
+            fetching=len({id(fetch) for fetch in self._fetches.values() if fetch.waiters}),
             requests_answered=self._answered,
             requests_rejected=self._rejected,
             pieces_fetched=self._fetched,
@@ -452,8 +484,11 @@ class MetadataExchange:
 
     def tick(self, manager: PeerManager, now: float) -> None:
         """Expire requests and ask again, every fetch, every peer."""
-        # A fetch leaves the table when it is done: every one here is under way.
+        # A fetch leaves the table when it is done: every one here is under way, or kept for
+        # a later call (asking nothing until then).
         for fetch in {id(fetch): fetch for fetch in self._fetches.values()}.values():
+            if not fetch.waiters:
+                continue
             fetch.fetcher.handle_timer(now)
             for peer in fetch.fetcher.peers:
                 self._pump(manager, fetch, peer, now)
@@ -471,6 +506,8 @@ class MetadataExchange:
             self._pump(manager, fetch, peer, now)
 
     def _pump(self, manager: PeerManager, fetch: _Fetch, peer: Peer, now: float) -> None:
+        if not fetch.waiters:
+            return  # kept for a later call: asks nothing until then
         while (request := fetch.fetcher.next_request(peer, now)) is not None:
             try:
                 sent = manager.send_nowait(peer, request)
@@ -500,8 +537,10 @@ class MetadataExchange:
             # Whether it is private is read here, in a manager task, not in a thread: a hook
             # cannot wait. The decode is paid only by a dictionary that passes the byte search
             # (a private one, mostly), at most max_size bytes, once per fetch; the session
-            # parses the dictionary in a thread next and serves it again with its flag.
-            self.serve(fetch.info_hash, result)
+            # parses the dictionary in a thread next and serves it again with its flag. Not
+            # once stopped (the torrent went meanwhile): its callers still get it.
+            if not fetch.stopped:
+                self.serve(fetch.info_hash, result)
             self._forget_fetch(fetch)
             fetch.done.set()
 

@@ -9,15 +9,20 @@ against the file's root; a peer that cannot answer sends ``hash reject`` (id 23)
 :class:`PieceLayerExchange` rides along every connection of a :class:`~bip_peer.PeerManager`
 (``PeerManagerConfig(services=[...])`` or :meth:`PeerManager.add_service`):
 
-- :meth:`~PieceLayerExchange.serve` answers the peers' hash requests for a torrent's files
-  from their piece layers (on the piece layer or any layer above it, with the proof they ask
-  for), and rejects the rest: an unknown root, a layer below the piece layer (that needs block
-  hashes), a bad geometry, more hashes than we give at once, or a peer over its budget.
+- :meth:`~PieceLayerExchange.serve` (or :meth:`~PieceLayerExchange.serve_async`, which
+  builds a large torrent's trees in a worker thread) answers the peers' hash requests for a
+  torrent's files from their piece layers (on the piece layer or any layer above it, with the
+  proof they ask for), and rejects the rest: an unknown root, a layer below the piece layer
+  (that needs block hashes), a bad geometry, more hashes than we give at once, or a peer over
+  its budget.
 - :meth:`~PieceLayerExchange.fetch` gets the piece layer of every file larger than one piece
   from the torrent's v2 peers, several in parallel, in chunks of at most 512 hashes (as
   libtorrent asks), each with the proof up to the root so it is checked on arrival. A peer
   whose hashes do not verify is removed (its answer was a lie); an unanswered request goes to
-  another peer after its timeout; a peer that rejects is left alone for a while.
+  another peer after its timeout; a peer that rejects is left alone for a few seconds (the
+  chunk goes to other peers first). A fetch that times out keeps the chunks it verified for
+  the next fetch of the torrent (as libtorrent's hash picker keeps them for the torrent's
+  life), until they are all there or :meth:`~PieceLayerExchange.stop_serving` forgets them.
 
 The v2 peers of a torrent are those connected on its truncated v2 info-hash (always the case
 for a v2-only torrent; libtorrent 2.1 answers a hybrid torrent's v1 id with it, which upgrades
@@ -74,12 +79,20 @@ DEFAULT_MAX_HASHES_PER_REQUEST: Final = 512
 """Base-layer hashes asked for, and given, per request: libtorrent's chunk of piece hashes."""
 DEFAULT_MAX_LAYER_REQUESTS_PER_PEER: Final = 4
 """Hash requests of ours one peer has at once (unanswered ones count until they are)."""
-DEFAULT_LAYER_REJECT_BACKOFF: Final = 30.0
-"""Seconds a peer that rejected a hash request is not asked again."""
+DEFAULT_LAYER_REJECT_BACKOFF: Final = 4.0
+"""Seconds a peer that rejected a hash request is not asked again (the chunk goes to other
+peers meanwhile). libtorrent asks again at once; a few seconds keep a budgeted peer from
+bouncing requests and rejects, and are the time a bip seeder's budget takes to refill
+(:data:`DEFAULT_LAYER_SERVE_BURST` at :data:`DEFAULT_LAYER_SERVE_RATE`)."""
 DEFAULT_LAYER_SERVE_BURST: Final = 64
 """Hash requests a peer may have answered at once; libtorrent asks one per 512 pieces."""
 DEFAULT_LAYER_SERVE_RATE: Final = 16.0
 """Hash requests per second a peer's budget refills at."""
+
+_INLINE_TREE_HASHES: Final = 4096
+"""Piece hashes up to which :meth:`PieceLayerExchange.serve_async` builds the trees at once (a
+few milliseconds, less than a thread costs); more are built in a worker thread (two million
+take about two seconds)."""
 
 _log = logging.getLogger("bip_peer.layers")
 
@@ -183,10 +196,13 @@ class _FetchPeer:
 
 
 class _LayerFetch:
-    """One fetch under way: which chunk to ask which peer for, and what arrived (sans-IO)."""
+    """One fetch, under way or kept for the next call: which chunk to ask which peer for, and
+    what arrived (sans-IO)."""
 
     __slots__ = (
+        "arrived",
         "banned",
+        "building",
         "deadlines",
         "done",
         "failure",
@@ -198,6 +214,7 @@ class _LayerFetch:
         "piece_level",
         "reject_backoff",
         "request_timeout",
+        "stopped",
         "timeouts",
         "verified",
         "waiters",
@@ -228,10 +245,24 @@ class _LayerFetch:
         self.banned: list[tuple[Peer, str]] = []
         self.verified = 0
         self.timeouts = 0
+        # Every chunk verified: a waiter builds the trees next (off the event loop when large).
+        self.arrived = trio.Event()
+        self.building = False  # a waiter builds them
+        # Built and served (or refused: failure), or stopped: the layers can be taken.
         self.done = trio.Event()
         # Why the fetch ended without layers to give (done is set too), else None.
         self.failure: str | None = None
+        # Callers waiting. With none the fetch is kept, asking nothing, with the chunks it
+        # verified (and taking the answers still coming) for the next call.
         self.waiters = 0
+        # stop_serving was called since the last call: not served once fetched, and forgotten
+        # when its last waiter leaves.
+        self.stopped = False
+
+    @property
+    def asking(self) -> bool:
+        """Whether requests go out: a caller waits and chunks are missing."""
+        return self.waiters > 0 and not self.arrived.is_set()
 
     @property
     def info_hash(self) -> InfoHash:
@@ -387,7 +418,8 @@ class PieceLayerExchangeStatistics:
 
     Attributes:
         serving: torrents whose piece layers we serve.
-        fetching: fetches under way.
+        fetching: fetches under way (a caller waiting); not those that timed out and keep
+            their verified chunks for the next call.
         requests_answered: hash requests answered with hashes.
         requests_rejected: hash requests rejected (unknown root, a layer below the piece
             layer, bad geometry, too many hashes, over a peer's budget).
@@ -413,7 +445,8 @@ class PieceLayerExchange:
         max_hashes_per_request: base-layer hashes per request we send, and the most we
             answer; a power of two.
         max_requests_per_peer: requests of ours one peer has at once.
-        reject_backoff: seconds a peer that rejected a request is not asked again.
+        reject_backoff: seconds a peer that rejected a request is not asked again (other peers
+            are asked for the chunk meanwhile).
         serve_burst: requests a peer may have answered at once.
         serve_rate: requests per second a peer's budget refills at.
     """
@@ -446,6 +479,9 @@ class PieceLayerExchange:
         self._serve_rate = float(serve_rate)
         self._served: dict[bytes, _Served] = {}
         self._fetches: dict[bytes, _LayerFetch] = {}
+        # serve_async's builds under way, by swarm id: a stop_serving (or a later serve)
+        # meanwhile takes its token away, and the trees built are then dropped.
+        self._building: dict[bytes, object] = {}
         self._budgets: dict[Peer, _Budget] = {}
         # Answers a full send queue refused, by peer: the request, and whether it gets hashes
         # (else a reject). Sent at the next ticks: the peer's connection (and ours) keeps the
@@ -466,22 +502,55 @@ class PieceLayerExchange:
 
         Every file larger than one piece needs its layer; each is checked against the file's
         ``pieces root`` here (a tree above the piece layer is built once, about twice the
-        layer's size). Serving a torrent again replaces its layers.
+        layer's size). Serving a torrent again replaces its layers (a :meth:`serve_async`
+        under way for it is then dropped).
+
+        The trees are built on the caller's thread: about a second per million pieces. In an
+        event loop, prefer :meth:`serve_async` for a large torrent.
 
         Raises:
             ValueError: ``info`` is not a v2 or hybrid torrent, or a layer is missing, of the
                 wrong size, or does not hash to its file's root.
         """
         trees, layers = self._trees(info, piece_layers)
-        served = _Served(info.info_hash, trees, layers)
-        for swarm_id in info.info_hash.swarm_ids():
-            self._served[swarm_id] = served
-        _log.debug("serving the piece layers of %s: %d files", info.info_hash, len(trees))
+        self._install(info, trees, layers)
+
+    async def serve_async(self, info: Info, piece_layers: Mapping[bytes, bytes]) -> None:
+        """:meth:`serve`, with the trees of a large torrent built in a worker thread
+        (:func:`trio.to_thread.run_sync`), so that the event loop goes on meanwhile.
+
+        The layers must not change until it returns. A :meth:`stop_serving` of the torrent
+        (or a :meth:`serve` of it) while the trees are built wins: they are then dropped, not
+        served. A cancellation that comes during the build waits for it to end; the trees are
+        then served all the same (unless stopped), and the caller sees the cancellation at its
+        next checkpoint.
+
+        Raises:
+            ValueError: as :meth:`serve`.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        await self._serve_off_loop(info, piece_layers)
 
     def stop_serving(self, info_hash: InfoHash) -> None:
-        """Reject hash requests for ``info_hash`` from now on."""
+        """Reject hash requests for ``info_hash`` from now on, and forget what its fetches
+        kept (call it when the torrent goes: a fetch that timed out keeps the chunks it
+        verified until then).
+
+        A fetch of the torrent with a caller waiting goes on for that caller, but what it
+        fetches is not served, and is forgotten once no caller waits; a :meth:`serve_async`
+        of it under way serves nothing.
+        """
         for swarm_id in info_hash.swarm_ids():
             self._served.pop(swarm_id, None)
+            self._building.pop(swarm_id, None)
+        fetches = {
+            id(fetch): fetch for s in info_hash.swarm_ids() if (fetch := self._fetches.get(s))
+        }
+        for fetch in fetches.values():
+            if fetch.waiters:
+                fetch.stopped = True
+            else:
+                self._forget_fetch(fetch)
 
     def serving(self, info_hash: InfoHash) -> bool:
         """Whether we serve ``info_hash``'s piece layers."""
@@ -496,8 +565,13 @@ class PieceLayerExchange:
         peers take part, those connected already and those added while the fetch runs; keep
         consuming :meth:`PeerManager.events` meanwhile. Peers whose hashes do not verify are
         removed from the manager. Once fetched, the layers are served to other peers
-        (:meth:`serve`). Two fetches of one torrent share the work. A torrent whose files all
-        fit one piece needs no layer: the result is then ``{}``.
+        (:meth:`serve`; a large torrent's trees are built in a worker thread, as
+        :meth:`serve_async` does). Two fetches of one torrent share the work. A torrent whose
+        files all fit one piece needs no layer: the result is then ``{}``.
+
+        A fetch that times out, or whose callers are all cancelled, asks nothing more but
+        keeps the chunks it verified, and takes the answers to its requests that still come:
+        the next fetch of the torrent goes on from there. :meth:`stop_serving` forgets them.
 
         Raises:
             PieceLayerServeError: the layers verified cannot be served; fetching again would
@@ -539,16 +613,23 @@ class PieceLayerExchange:
                 len(files),
                 len(fetch.pending),
             )
+        fetch.stopped = False  # asked for again: served once fetched
+        fetch.waiters += 1
+        if fetch.waiters == 1:
+            # New, or kept since an earlier call: asking again, of every v2 peer.
             now = trio.current_time()
             for peer in manager.peers:
                 self._offer(manager, fetch, peer, now)
-        fetch.waiters += 1
         try:
             with trio.move_on_after(timeout):
-                await fetch.done.wait()
+                await fetch.arrived.wait()
+                if fetch.building:
+                    await fetch.done.wait()
+                elif not fetch.done.is_set():
+                    await self._serve_fetched(fetch)
         finally:
             fetch.waiters -= 1
-            if fetch.waiters == 0 and not fetch.done.is_set():
+            if fetch.waiters == 0 and fetch.stopped and not fetch.done.is_set():
                 self._forget_fetch(fetch)
         if fetch.failure is not None:
             raise PieceLayerServeError(fetch.failure)
@@ -564,7 +645,7 @@ class PieceLayerExchange:
         """A snapshot of the counters."""
         return PieceLayerExchangeStatistics(
             serving=len({id(served) for served in self._served.values()}),
-            fetching=len({id(fetch) for fetch in self._fetches.values()}),
+            fetching=len({id(fetch) for fetch in self._fetches.values() if fetch.waiters}),
             requests_answered=self._answered,
             requests_rejected=self._rejected,
             chunks_fetched=self._fetched,
@@ -610,8 +691,7 @@ class PieceLayerExchange:
                     )
             if taken:
                 self._settle(manager, fetch)
-                if not fetch.done.is_set():
-                    self._pump(manager, fetch, peer, now)
+                self._pump(manager, fetch, peer, now)
             return taken
         return False
 
@@ -628,6 +708,8 @@ class PieceLayerExchange:
         for peer in list(self._unsent):
             self._send_unsent(manager, peer)
         for fetch in {id(fetch): fetch for fetch in self._fetches.values()}.values():
+            if not fetch.asking:
+                continue  # kept for a later call, or every chunk verified
             before = fetch.timeouts
             fetch.handle_timer(now)
             self._timed_out += fetch.timeouts - before
@@ -668,6 +750,8 @@ class PieceLayerExchange:
         self._pump(manager, fetch, peer, now)
 
     def _pump(self, manager: PeerManager, fetch: _LayerFetch, peer: Peer, now: float) -> None:
+        if not fetch.asking:
+            return
         while (request := fetch.next_request(peer, now)) is not None:
             try:
                 sent = manager.send_nowait(peer, request)
@@ -686,29 +770,76 @@ class PieceLayerExchange:
             # INFO: one remote lied and nothing is for the user to do; once per peer at most.
             _log.info("peer %s banned: %s (torrent %s)", peer.address, reason, fetch.info_hash)
             manager.remove_peer(peer, f"bad piece layer hashes: {reason}")
-        if fetch.complete() and not fetch.done.is_set():
-            layers = fetch.result()
-            try:
-                self.serve(fetch.info, layers)
-            except ValueError as error:
-                # Should not happen: each chunk verified against the file the fetch asked for,
-                # and serve builds the same files' trees (``_wanted`` and ``_trees`` both take
-                # ``_layered_files``), even for an info whose files contradict each other. Kept
-                # so that a future divergence between what a fetch verifies and what serve
-                # builds fails the fetch with its own error, not the peers that answered: they
-                # did nothing wrong and stay.
-                fetch.failure = (
-                    f"the piece layers fetched for {fetch.info_hash} cannot be served: {error}"
-                )
-                _log.warning("%s", fetch.failure)
-            else:
-                _log.info(
-                    "fetched the piece layers of %s from peers: %d files, verified",
-                    fetch.info_hash,
-                    len(layers),
-                )
-            self._forget_fetch(fetch)
-            fetch.done.set()
+        if fetch.complete() and not fetch.arrived.is_set():
+            # A hook cannot wait: a waiter builds the trees and serves them (_serve_fetched),
+            # now, or at the next call if none waits.
+            fetch.arrived.set()
+
+    async def _serve_fetched(self, fetch: _LayerFetch) -> None:
+        """Serve what ``fetch`` verified (unless stopped), then let its callers have it."""
+        fetch.building = True
+        layers = fetch.result()
+        try:
+            # Shielded: the fetch ends here, served or refused, whatever the caller. Only the
+            # start of the build could be cancelled (a thread runs to its end); cut there, the
+            # fetch would hold a verified layer that no caller serves.
+            with trio.CancelScope(shield=True):
+                if not fetch.stopped:
+                    await self._serve_off_loop(fetch.info, layers)
+        except ValueError as error:
+            # Should not happen: each chunk verified against the file the fetch asked for,
+            # and serve builds the same files' trees (``_wanted`` and ``_trees`` both take
+            # ``_layered_files``), even for an info whose files contradict each other. Kept
+            # so that a future divergence between what a fetch verifies and what serve
+            # builds fails the fetch with its own error, not the peers that answered: they
+            # did nothing wrong and stay.
+            fetch.failure = (
+                f"the piece layers fetched for {fetch.info_hash} cannot be served: {error}"
+            )
+            _log.warning("%s", fetch.failure)
+        else:
+            _log.info(
+                "fetched the piece layers of %s from peers: %d files, verified",
+                fetch.info_hash,
+                len(layers),
+            )
+        finally:
+            fetch.building = False
+        self._forget_fetch(fetch)
+        fetch.done.set()
+
+    async def _serve_off_loop(self, info: Info, piece_layers: Mapping[bytes, bytes]) -> None:
+        """:meth:`serve_async` without its first checkpoint."""
+        pieces = sum(-(-length // info.piece_length) for length in _layered_files(info).values())
+        if pieces <= _INLINE_TREE_HASHES:
+            self.serve(info, piece_layers)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        token = object()
+        swarm_ids = info.info_hash.swarm_ids()
+        for swarm_id in swarm_ids:
+            self._building[swarm_id] = token
+        try:
+            # A copy of the mapping: the caller's may be replaced meanwhile, not its bytes.
+            trees, layers = await trio.to_thread.run_sync(self._trees, info, dict(piece_layers))
+        finally:
+            current = all(self._building.get(swarm_id) is token for swarm_id in swarm_ids)
+            for swarm_id in swarm_ids:
+                if self._building.get(swarm_id) is token:
+                    del self._building[swarm_id]
+        if current:
+            self._install(info, trees, layers)
+        else:
+            _log.debug("the piece layers of %s are not served: stopped while built", info.info_hash)
+
+    def _install(
+        self, info: Info, trees: dict[bytes, PieceLayerTree], layers: dict[bytes, bytes]
+    ) -> None:
+        served = _Served(info.info_hash, trees, layers)
+        for swarm_id in info.info_hash.swarm_ids():
+            self._served[swarm_id] = served
+            self._building.pop(swarm_id, None)  # the latest serve wins over a build under way
+        _log.debug("serving the piece layers of %s: %d files", info.info_hash, len(trees))
 
     def _forget_fetch(self, fetch: _LayerFetch) -> None:
         for swarm_id in fetch.info_hash.swarm_ids():

@@ -1647,7 +1647,7 @@ class Torrent:
                         await self._fetch_metadata()
                     else:
                         # Served (or refused as private) since __init__ already.
-                        self._serve_layers(self.info)
+                        await self._serve_layers(self.info)
                     await self._load_selection()
                     await self._open_storage()
                 except TorrentError as error:
@@ -1904,7 +1904,7 @@ class Torrent:
             # Saved in a thread: a removal meanwhile must not see the torrent checking.
             await trio.lowlevel.checkpoint_if_cancelled()
         else:
-            self._serve_layers(info)
+            await self._serve_layers(info)
         # Checking from now on: held until the queue decides, out of its view until the
         # disk says whether the check hashes anything (_open_storage); an auto-managed
         # torrent that ran to fetch the metadata keeps its slot as a download once its
@@ -1930,7 +1930,11 @@ class Torrent:
             # Failed, or cut by a pause: again (once resumed).
 
     async def _fetch_info(self) -> Info:
-        """The info dictionary from the peers (BEP 9), saved for the next run."""
+        """The info dictionary from the peers (BEP 9), saved for the next run.
+
+        Each attempt goes on from the pieces the earlier ones got (the exchange keeps them
+        until the torrent stops serving), so a dictionary slower to come than one
+        ``metadata_timeout`` still comes."""
         raw = await self._fetch_from_peers(
             lambda: self._metadata.fetch(
                 self._manager, self._info_hash, timeout=self._config.metadata_timeout
@@ -1961,7 +1965,9 @@ class Torrent:
 
     async def _fetch_layers(self, info: Info) -> dict[bytes, bytes]:
         """The piece layers of a v2-only torrent's files larger than one piece (BEP 52 hash
-        requests), each checked against its file's pieces root by the exchange.
+        requests), each checked against its file's pieces root by the exchange. Each attempt
+        goes on from the chunks the earlier ones verified (kept by the exchange until the
+        torrent stops serving).
 
         Raises:
             TorrentError: the layers fetched cannot be served: fetching them again would give
@@ -1997,9 +2003,13 @@ class Torrent:
             except OSError as error:
                 logger.warning("cannot keep the metadata: %s", error)
 
-    def _serve_layers(self, info: Info) -> None:
+    async def _serve_layers(self, info: Info) -> None:
         """Answer the peers' BEP 52 hash requests from our piece layers, once we have every
         one (a hybrid torrent from a magnet link has none, and rejects the requests).
+
+        A large torrent's trees are built in a worker thread (two million pieces: seconds),
+        so the session's other torrents go on meanwhile; a removal or close meanwhile stops
+        serving, which drops them.
 
         Raises:
             TorrentError: the layers cannot be served (one of the wrong size for its file):
@@ -2007,13 +2017,16 @@ class Torrent:
         """
         if info.is_v2 and not layers_missing(info, self._piece_layers):
             try:
-                self._layers.serve(info, self._piece_layers)
+                await self._layers.serve_async(info, self._piece_layers)
             except ValueError as error:
                 # Metainfo and the resume store check every layer against its file, so this
                 # is a torrent they let through by mistake: its fault, not the session's.
                 raise TorrentError(
                     f"the torrent's piece layers cannot be served: {error}"
                 ) from None
+            # The build ends in a thread, which a removal or a close does not cut short: the
+            # torrent must not go on (checking, opening its storage) after either.
+            await trio.lowlevel.checkpoint_if_cancelled()
 
     def _piece_priorities(self) -> list[int] | None:
         """Each piece's priority from the files' and the raised pieces (``None``: every
