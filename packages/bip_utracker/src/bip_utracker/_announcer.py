@@ -151,7 +151,8 @@ class AnnounceClient(Protocol):
         """Announce to ``tracker`` (as :meth:`TrackerClient.announce` does) and return its answer.
 
         ``info_hash`` is a swarm id (20 bytes) or an :class:`~bip_metainfo.InfoHash`;
-        ``num_want`` -1 lets the tracker decide. The :class:`Announcer` gives the peers of the
+        ``num_want`` -1 lets the tracker decide (``stopped`` comes with 0: send it, so the
+        tracker sends no peers we would throw away). The :class:`Announcer` gives the peers of the
         answer to its sink itself (not those of a ``stopped`` answer).
         """
         ...
@@ -233,9 +234,10 @@ class Announcer:
     here (``left`` 0 and ``downloaded`` above 0, having started with ``left`` above 0); and
     ``stopped`` when cancelled, shielded and cut short after ``stopped_timeout`` seconds. Each
     announce reads ``progress()`` afresh. A tracker that fails (no answer within ``timeout``,
-    an error message, a malformed reply, a name that does not resolve) is retried after
-    ``retry_delay`` seconds, doubled after each failure in a row up to ``max_interval``
-    (15, 30, 60, 120, 240, 480, 960, then 1800 s by default; libtorrent waits
+    an error message, a malformed reply, a name that does not resolve or only to addresses no
+    datagram can go to, such as the ``0.0.0.0`` of a DNS blocklist, or such an address in its
+    URL) is retried after ``retry_delay`` seconds, doubled after each failure in a row up to
+    ``max_interval`` (15, 30, 60, 120, 240, 480, 960, then 1800 s by default; libtorrent waits
     5 * (1 + 2.5 n²) s after the n-th, 17.5, 55, 117.5, 205, 317.5 ... up to an hour: as
     fast for the first five, then slower, to a longer cap), and not before the ``interval``
     a refusal gave. A refusal with BEP 31's ``retry in`` is retried that many minutes later
@@ -284,7 +286,8 @@ class Announcer:
         progress: called before each announce for the bytes uploaded, downloaded and left,
             and whether we are a partial seed (an :class:`AnnounceProgress`).
         sink: also give the peers found here (source ``"tracker"``), but for ``stopped``.
-        num_want: peers wanted per announce; -1 lets the tracker decide.
+        num_want: peers wanted per announce; -1 lets the tracker decide. ``stopped`` asks
+            for none (0, as libtorrent): we are leaving.
         min_interval: seconds between regular announces at least, whatever interval the
             tracker asks for; None for :data:`DEFAULT_MIN_ANNOUNCE_INTERVAL` (300 s, as
             libtorrent), or ``max_interval`` if that is shorter.
@@ -523,7 +526,9 @@ class Announcer:
             downloaded=progress.downloaded,
             left=progress.left,
             event=event,
-            num_want=self._num_want,
+            # We are leaving: the peers of a "stopped" answer would be thrown away (libtorrent
+            # asks for none then too), so the tracker need not pick and send them.
+            num_want=0 if event is AnnounceEvent.STOPPED else self._num_want,
         )
         # The peers of a "stopped" answer would be dialled as we leave: wasted work. The result
         # still goes to the status whole.

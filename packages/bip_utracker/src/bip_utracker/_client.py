@@ -4,10 +4,11 @@ A thin shell around :class:`~bip_utracker._client_core.TrackerClientCore`: it ow
 socket per address family, a reader task per socket and a timer task, resolves tracker host
 names, and turns the core's events into return values and exceptions of the awaiting
 :meth:`TrackerClient.announce` / :meth:`TrackerClient.scrape` calls. Any number of calls may
-run at once, to any number of trackers; calls to one tracker share its connection id. An error
-answer to a call sent with an id that may be stale drops that id and sends the call again at
-once with a fresh one, once (a tracker that restarted or rotated its secret refuses every id
-it granted before); an error to an id granted for the call itself is a refusal at once.
+run at once, to any number of trackers (``max_requests`` in flight, the others waiting their
+turn); calls to one tracker share its connection id. An error answer to a call sent with an
+id that may be stale drops that id and sends the call again at once with a fresh one, once (a
+tracker that restarted or rotated its secret refuses every id it granted before); an error to
+an id granted for the call itself is a refusal at once.
 
 With a SOCKS5 ``proxy`` (libtorrent's ``proxy_tracker_connections``, ``src/udp_socket.cpp``)
 the client owns one UDP socket instead, which talks to the proxy's UDP relay only
@@ -136,6 +137,9 @@ class TrackerClient:
         self._timer_deadline = math.inf  # when the timer task next wakes by itself
         self._closed = False
         self._send_errors = 0
+        # One slot per request the core may have in flight: a call beyond them waits for one
+        # (first come, first served) rather than being refused, within its caller's timeout.
+        self._slots = trio.Semaphore(core.max_requests)
 
     # --- the API ---------------------------------------------------------------------------------
 
@@ -157,7 +161,9 @@ class TrackerClient:
     ) -> AnnounceResult:
         """Announce to *tracker* and return its answer; found peers also go to the sink.
 
-        A ``stopped`` announce's peers do not: we are leaving the swarm.
+        A ``stopped`` announce's peers do not: we are leaving the swarm. While ``max_requests``
+        calls (see :func:`open_tracker_client`) are in flight, this one waits for one of them
+        to end, first come, first served: the caller's timeout or cancel bounds that wait too.
 
         Args:
             tracker: a ``udp://host:port/path`` URL (its path and query are sent as BEP 41
@@ -186,9 +192,12 @@ class TrackerClient:
                 since trackers word a stale id in their own way; an error to an id the tracker
                 had just granted for this request, or a second error, is final.
             MalformedPacketError: the answer was not a valid packet.
-            TrackerError: the host name did not resolve, or no socket of its family; through
-                a proxy, no UDP association came up within ``proxy_timeout`` seconds, or
-                the association was lost (the message says why).
+            TrackerError: the host name did not resolve, or only to addresses no datagram can
+                go to (unspecified, multicast, the IPv4 broadcast: a DNS blocklist answers
+                ``0.0.0.0`` for a blocked name; such addresses are skipped), the tracker's
+                address is one of those, or there is no socket of its family; through a
+                proxy, no UDP association came up within ``proxy_timeout`` seconds, or the
+                association was lost (the message says why).
             LocalProtocolError: a bad argument (URLData making the packet longer than
                 :data:`~bip_utracker._client_core.MAX_REQUEST_SIZE`, 65,245 bytes, too), or
                 the client is closed.
@@ -218,9 +227,10 @@ class TrackerClient:
         shown = shown_tracker(address)
         try:
             await self._wait_for_relay(shown)
-            self._check_open()
-            request_id = self._core.announce(address, params, trio.current_time())
-            result = await self._wait(request_id)
+            async with self._slots:
+                self._check_open()
+                request_id = self._core.announce(address, params, trio.current_time())
+                result = await self._wait(request_id)
         except TrackerError as error:
             # Raised to the caller, who decides what it means: only a trace here.
             _log.debug("announce to tracker %s failed: %r", shown, error)
@@ -263,9 +273,10 @@ class TrackerClient:
         shown = shown_tracker(address)
         try:
             await self._wait_for_relay(shown)
-            self._check_open()
-            request_id = self._core.scrape(address, hashes, trio.current_time())
-            result = await self._wait(request_id)
+            async with self._slots:
+                self._check_open()
+                request_id = self._core.scrape(address, hashes, trio.current_time())
+                result = await self._wait(request_id)
         except TrackerError as error:
             _log.debug("scrape of %d swarms at tracker %s failed: %r", len(hashes), shown, error)
             raise
@@ -376,13 +387,22 @@ class TrackerClient:
         proxy's relay, the first of our relay socket's family, the other family's only when
         there is none (as libtorrent keeps the addresses its socket can route): a proxy
         reached over IPv4 may have no IPv6 route, and every request to a dual-stack tracker
-        would wait out its retransmissions."""
+        would wait out its retransmissions. Addresses no datagram can go to (unspecified,
+        multicast, the IPv4 broadcast: a DNS blocklist answers ``0.0.0.0`` and ``::`` for a
+        blocked name) are skipped, as libtorrent's ``name_lookup`` drops the endpoints it
+        cannot use.
+
+        Raises:
+            TrackerError: the name did not resolve, or to no address left (a failing
+                tracker, retried as any other, never the caller's mistake).
+        """
         try:
             infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
         except (OSError, UnicodeError) as error:
             raise TrackerError(f"cannot resolve tracker host {host!r}: {error}") from None
         preferred = None if self._relay is None else self._relay.local_address.family
         fallback: PeerAddress | None = None
+        unusable: PeerAddress | None = None  # the first skipped for its host, for the message
         for family, _, _, _, sockaddr in infos:
             if family not in _IP_FAMILIES:  # a custom resolver may answer any family
                 continue
@@ -391,6 +411,9 @@ class TrackerClient:
                 address = PeerAddress(ip_address(sockaddr[0]), port).normalized()
             except (ValueError, CompactError):
                 continue  # a scoped link-local address: not one we can key on
+            if not address.is_connectable:
+                unusable = unusable or address
+                continue
             if not self._reaches(address.family):
                 continue
             if preferred is None or address.family == preferred:
@@ -399,11 +422,27 @@ class TrackerClient:
                 fallback = address
         if fallback is not None:
             return fallback
+        if unusable is not None:
+            raise TrackerError(
+                f"tracker host {host!r} has no address we can reach (it resolves to "
+                f"{unusable.host}, which no datagram can go to: a DNS blocklist's answer?)"
+            )
         raise TrackerError(f"tracker host {host!r} has no address we can reach")
 
     def _usable(self, address: PeerAddress) -> PeerAddress:
-        """*address* as sent to: plain IPv4 if mapped, of a family we can reach."""
+        """*address* as sent to: plain IPv4 if mapped, of a family we can reach.
+
+        Raises:
+            LocalProtocolError: port 0, as a URL's or a ``(host, port)`` pair's.
+            TrackerError: no datagram can go to its host (unspecified, multicast, the IPv4
+                broadcast: a torrent's tracker URL may name one, which is a failing tracker,
+                not the caller's mistake), or we have no socket of its family.
+        """
         address = address.normalized()
+        if address.port == 0:
+            raise LocalProtocolError(f"a tracker port is 1..65535, got 0 ({address})")
+        if not address.is_connectable:
+            raise TrackerError(f"cannot send to tracker address {address}")
         if not self._reaches(address.family):
             raise TrackerError(f"no IPv{address.family} socket to reach tracker {address}")
         return address
@@ -599,7 +638,9 @@ async def open_tracker_client(
         timeout: seconds before the first retransmission (BEP 15: 15).
         max_retransmits: retransmissions before a request fails (BEP 15: 8).
         connection_lifetime: seconds a connection id is used (BEP 15: 60).
-        max_requests: requests in flight at once before further ones are refused.
+        max_requests: requests in flight at once; a further call waits until one ends (first
+            come, first served), within its caller's own timeout or cancel: a full client
+            slows its callers down, it fails none.
         proxy: send every datagram through this SOCKS5 proxy's UDP relay (UDP ASSOCIATE),
             none directly (see the module docstring). The one UDP socket is bound on
             ``bind_v6`` when the proxy's host is an IPv6 address or a name whose first

@@ -137,7 +137,8 @@ DEFAULT_CONNECTION_LIFETIME = 60.0
 """Seconds a connection id is used after it was received (BEP 15: one minute)."""
 
 DEFAULT_MAX_REQUESTS_IN_FLIGHT = 10_000
-"""How many requests may be in flight at once before :meth:`TrackerClientCore.announce` refuses."""
+"""How many requests may be in flight at once before :meth:`TrackerClientCore.announce` refuses
+(the trio :class:`~bip_utracker.TrackerClient` makes further calls wait for a slot instead)."""
 
 MAX_ERROR_MESSAGE = 1024
 """Characters kept of a tracker's error message (a datagram may carry 65,000): it goes into a
@@ -453,8 +454,8 @@ class TrackerClientCore:
             raise LocalProtocolError(
                 f"connection_lifetime must be positive, got {connection_lifetime!r}"
             )
-        if max_requests < 1:
-            raise LocalProtocolError(f"max_requests must be at least 1, got {max_requests!r}")
+        if isinstance(max_requests, bool) or not isinstance(max_requests, int) or max_requests < 1:
+            raise LocalProtocolError(f"max_requests is an int of 1 or more, got {max_requests!r}")
         self._rng = rng
         self._timeout = float(timeout)
         self._max_retransmits = max_retransmits
@@ -480,6 +481,11 @@ class TrackerClientCore:
         self._completed = 0
         self._failed = 0
         self._error_retries = 0
+
+    @property
+    def max_requests(self) -> int:
+        """How many requests may be in flight at once (a shell makes further ones wait)."""
+        return self._max_requests
 
     # --- requests ------------------------------------------------------------------------------
 

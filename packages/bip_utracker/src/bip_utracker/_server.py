@@ -8,14 +8,17 @@ reused buffer (no trio checkpoint and no allocation per datagram beyond the repl
 the core and sends its reply at once (so that the client side works on it while we read on),
 and looks at the clock and the expiry timer once per batch.
 
-An IPv6 socket bound to ``::`` also takes IPv4 clients where the system allows it (Linux by
-default); they arrive as ``::ffff:a.b.c.d`` and the core treats them as IPv4.
+An IPv6 socket takes IPv6 clients only (``IPV6_V6ONLY``, as every other socket of bip and
+libtorrent's), whatever the system's default: serve ``0.0.0.0`` and ``::`` on one port, two
+trackers sharing a handler, for both families (a dual-stack ``::`` would claim IPv4's port
+and make that second bind fail). The core still reads an IPv4-mapped client address as IPv4.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterable
@@ -213,6 +216,11 @@ def _open_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if family == socket.AF_INET6 and not _is_mapped(host):
+            # Before the bind: a dual-stack "::" would take IPv4's port too (Linux's default),
+            # and the IPv4 socket of a server on both families could not be bound. (A mapped
+            # IPv4 address serves IPv4 only, which an IPv6-only socket cannot bind.)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setblocking(False)
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             with contextlib.suppress(OSError):  # a smaller buffer still works
@@ -222,6 +230,15 @@ def _open_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _is_mapped(host: str) -> bool:
+    """Whether *host* is an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a scoped address (fe80::1%eth0) is no mapped one either
+        return False
+    return isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None
 
 
 @asynccontextmanager
@@ -236,7 +253,9 @@ async def serve_tracker(
 
     Args:
         address: ``(host, port)`` to bind; an IPv6 host (``"::"``, ``"::1"``) gives an IPv6
-            socket; port 0 picks a free port (see :attr:`TrackerServer.address`).
+            socket, for IPv6 clients only (serve ``("0.0.0.0", port)`` too, with the same
+            ``handler``, for IPv4 ones); port 0 picks a free port (see
+            :attr:`TrackerServer.address`).
         config: limits and policies (:class:`~bip_utracker.ServerConfig`).
         handler: None for the built-in :class:`~bip_utracker.SwarmStore`, a store of one's own,
             or any :class:`~bip_utracker.TrackerHandler`.

@@ -24,6 +24,7 @@ feeds the same sink. The sources here:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from bip_utracker import (
     TrackerClient,
 )
 from bip_utracker import LocalProtocolError as UtrackerLocalProtocolError
+from bip_utracker import TrackerError as UtrackerError
 
 __all__ = [
     "TRACKER_MAX_INTERVAL",
@@ -172,6 +174,10 @@ class TrackerAnnouncer:
     warning. The peers an HTTP tracker names by DNS name go to the sink once resolved
     (:func:`resolve_peer_names`): one answer's names at a time, a few lookups at once, each cut
     short after a few seconds; the numeric peers of the same answer went to the sink already.
+    A tracker that fails is retried by its announcer with backoff; an announcer that fails in
+    a way no tracker should make it (a bug, a misuse of the library) ends alone, logged at
+    ERROR with its traceback and shown in :meth:`status` (``given_up``), never taking the
+    torrent, its other trackers or the session with it.
 
     Args:
         client: the session's UDP tracker client.
@@ -216,10 +222,21 @@ class TrackerAnnouncer:
         self.resolve_peer_names = resolve_peer_names
         self._names_dropped = False
         self._announcers: list[Announcer] = []
+        # The announcers that ended on an error of their own, and why (see _run_alone).
+        self._broken: dict[Announcer, UtrackerError] = {}
 
     def status(self) -> tuple[AnnouncerStatus, ...]:
-        """Where each tracker and swarm stands (empty until the announces start)."""
-        return tuple(announcer.status for announcer in self._announcers)
+        """Where each tracker and swarm stands (empty until the announces start); an
+        announcer that ended on an error of its own says so in ``given_up`` and
+        ``last_error``."""
+        return tuple(self._status_of(announcer) for announcer in self._announcers)
+
+    def _status_of(self, announcer: Announcer) -> AnnouncerStatus:
+        status = announcer.status
+        error = self._broken.get(announcer)
+        if error is None:
+            return status
+        return dataclasses.replace(status, given_up=f"stopped: {error}", last_error=error)
 
     async def run(self, target: DiscoveryTarget, sink: PeerSink) -> None:
         """Announce to every usable tracker in every swarm of the torrent, forever."""
@@ -239,6 +256,7 @@ class TrackerAnnouncer:
         # A seed from the start (every piece verified) never announces "completed".
         seed = target.transfer()[2] == 0
         self._announcers = []
+        self._broken = {}
         names_in, names_out = trio.open_memory_channel[_NameBatch](_NAME_BATCHES)
 
         def updated(status: AnnouncerStatus) -> None:
@@ -264,7 +282,7 @@ class TrackerAnnouncer:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_resolve_names, names_out, sink)
             for announcer in self._announcers:
-                nursery.start_soon(announcer.run)
+                nursery.start_soon(self._run_alone, announcer)
             if not seed:
                 await self._until_seed(target)
                 # "completed" is for a download that finished here, not for data a magnet
@@ -272,6 +290,26 @@ class TrackerAnnouncer:
                 if target.transfer()[1] > 0:
                     for announcer in self._announcers:
                         announcer.mark_completed()
+
+    async def _run_alone(self, announcer: Announcer) -> None:
+        """Run one announcer; an error out of it ends it alone.
+
+        A tracker's failures never come out of :meth:`Announcer.run` (they are its status,
+        retried with backoff); what does is a misuse (a ``LocalProtocolError``) or a bug. Either
+        is ours, not the tracker's: it is logged loudly, with its traceback, and shown in
+        :meth:`status`, but it must not end the torrent's other trackers, the torrent and the
+        session with it (one hostile tracker URL would then stop every download).
+        """
+        try:
+            await announcer.run()
+        except Exception as error:  # logged with its traceback below, not swallowed
+            shown = shown_url(announcer.status.tracker)
+            logger.error("announcing to %s stopped: %r", shown, error, exc_info=error)
+            self._broken[announcer] = (
+                error
+                if isinstance(error, UtrackerError)
+                else UtrackerError(f"{type(error).__name__}: {error}")
+            )
 
     @staticmethod
     async def _until_seed(target: DiscoveryTarget) -> None:
