@@ -414,8 +414,9 @@ class HandshakerStatistics:
         filtered_info_hash: refused by :attr:`HandshakeFilters.info_hash`.
         filtered_extensions: refused by :attr:`HandshakeFilters.extensions`.
         filtered_peer_id: refused by :attr:`HandshakeFilters.peer_id`.
-        unregistered: queued dials and handshakes dropped because their torrent was
-            unregistered meanwhile (only the latter are failures).
+        unregistered: dials (queued, or in flight: cancelled by :meth:`Handshaker.unregister`)
+            and inbound handshakes dropped because their torrent was unregistered meanwhile
+            (only the inbound ones are failures).
         accept_errors: transient errors accepting connections (out of file descriptors...).
         encrypted: delivered handshakes protected by RC4 (MSE).
         plaintext_fallback: outbound MSE handshakes that failed (the peer closed or
@@ -593,6 +594,34 @@ class _InboundRun:
         self.evicted = False  # closed to make room: its slot passed to the newcomer
 
 
+class _Registration:
+    """One registration of a torrent (until it is unregistered): its dials in flight. A dial
+    queued under it is dropped once it is over, even if the torrent was registered again
+    meanwhile: that registration's dials are its own."""
+
+    __slots__ = ("runs",)
+
+    def __init__(self) -> None:
+        self.runs: set[_OutboundRun] = set()
+
+
+class _OutboundRun:
+    """One dial holding an outbound slot: its pair, its registration, and how to end it early
+    (its torrent unregistered). ``ended``: its slot and pair are released (by the dial, or by
+    :meth:`Handshaker.unregister` at once), so that whichever comes second does nothing."""
+
+    __slots__ = ("address", "ended", "registration", "scope", "torrent")
+
+    def __init__(
+        self, torrent: InfoHash, address: PeerAddress, registration: _Registration
+    ) -> None:
+        self.torrent = torrent
+        self.address = address
+        self.registration = registration
+        self.scope = trio.CancelScope()
+        self.ended = False
+
+
 class _TrackedStream(trio.abc.Stream):
     """A delivered stream that reports its closing: ``on_close`` runs once, in :meth:`aclose`."""
 
@@ -679,7 +708,7 @@ class Handshaker:
         self._inbound_runs: dict[_InboundRun, None] = {}
         self._torrents: dict[bytes, InfoHash] = {}
         self._skeys = SkeyTable()
-        self._registered: set[InfoHash] = set()
+        self._registered: dict[InfoHash, _Registration] = {}
         # (torrent, normalised address) pairs taken: queued or in flight, or delivered and
         # open (a count: a simultaneous open may deliver two). A pair in neither is free.
         self._dialling: set[tuple[InfoHash, PeerAddress]] = set()  # queued or in flight
@@ -689,7 +718,7 @@ class Handshaker:
         self._max_outbound_per_host = max_outbound_per_host
         self._outbound_hosts: Counter[tuple[InfoHash, IPv4Address | IPv6Address]] = Counter()
         self._queue_send, self._queue_receive = trio.open_memory_channel[
-            tuple[InfoHash, PeerAddress, bytes | None]
+            tuple[InfoHash, PeerAddress, bytes | None, _Registration]
         ](max_queued)
         self._done_send, self._done_receive = trio.open_memory_channel[CompletedHandshake](backlog)
         self._counts: Counter[str] = Counter()
@@ -730,23 +759,40 @@ class Handshaker:
             raise TypeError(f"a torrent is an InfoHash, not {torrent!r}")
         if torrent not in self._registered:
             _log.debug("handshaking for torrent %s", torrent)
-        self._registered.add(torrent)
+            self._registered[torrent] = _Registration()
         for swarm_id in torrent.swarm_ids():
             self._torrents[swarm_id] = torrent
             self._skeys.add(swarm_id)
 
     def unregister(self, torrent: InfoHash) -> None:
-        """Stop serving ``torrent``: queued dials are dropped, handshakes in flight fail.
+        """Stop serving ``torrent``: queued dials are dropped, dials in flight are cancelled,
+        inbound handshakes in flight fail.
 
-        Connections already delivered are not touched. Unknown torrents are ignored.
+        A dial in flight (connecting, or handshaking) ends at once, as libtorrent closes a
+        removed torrent's half-open connections: its outbound slot goes to the next dial
+        (another torrent's need not wait out its timeouts), its socket is closed, and it is
+        neither delivered nor reported to ``on_dial_failed`` (counted in ``unregistered``,
+        not as a failure). The ``(torrent, address)`` pairs of the queued and cancelled
+        dials are free at once: a torrent registered again at once, with the same hash, may
+        dial those addresses afresh, and hears only of its own dials. Connections already
+        delivered are not touched. Unknown torrents are ignored.
         """
-        if torrent in self._registered:
-            _log.debug("no longer handshaking for torrent %s", torrent)
-        self._registered.discard(torrent)
+        registration = self._registered.pop(torrent, None)
+        if registration is None:
+            return
+        _log.debug("no longer handshaking for torrent %s", torrent)
         for swarm_id in torrent.swarm_ids():
             if self._torrents.get(swarm_id) == torrent:
                 del self._torrents[swarm_id]
                 self._skeys.discard(swarm_id)
+        for run in list(registration.runs):
+            run.scope.cancel()
+            self._count("unregistered")
+            self._end_outbound(run)
+        # The torrent's pairs left are queued dials (or one waiting for a slot): dropped when
+        # their turn comes (their registration is over), their pairs released now.
+        for key in [key for key in self._dialling if key[0] == torrent]:
+            self._dial_ended(*key)
 
     def discovered(
         self, info_hash: InfoHash | bytes, addresses: Iterable[PeerAddress], source: str
@@ -885,6 +931,11 @@ class Handshaker:
     def _enqueue(
         self, torrent: InfoHash, address: PeerAddress, swarm_id: bytes | None = None
     ) -> bool:
+        """Queue a dial for ``torrent`` (registered: the callers looked it up)."""
+        registration = self._registered.get(torrent)
+        if registration is None:
+            self._count("dropped_unknown_torrent")
+            return False
         address = address.normalized()
         if not address.is_connectable:
             self._count("dropped_unconnectable")
@@ -901,7 +952,7 @@ class Handshaker:
             _log.debug("%d dials to %s pending: dropped %s", bound, address.host, address)
             return False
         try:
-            self._queue_send.send_nowait((torrent, address, swarm_id))
+            self._queue_send.send_nowait((torrent, address, swarm_id, registration))
         except trio.WouldBlock:
             self._count("dropped_queue_full")
             _log.debug("dial queue full: dropped %s for %s", address, torrent)
@@ -963,15 +1014,21 @@ class Handshaker:
 
     async def _dispatch(self) -> None:
         """Take queued dials one by one as outbound slots free up (inbound ones never)."""
-        async for torrent, address, swarm_id in self._queue_receive:
-            if torrent not in self._registered:
-                self._dial_ended(torrent, address)
+        async for torrent, address, swarm_id, registration in self._queue_receive:
+            # Its registration is over (unregister released its pair): dropped, even if the
+            # torrent was registered again since.
+            if self._registered.get(torrent) is not registration:
                 self._count("unregistered")
                 continue
             if self._slots.value == 0:
                 # Over the half-open bound: the dial waits for a slot, it is not refused.
                 self._count("outbound_waited")
             await self._slots.acquire()
+            if self._registered.get(torrent) is not registration:
+                # Unregistered while it waited for the slot (its pair released then).
+                self._slots.release()
+                self._count("unregistered")
+                continue
             # The peer dialled us while this dial waited for a slot (connected already), or a
             # filter set meanwhile blocks it (checked once the slot is ours: the filter may
             # change while the dial waits for one).
@@ -987,7 +1044,9 @@ class Handshaker:
                 self._dial_ended(torrent, address)
                 self._count(dropped)
                 continue
-            self._nursery.start_soon(self._run_outbound, torrent, address, swarm_id)
+            run = _OutboundRun(torrent, address, registration)
+            registration.runs.add(run)
+            self._nursery.start_soon(self._run_outbound, run, swarm_id)
 
     async def _serve(self, listener: trio.SocketListener) -> None:
         """Accept connections forever (like ``trio.serve_listeners``)."""
@@ -1023,51 +1082,52 @@ class Handshaker:
                 continue
             self._nursery.start_soon(self._run_inbound, stream, address, "tcp")
 
-    async def _run_outbound(
-        self, torrent: InfoHash, address: PeerAddress, swarm_id: bytes | None
-    ) -> None:
-        """One dial; the caller acquired a slot for it."""
+    async def _run_outbound(self, run: _OutboundRun, swarm_id: bytes | None) -> None:
+        """One dial; the caller acquired a slot for it. It runs under ``run.scope``, which
+        :meth:`unregister` cancels (releasing the slot and the pair itself then)."""
+        torrent, address = run.torrent, run.address
         self._count("outbound_attempts")
         stream: trio.abc.Stream | None = None
         delivered = False
         failure: _RefusedError | None = None
         policy = self._encryption
         try:
-            stream = await self._connect(address)
-            try:
-                peer = await self._handshake(
-                    stream,
-                    address,
-                    "outbound",
-                    torrent,
-                    swarm_id,
-                    policy=policy,
-                    transport=_transport_of(stream),
-                )
-            except _MSEFailedError as exc:
-                if policy is not EncryptionPolicy.PREFER_ENCRYPTED:
-                    raise _RefusedError("mse_failed", exc) from None
-                # As libtorrent does: the peer may not speak MSE; redial once in plaintext.
-                self._count("plaintext_fallback")
-                _log.debug(
-                    "encryption handshake with %s failed (%s); redialling in plaintext",
-                    address,
-                    exc,
-                )
-                await trio.aclose_forcefully(stream)
-                stream = None
+            with run.scope:
                 stream = await self._connect(address)
-                peer = await self._handshake(
-                    stream,
-                    address,
-                    "outbound",
-                    torrent,
-                    swarm_id,
-                    policy=EncryptionPolicy.PLAINTEXT_ONLY,
-                    transport=_transport_of(stream),
-                )
-            await self._deliver(peer)
-            delivered = True
+                try:
+                    peer = await self._handshake(
+                        stream,
+                        address,
+                        "outbound",
+                        torrent,
+                        swarm_id,
+                        policy=policy,
+                        transport=_transport_of(stream),
+                    )
+                except _MSEFailedError as exc:
+                    if policy is not EncryptionPolicy.PREFER_ENCRYPTED:
+                        raise _RefusedError("mse_failed", exc) from None
+                    # As libtorrent does: the peer may not speak MSE; redial once in plaintext.
+                    self._count("plaintext_fallback")
+                    _log.debug(
+                        "encryption handshake with %s failed (%s); redialling in plaintext",
+                        address,
+                        exc,
+                    )
+                    await trio.aclose_forcefully(stream)
+                    stream = None
+                    stream = await self._connect(address)
+                    peer = await self._handshake(
+                        stream,
+                        address,
+                        "outbound",
+                        torrent,
+                        swarm_id,
+                        policy=EncryptionPolicy.PLAINTEXT_ONLY,
+                        transport=_transport_of(stream),
+                    )
+                await self._deliver(peer)
+                delivered = True
         except _RefusedError as refused:
             self._fail(refused.reason)
             _log.debug(
@@ -1076,13 +1136,29 @@ class Handshaker:
             failure = refused
         finally:
             # A delivered pair stays taken until its stream closes (_open counts it).
-            self._dial_ended(torrent, address)
-            self._slots.release()
+            self._end_outbound(run)
             if stream is not None and not delivered:
                 await trio.aclose_forcefully(stream)
-        # Told after the pair is free: the callback may dial the address again at once.
-        if failure is not None and failure.reason in _DIAL_FAILURES:
+        # Told after the pair is free: the callback may dial the address again at once. Only
+        # while its registration lasts: one unregister ended (cancelled, or failed just before
+        # and closing its socket) is no news for a later registration of the same hash.
+        if (
+            failure is not None
+            and failure.reason in _DIAL_FAILURES
+            and self._registered.get(torrent) is run.registration
+        ):
             self._report_dial_failure(torrent, address, failure)
+
+    def _end_outbound(self, run: _OutboundRun) -> None:
+        """``run``'s dial is over (or cancelled by :meth:`unregister`): its slot and its pair
+        are free. Once: whichever of the dial and unregister comes second does nothing (the
+        pair may be a new registration's by then)."""
+        if run.ended:
+            return
+        run.ended = True
+        run.registration.runs.discard(run)
+        self._dial_ended(run.torrent, run.address)
+        self._slots.release()
 
     def _report_dial_failure(
         self, torrent: InfoHash, address: PeerAddress, failure: _RefusedError

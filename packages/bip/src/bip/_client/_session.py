@@ -36,7 +36,11 @@ and runs six tasks: the connector's, four that route between them and the torren
 (completed handshakes become peers of the manager; the manager's events go to the peer's
 torrent; the disk's events go to their torrent; a ticker runs the brains' timers), and the
 queue's. Torrents are found by any of their swarm ids (v1 hash, truncated v2 hash), the way
-the handshaker names them.
+the handshaker names them. A peer belongs to the torrent its hash named when the manager took
+it (:class:`_PeerOwners`), not to whichever torrent has that hash when its events are routed:
+a peer whose torrent was removed before its arrival was routed is disconnected with it, and
+the late events of a removed torrent's peers never reach a torrent of the same hash added
+back.
 
 The queue (libtorrent's auto-managed torrents): the session keeps the line of the torrents
 that check or download their data (their queue positions, 0 first, auto-managed or not, as
@@ -132,7 +136,7 @@ from ._port_mapping import (
 from ._queue import QueueDecision, QueueKind, QueueLimits, TorrentQueue
 from ._resume import ResumeStore, SavedState
 from ._swarm import MAX_OUT_REQUESTS
-from ._torrent import Torrent, TorrentError, check_storage_name
+from ._torrent import REASON_REMOVED, Torrent, TorrentError, check_storage_name
 from ._utp import UtpRouter, open_session_utp
 from ._webseed_http import WebSeedClient
 
@@ -248,6 +252,9 @@ class Session:
         """NAT-PMP: the gateway's mappings of our ports (its ``mapper`` is ``None`` when
         :attr:`ClientConfig.natpmp` is off or could not start)."""
         self._rng = random.Random(config.seed_rng)
+        # Each peer's torrent, recorded as the manager takes it (a service: every way in).
+        self._owners = _PeerOwners(self.find)
+        manager.add_service(self._owners)
         self.web_seed_client = WebSeedClient(
             local_address=_http_local_address(config),
             ssrf_mitigation=config.ssrf_mitigation,
@@ -563,7 +570,8 @@ class Session:
         with ``delete_files`` as ``delete_data``); returns once done.
 
         It is closed: its tasks stop (its trackers hear ``stopped``, as on any close), its
-        peers are disconnected (:data:`~bip._client._torrent.REASON_REMOVED`), its hashes are
+        peers are disconnected (:data:`~bip._client._torrent.REASON_REMOVED`; also one the
+        peer manager took just before, which the torrent had not heard of yet), its hashes are
         unregistered from the handshaker (inbound handshakes for it are refused), its peer
         list is forgotten, it leaves :attr:`torrents` and :meth:`find`, and its resume files
         (``.bip/HASH.*``) are deleted. With ``delete_data`` its files are deleted too,
@@ -592,6 +600,10 @@ class Session:
         self._all.remove(torrent)
         for swarm_id in [key for key, value in self._torrents.items() if value is torrent]:
             del self._torrents[swarm_id]
+        # Every connection of it, also those whose arrival is not routed yet (the torrent
+        # does not hold them): as libtorrent's disconnect_all, none outlives it.
+        for peer in self._owners.peers_of(torrent):
+            self.manager.remove_peer(peer, REASON_REMOVED)
         self.connector.detach(torrent)
         self._keys.pop(torrent, None)
         self._saved_positions.pop(torrent, None)
@@ -1075,30 +1087,40 @@ class Session:
         return True, old
 
     async def _route_peers(self) -> None:
-        """The peer manager's events, to the peer's torrent. Nothing here waits for the disk
+        """The peer manager's events, to the peer's torrent (the one it was taken for, while
+        in the session; a peer of none is disconnected). Nothing here waits for the disk
         (a torrent's blocks go to its own writer, and a torrent whose writer is behind stops
         reading its own peers, not this loop): one torrent's slow store or storage move
         holds up no other torrent's peers."""
         async for event in self.manager.events():
-            if isinstance(event, MessageReceived):
-                torrent = self.find(event.peer.info_hash)
-                if torrent is None:
-                    continue
-                if isinstance(event.message, Port):
-                    self._learn_dht_node(event.peer, event.message)
+            if not isinstance(event, PeerAdded | MessageReceived | PeerRemoved):
+                continue  # no other kind yet
+            peer = event.peer
+            owner = self._owners.owner(peer)
+            # Its own torrent, while in the session: never another of the same hash added back.
+            torrent = owner if owner is not None and self.find(peer.info_hash) is owner else None
+            if isinstance(event, PeerRemoved):
+                self._owners.forget(peer)
+                if torrent is not None:
+                    torrent.peer_removed(peer)
+                if owner is not None:
+                    # A removed torrent's list is gone: its slot is free all the same.
+                    self.connector.peer_removed(owner, peer, event.reason)
                 else:
-                    self.connector.peer_message(torrent, event.peer, event.message)
-                    torrent.peer_message(event.peer, event.message)
+                    self.connector.wake()
+            elif torrent is None:
+                # Its torrent was removed before this was routed (or never was ours): the
+                # torrent could not disconnect a peer it did not hold yet.
+                self.manager.remove_peer(peer, REASON_REMOVED)
+            elif isinstance(event, MessageReceived):
+                if isinstance(event.message, Port):
+                    self._learn_dht_node(peer, event.message)
+                else:
+                    self.connector.peer_message(torrent, peer, event.message)
+                    torrent.peer_message(peer, event.message)
             elif isinstance(event, PeerAdded):
-                torrent = self.find(event.peer.info_hash)
-                if torrent is not None:
-                    self._tell_dht_port(event.peer)
-                    torrent.peer_added(event.peer)
-            elif isinstance(event, PeerRemoved):
-                torrent = self.find(event.peer.info_hash)
-                if torrent is not None:
-                    torrent.peer_removed(event.peer)
-                    self.connector.peer_removed(torrent, event.peer, event.reason)
+                self._tell_dht_port(peer)
+                torrent.peer_added(peer)
 
     def _tell_dht_port(self, peer: Peer) -> None:
         """BEP 5: a peer that runs a DHT too hears which UDP port ours is on (not that of a
@@ -1168,6 +1190,50 @@ class _UploadOnlyFields:
 
     def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
         """Nothing to forget."""
+
+    def tick(self, manager: PeerManager, now: float) -> None:
+        """No timers."""
+
+
+class _PeerOwners:
+    """A peer service recording each peer's torrent as the manager takes it (the one its
+    hash names then), before its :class:`~bip_peer.PeerAdded` is queued: the session routes a
+    peer's events to that torrent only, and removes with a torrent every peer of it, also
+    those whose arrival it has not routed yet. The session forgets a peer when its
+    :class:`~bip_peer.PeerRemoved` is routed (its events come before it); so the record is
+    bounded by the manager's peers and those leaving."""
+
+    def __init__(self, find: Callable[[InfoHash], Torrent | None]) -> None:
+        self._find = find
+        self._owners: dict[Peer, Torrent | None] = {}
+
+    def owner(self, peer: Peer) -> Torrent | None:
+        """The torrent ``peer`` was taken for (``None``: its hash named none)."""
+        return self._owners.get(peer)
+
+    def peers_of(self, torrent: Torrent) -> list[Peer]:
+        """The peers taken for ``torrent`` whose removal is not routed yet."""
+        return [peer for peer, owner in self._owners.items() if owner is torrent]
+
+    def forget(self, peer: Peer) -> None:
+        """``peer``'s removal is routed: nothing more comes of it."""
+        self._owners.pop(peer, None)
+
+    def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
+        """Nothing to add."""
+        return {}
+
+    def peer_added(self, manager: PeerManager, peer: Peer) -> None:
+        """Record the torrent its hash names now."""
+        self._owners[peer] = self._find(peer.info_hash)
+
+    def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
+        """Consumes nothing."""
+        return False
+
+    def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
+        """Kept until the session routes its :class:`~bip_peer.PeerRemoved` (it comes
+        after this)."""
 
     def tick(self, manager: PeerManager, now: float) -> None:
         """No timers."""
