@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address
@@ -14,7 +15,7 @@ import pytest
 import trio
 
 from bip_handshake import EncryptionPolicy, Extensions, Handshaker, PeerAddress, open_handshaker
-from bip_metainfo import InfoHash
+from bip_metainfo import InfoHash, create_torrent
 from bip_peer._exchange import MetadataExchange
 from bip_peer._manager import PeerManager, PeerManagerConfig, open_peer_manager
 
@@ -22,6 +23,7 @@ from ._helpers import StartProcess, free_port
 from ._peer_swarm import start_libtorrent_magnet
 from ._seeders import (
     HOST,
+    SmallTorrent,
     make_torrent,
     start_aria2,
     start_libtorrent,
@@ -147,6 +149,55 @@ async def test_fetch_metadata_from_other_clients(
         with trio.fail_after(30):
             got = await exchange.fetch(manager, magnet_only, timeout=25)
     assert got == info_bytes(torrent.torrent_path.read_bytes())
+
+
+def make_many_files_torrent(workdir: Path, files: int, trackers: tuple[str, ...]) -> SmallTorrent:
+    """``files`` files of 1 KiB in ``workdir/content/payload``: an info dictionary of about
+    36 bytes a file (1000 files: 36 KiB, three metadata pieces)."""
+    payload = workdir / "content" / "payload"
+    payload.mkdir(parents=True)
+    rng = random.Random(20261126)
+    for n in range(files):
+        (payload / f"f{n:04d}.bin").write_bytes(rng.randbytes(1024))
+    metainfo = create_torrent(
+        payload,
+        version="v1",
+        creation_date=None,
+        piece_length=16 * 1024,
+        created_by=None,
+        trackers=trackers,
+    )
+    torrent_path = workdir / "payload.torrent"
+    torrent_path.write_bytes(metainfo.to_bytes())
+    return SmallTorrent(torrent_path, workdir / "content", metainfo.info.info_hash)
+
+
+async def test_fetch_metadata_of_several_pieces_from_rtorrent(
+    tmp_path: Path, start_process: StartProcess
+) -> None:
+    """An info dictionary larger than one 16 KiB piece from rtorrent 0.9.8, its only peer.
+
+    rtorrent drops a ut_metadata request that arrives while its reply to the previous one is
+    unsent, and stops reading the connection: asked for pieces 0 and 1 back to back, it sent
+    piece 0 and nothing more, and the fetch hung. One request at a time until an answer comes
+    (as libtorrent asks) gets the whole dictionary in well under a second.
+    """
+    trackers = (f"http://{HOST}:{free_port()}/announce",)  # rtorrent wants one
+    torrent = await trio.to_thread.run_sync(make_many_files_torrent, tmp_path, 1000, trackers)
+    expected = info_bytes(torrent.torrent_path.read_bytes())
+    assert len(expected) > 2 * 16384  # three metadata pieces
+    seed = await trio.to_thread.run_sync(start_rtorrent, start_process, tmp_path, torrent)
+    exchange = MetadataExchange()
+    magnet_only = InfoHash(v1=torrent.v1)
+    address = PeerAddress(IPv4Address(seed.host), seed.port)
+    async with swarm_side(
+        magnet_only, exchange, dial=[address], encryption=EncryptionPolicy.PLAINTEXT_ONLY
+    ) as (_, manager):
+        with trio.fail_after(15):
+            got = await exchange.fetch(manager, magnet_only, timeout=10)
+        assert manager.statistics().peers_added == 1  # from the first connection
+    assert got == expected
+    assert exchange.statistics().peers_banned == 0
 
 
 async def test_libtorrent_fetches_metadata_from_us(

@@ -9,7 +9,9 @@ sans-IO cores of :mod:`bip_peer._metadata` and :mod:`bip_peer._pex`:
   info dictionaries given to :meth:`~MetadataExchange.serve` (never a private torrent's:
   BEP 27, as libtorrent, whose peers see no ``ut_metadata`` at all), and fetches a torrent's
   dictionary from every connected peer that has it (:meth:`~MetadataExchange.fetch`), in
-  parallel, verified against the info-hash; peers that send bad data are removed. A fetch
+  parallel, one request at a time to a peer until it answers (as libtorrent), verified
+  against the info-hash; peers that send bad data are removed, and so are peers that stop
+  answering (a new connection may be dialled to them). A fetch
   that times out keeps the pieces it got for the next fetch of the torrent, until the
   dictionary verifies or :meth:`~MetadataExchange.stop_serving` forgets them.
 - :class:`PeerExchange` adds ``ut_pex`` to our extended handshake, tells every peer that
@@ -54,6 +56,7 @@ from ._manager import Peer, PeerManager
 from ._metadata import (
     DEFAULT_MAX_METADATA_SIZE,
     DEFAULT_METADATA_REJECT_BACKOFF,
+    DEFAULT_METADATA_REQUEST_INTERVAL,
     DEFAULT_METADATA_REQUEST_TIMEOUT,
     DEFAULT_METADATA_REREQUEST_DELAY,
     DEFAULT_METADATA_STALL_BACKOFF,
@@ -242,7 +245,9 @@ class MetadataExchange:
             peer too (libtorrent's 3 s); the first request's late answer still counts.
         reject_backoff: seconds a peer that rejected a request is left alone.
         stall_backoff: seconds a peer whose requests timed out again and again is left
-            alone (then asked again, its timeouts forgotten).
+            alone (then asked again, its timeouts forgotten). One that answered none of them
+            is removed from the manager instead: it may have stopped reading the connection
+            (rtorrent 0.9.8 does), and a new connection to it may answer.
         serve_burst: pieces a peer may fetch from us at once.
         serve_rate: pieces per second a peer's budget refills at.
     """
@@ -267,6 +272,8 @@ class MetadataExchange:
             "rerequest_delay": rerequest_delay,
             "reject_backoff": reject_backoff,
             "stall_backoff": stall_backoff,
+            # One request at a time to a peer until it answers (see bip_peer._metadata).
+            "request_interval": DEFAULT_METADATA_REQUEST_INTERVAL,
         }
         # Fail at construction, not at the first fetch.
         MetadataFetcher(InfoHash(v1=bytes(20)), **self._fetcher_options)  # type: ignore[arg-type]
@@ -483,13 +490,24 @@ class MetadataExchange:
             server.forget(peer)
 
     def tick(self, manager: PeerManager, now: float) -> None:
-        """Expire requests and ask again, every fetch, every peer."""
+        """Expire requests and ask again, every fetch, every peer; remove the peers that
+        stopped answering."""
         # A fetch leaves the table when it is done: every one here is under way, or kept for
         # a later call (asking nothing until then).
         for fetch in {id(fetch): fetch for fetch in self._fetches.values()}.values():
             if not fetch.waiters:
                 continue
             fetch.fetcher.handle_timer(now)
+            for peer, reason in fetch.fetcher.take_silent():
+                # INFO, as a ban: the remote misbehaved, nothing is for the user to do, and
+                # a peer stalls at most once per stall_backoff.
+                _metadata_log.info(
+                    "peer %s removed: it %s (torrent %s)", peer.address, reason, fetch.info_hash
+                )
+                # peer_removed comes later, from the peer's task: forget it in the fetch now,
+                # so that it is asked nothing more meanwhile.
+                fetch.fetcher.remove_peer(peer)
+                manager.remove_peer(peer, f"metadata stalled: {reason}")
             for peer in fetch.fetcher.peers:
                 self._pump(manager, fetch, peer, now)
 

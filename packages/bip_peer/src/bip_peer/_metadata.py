@@ -12,6 +12,16 @@ that exchange without any I/O:
 - :class:`MetadataServer` answers requests from our info dictionary's bytes, with a per-peer
   budget so a peer cannot make us upload the same bytes forever.
 
+How the fetcher paces its requests, given a ``request_interval`` (the
+:class:`~bip_peer.MetadataExchange` gives 1 s). A peer is sent one request at a time until it
+answers: the first alone, then one more for each answer, or one more once the last request is
+``request_interval`` old, ``max_requests_per_peer`` (2) in flight at most. That is how
+libtorrent's ``ut_metadata`` asks (one request on the extended handshake, then one per answer
+and per one-second tick), and what rtorrent 0.9.8 needs: it drops a request that arrives while
+its reply to the previous one is unsent and stops reading the connection, so pieces 0 and 1
+asked back to back got piece 0 and nothing more, ever. Without a ``request_interval`` a peer is
+sent ``max_requests_per_peer`` requests at once.
+
 How the fetcher deals with silent peers. A request holds its piece for ``rerequest_delay`` (3 s,
 libtorrent's figure: its ``ut_metadata`` asks for a piece again, of another peer, once its last
 request is 3 s old). After that the piece may be asked of another peer too, while the first
@@ -27,7 +37,12 @@ peer whose requests time out ``max_timeouts`` times is *stalled*: left alone for
 (60 s), then asked again with its count of timeouts cleared. Never for good (libtorrent has no
 permanent stall either: it asks again after 3 s): an honest but slow peer, the only one, would
 otherwise stop the fetch with no deadline while its late answers were still coming. A silent peer
-costs a few requests per ``stall_backoff`` (at most ``max_timeouts + max_requests_per_peer - 1``).
+costs a few requests per ``stall_backoff`` (at most ``max_timeouts + max_requests_per_peer - 1``),
+a peer probed for the size (it advertised none) as well. A peer whose last ``max_timeouts``
+requests all timed out with no answer in between, when it stalls, is reported by
+:meth:`MetadataFetcher.take_silent` too: it may have stopped reading the connection (rtorrent
+does, above), so the caller drops the connection and a new one may be dialled, which a
+back-off alone would never cure.
 
 How the fetcher deals with liars. Peers advertise ``metadata_size`` in their extended handshake;
 sizes above ``max_size`` are refused outright (libtorrent's ``ut_metadata`` ignores sizes above
@@ -65,6 +80,7 @@ from ._extended import METADATA_PIECE_SIZE, MetadataData, MetadataReject, Metada
 __all__ = [
     "DEFAULT_MAX_METADATA_SIZE",
     "DEFAULT_METADATA_REJECT_BACKOFF",
+    "DEFAULT_METADATA_REQUEST_INTERVAL",
     "DEFAULT_METADATA_REQUEST_TIMEOUT",
     "DEFAULT_METADATA_REREQUEST_DELAY",
     "DEFAULT_METADATA_STALL_BACKOFF",
@@ -97,6 +113,11 @@ again, its timeouts forgotten (as long as the reject back-off: a minute, libtorr
 
 DEFAULT_MAX_REQUESTS_PER_PEER: Final = 2
 """Metadata requests in flight to one peer (libtorrent keeps two)."""
+
+DEFAULT_METADATA_REQUEST_INTERVAL: Final = 1.0
+"""Seconds after a request to a peer before another may follow it unanswered, as a
+:class:`~bip_peer.MetadataExchange` paces its fetchers (libtorrent's ``ut_metadata`` asks one
+more per one-second tick)."""
 
 DEFAULT_MAX_TIMEOUTS: Final = 3
 """Timed-out requests after which a peer is stalled: not asked for ``stall_backoff`` seconds."""
@@ -204,6 +225,12 @@ class _Peer:
     # Timed-out requests since the peer was last stalled: at max_timeouts it is stalled (backs
     # off for stall_backoff), and the count starts again from 0 when the back-off ends.
     timeouts: int = 0
+    # Timed-out requests since the peer's last answer (data or reject, late ones too): at
+    # max_timeouts, when it stalls, it is reported silent (take_silent).
+    silent: int = 0
+    # Until then another request may follow the last one only once the peer answers (-inf:
+    # the interval is over, reached by handle_timer or ended by an answer).
+    paced_until: float = -math.inf
 
 
 class MetadataFetcher(Generic[K]):
@@ -213,8 +240,8 @@ class MetadataFetcher(Generic[K]):
     caller tells the fetcher what each peer offers (:meth:`add_peer`, from its extended
     handshake), asks it what to send (:meth:`next_request`), feeds it the answers
     (:meth:`on_data`, :meth:`on_reject`) and the passing of time (:meth:`handle_timer` at
-    :meth:`next_deadline`), and drops the peers :meth:`take_banned` names. Once
-    :attr:`done`, :meth:`result` is the verified info dictionary.
+    :meth:`next_deadline`), and drops the peers :meth:`take_banned` and :meth:`take_silent`
+    name. Once :attr:`done`, :meth:`result` is the verified info dictionary.
 
     >>> info = b"d4:name1:x12:piece lengthi16384e6:pieces0:e"
     >>> fetcher = MetadataFetcher(InfoHash.from_info_bytes(info, v1=True))
@@ -240,6 +267,10 @@ class MetadataFetcher(Generic[K]):
         max_timeouts: timeouts after which a peer is stalled.
         stall_backoff: seconds a stalled peer is not asked; then its timeouts are forgotten.
         max_parallel_failures: failed multi-source assemblies before single-source mode.
+        request_interval: seconds after a request to a peer before another may follow it
+            unanswered (an answer lets the next one go at once); None (the default) sends a
+            peer ``max_requests_per_peer`` requests at once. See the module documentation:
+            rtorrent 0.9.8 stops reading a connection that pipelines them.
     """
 
     def __init__(
@@ -254,6 +285,7 @@ class MetadataFetcher(Generic[K]):
         max_timeouts: int = DEFAULT_MAX_TIMEOUTS,
         max_parallel_failures: int = DEFAULT_MAX_PARALLEL_FAILURES,
         stall_backoff: float = DEFAULT_METADATA_STALL_BACKOFF,
+        request_interval: float | None = None,
     ) -> None:
         if not isinstance(info_hash, InfoHash):
             raise TypeError(f"info_hash must be an InfoHash, got {info_hash!r}")
@@ -265,6 +297,8 @@ class MetadataFetcher(Generic[K]):
         _check_count("max_timeouts", max_timeouts)
         _check_count("max_parallel_failures", max_parallel_failures)
         _check_positive("stall_backoff", stall_backoff)
+        if request_interval is not None:
+            _check_positive("request_interval", request_interval)
         self._info_hash = info_hash
         self._max_size = max_size
         self._request_timeout = float(request_timeout)
@@ -275,11 +309,13 @@ class MetadataFetcher(Generic[K]):
         self._max_timeouts = max_timeouts
         self._max_parallel_failures = max_parallel_failures
         self._stall_backoff = float(stall_backoff)
+        self._request_interval = None if request_interval is None else float(request_interval)
 
         self._peers: dict[K, _Peer] = {}
         self._next_order = 0
         self._banned: set[K] = set()
         self._to_report: list[tuple[K, str]] = []
+        self._silent_reports: dict[K, str] = {}  # ordered: the order they fell silent
 
         self._size: int | None = None  # the size being assembled
         self._pieces: dict[int, tuple[bytes, K]] = {}  # piece -> (data, source)
@@ -358,6 +394,7 @@ class MetadataFetcher(Generic[K]):
             return
         for digests in self._suspect.values():
             digests.pop(peer, None)
+        self._silent_reports.pop(peer, None)
         if self._source == peer:
             self._source = None
             self._discard_pieces()
@@ -374,6 +411,20 @@ class MetadataFetcher(Generic[K]):
         A banned peer is forgotten and never added again.
         """
         reported, self._to_report = self._to_report, []
+        return reported
+
+    def take_silent(self) -> list[tuple[K, str]]:
+        """The peers found silent since the last call, each with the reason; drop their
+        connections.
+
+        A peer is silent when its last ``max_timeouts`` requests all timed out with no answer
+        from it in between (it may have stopped reading the connection, as rtorrent 0.9.8 does
+        after a request it could not take): it is reported as it stalls. It is not banned: a
+        new connection to it is a new peer to the fetcher. Kept, it is asked again after
+        ``stall_backoff``, and reported again if it stays silent.
+        """
+        reported = list(self._silent_reports.items())
+        self._silent_reports.clear()
         return reported
 
     # ----------------------------------------------------------------------------- progress
@@ -423,6 +474,8 @@ class MetadataFetcher(Generic[K]):
             return None
         if len(state.outstanding) >= self._max_requests or now < state.backoff_until:
             return None
+        if state.outstanding and now < state.paced_until:
+            return None  # one more only on an answer, or a while later (see the module docs)
         # Over, even if handle_timer has not run yet (a stalled peer always backs off, so
         # once this ran it has fewer than max_timeouts timeouts).
         self._end_backoff(state)
@@ -449,15 +502,24 @@ class MetadataFetcher(Generic[K]):
 
     def _probe_request(self, peer: K, state: _Peer, now: float) -> MetadataRequest | None:
         # Nobody advertised a usable size: ask a peer that advertised none for piece 0, whose
-        # answer carries total_size. One probe at a time across all peers.
+        # answer carries total_size. One probe at a time across all peers, and none of a peer
+        # whose last request is still outstanding: asked again once it times out, the probe
+        # counts as a timeout (asked again when it let another peer be probed, it reset its
+        # own clock: 20 probes a minute to a silent peer, which never stalled).
         self._release_due(now)
-        if state.size is not None or any(0 in other.holding for other in self._peers.values()):
+        if (
+            state.size is not None
+            or state.outstanding
+            or any(0 in other.holding for other in self._peers.values())
+        ):
             return None
         self._send(state, 0, now)
         return MetadataRequest(0)
 
     def _send(self, state: _Peer, piece: int, now: float) -> None:
         state.outstanding[piece] = now
+        if self._request_interval is not None:
+            state.paced_until = now + self._request_interval
         state.holding.add(piece)
         state.late.discard(piece)  # asked again (a timed-out piece): awaited, not late
         self._requests_sent += 1
@@ -564,6 +626,7 @@ class MetadataFetcher(Generic[K]):
         if not (requested or late):
             self._ignored += 1
             return
+        self._answered(state)
         stale = piece in state.stale
         self._clear_request(state, piece)
         if stale:
@@ -606,12 +669,19 @@ class MetadataFetcher(Generic[K]):
             self._ignored += 1
             return
         self._rejects += 1
+        self._answered(state)
         self._clear_request(state, message.piece)
         # Never shortens a stall's longer back-off (a late request's reject may come then).
         state.backoff_until = max(state.backoff_until, now + self._reject_backoff)
         if self._source == peer:
             self._drop_source(state)  # single-source mode needs a peer that answers: move on
         self._choose_size()
+
+    def _answered(self, state: _Peer) -> None:
+        """The peer answered one of our requests (late, perhaps): it reads what we send, and
+        may be sent the next request at once."""
+        state.silent = 0
+        state.paced_until = -math.inf
 
     def _clear_request(self, state: _Peer, piece: int) -> None:
         self._release(state, piece)
@@ -623,8 +693,9 @@ class MetadataFetcher(Generic[K]):
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` has something to do: the earliest request timeout, moment
-        a piece may be asked of another peer (``rerequest_delay`` after its request), or end
-        of a reject back-off; None if nothing is pending."""
+        a piece may be asked of another peer (``rerequest_delay`` after its request), moment
+        a peer awaiting an answer may be sent one more request, or end of a reject back-off;
+        None if nothing is pending."""
         deadlines = [
             sent + self._request_timeout
             for state in self._peers.values()
@@ -636,17 +707,25 @@ class MetadataFetcher(Generic[K]):
             for state in self._peers.values()
             for piece in state.holding
         )
+        # Reached by handle_timer, a pacing moment is reported once too (see there).
+        deadlines.extend(
+            state.paced_until
+            for state in self._peers.values()
+            if state.outstanding and state.paced_until > -math.inf
+        )
         deadlines.extend(
             state.backoff_until for state in self._peers.values() if state.backoff_until > -math.inf
         )
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
-        """Let the pieces requested ``rerequest_delay`` ago be asked of other peers too, and
+        """Let the pieces requested ``rerequest_delay`` ago be asked of other peers too, let
+        the peers whose last request is ``request_interval`` old be sent one more, and
         expire the requests older than ``request_timeout`` (they free their peer's slot).
 
         A late answer to an expired request is still taken if the piece is still missing.
-        After this, ask :meth:`next_request` again for every peer.
+        After this, ask :meth:`next_request` again for every peer, and drop the peers
+        :meth:`take_silent` names.
         """
         self._release_due(now)
         for peer, state in list(self._peers.items()):
@@ -664,12 +743,20 @@ class MetadataFetcher(Generic[K]):
                 else:
                     state.late.add(piece)
                 state.timeouts += 1
+                state.silent += 1
                 self._timeouts += 1
+            if now >= state.paced_until:
+                state.paced_until = -math.inf  # over: next_request may send one more
             if expired and state.timeouts >= self._max_timeouts:
                 # Stalled: left alone for a while, never for good (see the module docs).
                 state.backoff_until = max(state.backoff_until, now + self._stall_backoff)
                 if self._source == peer:
                     self._drop_source(state)
+                if state.silent >= self._max_timeouts:
+                    # Deaf, perhaps: a new connection may cure what no back-off would.
+                    self._silent_reports[peer] = (
+                        f"answered none of its last {state.silent} metadata requests"
+                    )
             if state.backoff_until <= now:
                 self._end_backoff(state)
         self._choose_size()
