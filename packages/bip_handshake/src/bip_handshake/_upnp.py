@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -322,7 +323,8 @@ class HttpResponse:
 
     Attributes:
         status: the status code.
-        reason: the reason phrase ("" when none).
+        reason: the reason phrase ("" when none), as sent (read as latin-1: it may hold
+            C1 controls); bip's messages show it escaped.
         headers: ``(name, value)`` pairs in order, names lowercase, values stripped.
         body: the body, de-chunked.
     """
@@ -699,7 +701,7 @@ def parse_ssdp_response(data: bytes) -> SsdpResponse:
         raise UpnpError("an SSDP answer without the blank line that ends its head")
     status, reason, headers = _parse_head(data[: match.start()])
     if status != 200:
-        raise UpnpError(f"an SSDP answer with status {status} {reason}")
+        raise UpnpError(f"an SSDP answer with status {status} {_device_text(reason)}".rstrip())
     head = HttpResponse(status, reason, headers, b"")
     location = head.header("location")
     search_target = head.header("st")
@@ -800,16 +802,42 @@ def _child_text(element: ET.Element, name: str) -> str:
 
 
 def _device_text(text: str) -> str:
-    """A device's own words (its friendly name, a fault's description) fit for a log line,
-    an exception and an event: at most 256 characters, control and format characters
-    (whatever is not printable but a space) escaped as ``repr`` shows them, so a newline
-    (``&#10;``) in them can neither forge a log line nor a terminal escape move a cursor."""
+    """A device's own words (its friendly name, a fault's description, an HTTP reason
+    phrase) fit for a log line, an exception and an event: at most 256 characters, control
+    and format characters, line and paragraph separators, surrogates, private-use and
+    unassigned code points escaped as ``repr`` shows them (``\\n``, ``\\x85``, ``\\u202e``)
+    and a backslash doubled, so a newline (``&#10;``, or NEL from a latin-1 reason phrase)
+    in them can neither forge a log line, nor a terminal escape move a cursor, nor the two
+    characters ``\\n`` pass for an escaped newline. Spaces (a no-break space, an ideographic
+    space) stay as they are, as bip's ``safe_text`` keeps them: they forge nothing. The cut
+    falls between two characters' escapes, never inside one."""
     text = text[:_MAX_DEVICE_TEXT]
-    if not text.isprintable():
-        text = "".join(
-            char if char.isprintable() or char == " " else repr(char)[1:-1] for char in text
-        )
-    return text[:_MAX_DEVICE_TEXT]  # cut again: an escape is up to 10 characters
+    if text.isprintable() and "\\" not in text:
+        return text
+    shown: list[str] = []
+    room = _MAX_DEVICE_TEXT
+    for char in text:
+        piece = _escaped_char(char)
+        room -= len(piece)
+        if room < 0:
+            break
+        shown.append(piece)
+    return "".join(shown)
+
+
+def _escaped_char(char: str) -> str:
+    """One character of a device's words as :func:`_device_text` shows it."""
+    if char == "\\":
+        return "\\\\"
+    if char.isprintable() or unicodedata.category(char) == "Zs":
+        return char
+    return repr(char)[1:-1]
+
+
+def _http_error(response: HttpResponse) -> UpnpError:
+    """An answer's HTTP error status, its reason phrase escaped (:func:`_device_text`): a
+    reason phrase is read as latin-1, so it may hold C1 controls such as NEL."""
+    return UpnpError(f"HTTP {response.status} {_device_text(response.reason)}".rstrip())
 
 
 # -- the description ----------------------------------------------------------------------
@@ -825,7 +853,7 @@ class UpnpDevice:
             ``urn:schemas-upnp-org:service:WANIPConnection:1``.
         control_url: the absolute URL the SOAP actions are POSTed to.
         friendly_name: the name it gives itself (at most 256 characters kept, control
-            and format characters escaped: ``\\n``), None when none.
+            and format characters escaped: ``\\n``, a backslash doubled), None when none.
     """
 
     location: str
@@ -872,7 +900,9 @@ def parse_device_services(document: bytes, location: str) -> tuple[UpnpDevice, .
     origin = parse_http_url(location)
     root = _parse_xml(document, UPNP_MAX_DESCRIPTION, "a device description")
     if _local(root.tag) != "root":
-        raise UpnpError(f"a device description's root is <root>, got <{_local(root.tag)}>")
+        raise UpnpError(
+            f"a device description's root is <root>, got <{_device_text(_local(root.tag))}>"
+        )
     url_base = _child_text(root, "URLBase")
     top = _child(root, "device")
     friendly_name = None if top is None else _device_text(_child_text(top, "friendlyName")) or None
@@ -1032,13 +1062,13 @@ def parse_soap_response(response: HttpResponse, action: str) -> dict[str, str]:
     except UpnpError:
         _raise_raw_fault(response.body)
         if response.status != 200:
-            raise UpnpError(f"HTTP {response.status} {response.reason}".rstrip()) from None
+            raise _http_error(response) from None
         raise
     fault = _child(body, "Fault")
     if fault is not None:
         _raise_fault(fault)
     if response.status != 200:
-        raise UpnpError(f"HTTP {response.status} {response.reason}".rstrip())
+        raise _http_error(response)
     wanted = f"{action}Response".lower()
     for element in body:
         if _local(element.tag).lower() == wanted:
@@ -1076,18 +1106,20 @@ def check_soap_success(response: HttpResponse) -> None:
         _raise_raw_fault(response.body)
         if response.status == 200:
             return
-        raise UpnpError(f"HTTP {response.status} {response.reason}".rstrip()) from None
+        raise _http_error(response) from None
     fault = _child(body, "Fault")
     if fault is not None:
         _raise_fault(fault)
     if response.status != 200:
-        raise UpnpError(f"HTTP {response.status} {response.reason}".rstrip())
+        raise _http_error(response)
 
 
 def _soap_body(document: bytes) -> ET.Element:
     root = _parse_xml(document, UPNP_MAX_SOAP_RESPONSE, "a SOAP answer")
     if _local(root.tag) != "Envelope":
-        raise UpnpError(f"a SOAP answer's root is <Envelope>, got <{_local(root.tag)}>")
+        raise UpnpError(
+            f"a SOAP answer's root is <Envelope>, got <{_device_text(_local(root.tag))}>"
+        )
     body = _child(root, "Body")
     if body is None:
         raise UpnpError("a SOAP answer without <Body>")

@@ -39,12 +39,14 @@ How it runs (as libtorrent's upnp.cpp does, where not said otherwise):
   found meanwhile: each gateway is used as soon as its description serves. An answer is
   used only if its LOCATION is ``http://`` to the very address the answer came from (else
   any LAN host could make us fetch from, then POST to, any host: it is counted and
-  dropped), and the description's control URL must stay on that host too. One description
-  is fetched per answering host (later answers are duplicates, as are those of a host whose
-  gateway is in use; but a host whose first LOCATION answered ``upnp:rootdevice`` and
-  served no gateway, a media server on the router's address say, gets one more try with a
-  LOCATION it gives for the gateway or its connection service), at most
-  :data:`UPNP_MAX_DEVICES` hosts are looked at per search besides the preferred
+  dropped), and the description's control URL must stay on that host too. An answering
+  host's first LOCATION is fetched, then, in the order heard and only while none before
+  served a gateway, up to three distinct LOCATIONs in all that it gives for the gateway or
+  its connection service (not ``upnp:rootdevice``): a media server on the router's address
+  may answer first, and so may a forged answer from the router's address claiming the
+  gateway at a dead URL (any LAN host can send one), yet the router's own LOCATION is
+  fetched. Later answers are duplicates, as are those of a host whose gateway is in use. At
+  most :data:`UPNP_MAX_DEVICES` hosts are looked at per search besides the preferred
   ``gateway``'s, which is fetched first however many answered before it. A description
   offering several connection services (a WANPPPConnection beside the WANIPConnection) has
   each asked the external address in turn, and the first that tells one (neither empty nor
@@ -200,6 +202,7 @@ from ._upnp import (
     UpnpPortMapped,
     UpnpPortMappingEntry,
     _check_port,
+    _http_error,
     build_add_port_mapping,
     build_delete_port_mapping,
     build_get_external_address,
@@ -315,6 +318,10 @@ UPNP_CLOSE_TIMEOUT: Final = 4.0
 
 _MAX_DESCRIPTION_TEXT: Final = 256  # NewPortMappingDescription, in characters
 _ROOT_DEVICE: Final = "upnp:rootdevice"  # the search target that names no gateway
+# LOCATIONs claiming the gateway fetched from one host in one search (each only if those
+# before it served none): a forged answer from the router's address cannot shut out its
+# own, and a host with ever new URLs costs a few fetches.
+_MAX_CLAIMED_LOCATIONS: Final = 3
 _MAX_LOSSES_KEPT: Final = 2 * UPNP_MAX_GATEWAYS  # hosts whose losses are remembered
 
 _log = logging.getLogger("bip_handshake.upnp")
@@ -646,11 +653,11 @@ class _Device:
 
 @dataclass(frozen=True, slots=True)
 class _Answered:
-    """What a search heard from one host: the LOCATION fetched, and whether it came with
-    a search target naming the gateway (not upnp:rootdevice)."""
+    """What a search heard from one host: the LOCATIONs queued for it, and how many of
+    them came with a search target naming the gateway (not upnp:rootdevice)."""
 
-    location: str
-    claimed: bool
+    locations: tuple[str, ...]
+    claims: int
 
 
 class _Search:
@@ -1410,24 +1417,33 @@ class UpnpClient:
                 answer.location,
             )
             return
-        # One description per host: a host answering with ever new LOCATIONs costs one
-        # fetch. A router's address may also serve a media server, which answers only
-        # upnp:rootdevice: the gateway's own LOCATION, when it comes, gets one more try.
-        # A host whose gateway is in use is not fetched again, whatever LOCATION it gives:
-        # a host is one gateway place (else one LAN host could fill them all, a new URL
-        # at each search).
+        # A few descriptions per host: a host answering with ever new LOCATIONs costs its
+        # first and _MAX_CLAIMED_LOCATIONS claiming the gateway at most. A router's address
+        # may also serve a media server, which answers only upnp:rootdevice; and any LAN
+        # host can forge an answer from the router's address claiming the gateway at a
+        # dead URL: the router's own LOCATION, when it comes, is fetched still (if none
+        # before it served: _use drops the rest). A host whose gateway is in use is not
+        # fetched again, whatever LOCATION it gives: a host is one gateway place (else one
+        # LAN host could fill them all, a new URL at each search).
         claims = answer.search_target != _ROOT_DEVICE
         kept = self._in_use(source)
         known = search.hosts.get(source)
         if known is not None:
-            if claims and not known.claimed and answer.location != known.location and not kept:
-                search.hosts[source] = _Answered(answer.location, claimed=True)
+            if (
+                claims
+                and not kept
+                and known.claims < _MAX_CLAIMED_LOCATIONS
+                and answer.location not in known.locations
+            ):
+                search.hosts[source] = _Answered(
+                    (*known.locations, answer.location), known.claims + 1
+                )
                 self._queue(search, answer.location, location)
             else:
                 self._ssdp_duplicates += 1
             return
         if kept:
-            search.hosts[source] = _Answered(answer.location, claimed=True)
+            search.hosts[source] = _Answered((answer.location,), _MAX_CLAIMED_LOCATIONS)
             self._ssdp_duplicates += 1
             return
         if len(search.hosts) >= UPNP_MAX_DEVICES and source != self._preferred:
@@ -1437,7 +1453,7 @@ class UpnpClient:
             # host is one more at most.
             self._ssdp_ignored += 1
             return
-        search.hosts[source] = _Answered(answer.location, claimed=claims)
+        search.hosts[source] = _Answered((answer.location,), int(claims))
         self._queue(search, answer.location, location)
 
     def request_answered(
@@ -1539,7 +1555,12 @@ class UpnpClient:
 
     def _queue(self, search: _Search, location: str, url: HttpUrl) -> None:
         if self._preferred is not None and url.host == self._preferred:
-            search.queue.appendleft((location, url))  # the gateway never waits for a slot
+            # The gateway never waits for a slot; its own LOCATIONs go in the order heard.
+            ahead = next(
+                (i for i, (_, queued) in enumerate(search.queue) if queued.host != url.host),
+                len(search.queue),
+            )
+            search.queue.insert(ahead, (location, url))
         else:
             search.queue.append((location, url))
 
@@ -1551,7 +1572,7 @@ class UpnpClient:
             if isinstance(response, str):
                 raise UpnpError(response)
             if response.status != 200:
-                raise UpnpError(f"HTTP {response.status} {response.reason}".rstrip())
+                raise _http_error(response)
             services = parse_device_services(response.body, describing.location)
         except UpnpError as error:
             self._descriptions_rejected += 1

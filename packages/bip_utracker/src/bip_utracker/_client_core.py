@@ -82,6 +82,7 @@ from __future__ import annotations
 import heapq
 import logging
 import random
+import unicodedata
 from collections import deque
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -972,11 +973,30 @@ def _counted(stats: ScrapeStats) -> ScrapeStats:
 
 def _tidy_message(message: str) -> str:
     """A tracker's error message fit for an exception and a log line: at most
-    :data:`MAX_ERROR_MESSAGE` characters, control and format characters escaped, so a newline
-    or a terminal escape in it can neither fake a log line nor move a cursor."""
+    :data:`MAX_ERROR_MESSAGE` characters, control and format characters, line and paragraph
+    separators, surrogates, private-use and unassigned code points escaped as ``repr`` shows
+    them and a backslash doubled, so a newline or a terminal escape in it can neither fake a
+    log line nor move a cursor, nor the two characters ``\\n`` pass for an escaped newline.
+    Spaces (a no-break space, an ideographic space) stay as they are, as bip's ``safe_text``
+    keeps them. The cut falls between two characters' escapes, never inside one."""
     message = message[:MAX_ERROR_MESSAGE]
-    if not message.isprintable():
-        message = "".join(
-            char if char.isprintable() or char == " " else repr(char)[1:-1] for char in message
-        )
-    return message[:MAX_ERROR_MESSAGE]  # cut again: an escape is up to 10 characters
+    if message.isprintable() and "\\" not in message:
+        return message
+    shown: list[str] = []
+    room = MAX_ERROR_MESSAGE
+    for char in message:
+        piece = _escaped_char(char)
+        room -= len(piece)
+        if room < 0:
+            break
+        shown.append(piece)
+    return "".join(shown)
+
+
+def _escaped_char(char: str) -> str:
+    """One character of a tracker's message as :func:`_tidy_message` shows it."""
+    if char == "\\":
+        return "\\\\"
+    if char.isprintable() or unicodedata.category(char) == "Zs":
+        return char
+    return repr(char)[1:-1]
