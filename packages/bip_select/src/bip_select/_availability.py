@@ -29,6 +29,14 @@ from one bucket to the next: O(1). Wanted pieces live in buckets keyed by
 bucket is a list kept in random order (a new piece swaps with a random member), so
 walking the buckets in order gives rarest first with random tie-breaking at no extra
 cost, and stops as soon as the caller has enough.
+A change of many pieces at once (a bitfield, a departure, a have none, a peer completing)
+only bumps their counts, at C speed, and marks the buckets stale; changes while stale
+touch counts only, and the next read of the order (``iter_wanted``, ``wanted_key``,
+``priority_levels``) rebuilds the buckets once, each in random order again (see
+``_tidy``). Moving each piece between buckets cost microseconds in Python: a second for
+a bitfield of a million pieces, paid again by every peer that connected or left.
+libtorrent's piece_picker does the same (a bitfield of fewer than min(50, half the
+pieces) updates piece by piece, a bigger one bumps the counters and sets ``m_dirty``).
 For a peer with few pieces, its own pieces are sorted instead of walking the buckets.
 
 Counts never go below zero: a peer's pieces are remembered (a packed bitmap, one bit
@@ -41,7 +49,12 @@ when more near-seeds lack it than other peers have it.)
 from __future__ import annotations
 
 import random
+from array import array
+from bisect import bisect_right
+from collections import deque
 from collections.abc import Collection, Hashable, Iterable, Iterator
+from itertools import compress, islice, repeat
+from operator import add, setitem
 from typing import TypeAlias
 
 from bip_metainfo import PieceSet
@@ -53,6 +66,10 @@ __all__ = ["Availability"]
 PeerKey: TypeAlias = Hashable
 
 _SEED = None  # a peer's bitmap when it counts in the shift: nothing to remember per piece
+
+# A change of at least this many pieces (or half the torrent's, if fewer) leaves the wanted
+# index stale instead of moving each piece: libtorrent's threshold for its bitfields.
+_FEW = 50
 
 
 class Availability:
@@ -74,13 +91,16 @@ class Availability:
     __slots__ = (
         "_buckets",
         "_count",
+        "_few",
         "_lacks",
         "_num_pieces",
         "_num_wanted",
         "_peers",
+        "_perm",
         "_pos",
         "_priority",
         "_rng",
+        "_stale",
         "_whole",
     )
 
@@ -102,10 +122,17 @@ class Availability:
         self._lacks: dict[PeerKey, bytearray] = {}
         # The wanted index: priority per piece (0 = not wanted), position in its bucket.
         self._priority = bytearray(num_pieces)
-        self._pos = [-1] * num_pieces
+        # (An array, not a list: a rebuild rewrites every position, and a list would
+        # allocate an int object for each and free the one it held.)
+        self._pos = array("q", [-1]) * num_pieces
         # Keyed by (-priority, count), so that the keys' natural order is the walk's.
         self._buckets: dict[tuple[int, int], list[int]] = {}
         self._num_wanted = 0
+        # The buckets (and positions) no longer match the counts and priorities: rebuilt
+        # at the next read of the order (see _shift and _tidy).
+        self._stale = False
+        self._few = min(_FEW, num_pieces // 2)
+        self._perm: array[int] | None = None  # the rebuild's random order (see _tidy)
 
     # -- peers ------------------------------------------------------------------------
 
@@ -177,7 +204,7 @@ class Availability:
             self._peers[peer] = (_SEED, size)
             self._whole += 1
             return
-        self._shift(_ones(bits), 1)
+        self._shift(self._listed(bits, size[0]), 1)
 
     def have(self, peer: PeerKey, piece: int) -> bool:
         """``peer`` announced ``piece``; returns whether that is news.
@@ -204,7 +231,7 @@ class Availability:
         old = count[piece]
         count[piece] = old + 1
         level = self._priority[piece]
-        if level:
+        if level and not self._stale:
             pos = self._pos
             buckets = self._buckets
             key = (-level, old)
@@ -262,7 +289,7 @@ class Availability:
         if bits is None:
             lacks = self._lacks.pop(peer, None)
             if lacks is not None:
-                self._shift(_ones(lacks), 1)
+                self._shift(self._listed(lacks, self._num_pieces - size[0]), 1)
                 size[0] = self._num_pieces
             return
         if size[0]:
@@ -289,12 +316,12 @@ class Availability:
                 bits = _empty(self._num_pieces)
             else:
                 # Its lacked pieces took one each from their own counts: give it back.
-                self._shift(_ones(lacks), 1)
+                self._shift(self._listed(lacks, self._num_pieces - size[0]), 1)
                 lacks[:] = bytes(len(lacks))
                 bits = lacks  # reused as the (empty) bitmap of its pieces
             self._peers[peer] = (bits, size)
         elif size[0]:
-            self._shift(_ones(bits), -1)
+            self._shift(self._listed(bits, size[0]), -1)
             bits[:] = bytes(len(bits))
         size[0] = 0
 
@@ -429,7 +456,9 @@ class Availability:
         return self._num_wanted
 
     def priority_levels(self) -> list[int]:
-        """The priorities wanted pieces have, highest first (O(buckets))."""
+        """The priorities wanted pieces have, highest first (O(buckets) once the index is
+        built)."""
+        self._tidy()
         return sorted({-negated for negated, _ in self._buckets}, reverse=True)
 
     def priority(self, piece: int) -> int:
@@ -451,13 +480,18 @@ class Availability:
         old = self._priority[piece]
         if old == priority:
             return
+        stale = self._stale  # the rebuild will place it: nothing to move now
         if old:
-            self._unlink(piece, (-old, self._count[piece]))
+            if not stale:
+                self._unlink(piece, (-old, self._count[piece]))
             self._num_wanted -= 1
         self._priority[piece] = priority
         if priority:
-            self._link(piece, (-priority, self._count[piece]))
+            if not stale:
+                self._link(piece, (-priority, self._count[piece]))
             self._num_wanted += 1
+        elif stale:
+            self._pos[piece] = -1
 
     def _link(self, piece: int, key: tuple[int, int]) -> None:
         bucket = self._buckets.get(key)
@@ -491,15 +525,52 @@ class Availability:
     def _bump(self, piece: int, old_count: int) -> None:
         """Move a wanted piece from its ``old_count`` bucket to its current one."""
         priority = self._priority[piece]
-        if priority:
+        if priority and not self._stale:
             self._unlink(piece, (-priority, old_count))
             self._link(piece, (-priority, self._count[piece]))
 
     def _shift(self, pieces: Iterable[int], delta: int) -> None:
+        """Add ``delta`` to the count of every piece in ``pieces``.
+
+        A few pieces move between buckets one by one (:meth:`_move`). More only have their
+        counts bumped and leave the buckets stale, rebuilt once by the next read of the
+        order (:meth:`_tidy`): a bitfield or a departure touches up to every piece, and
+        one rebuild costs less than moving half of them, let alone once per peer.
+        """
+        if self._num_wanted and not self._stale:
+            pieces = iter(pieces)
+            first = list(islice(pieces, self._few))
+            if len(first) < self._few:
+                self._move(first, delta)
+                return
+            self._stale = True
+            pieces = first + list(pieces)
+        elif not isinstance(pieces, (list, range)):
+            pieces = list(pieces)
+        # (With nothing wanted the buckets are empty: the counts are all there is.)
+        # count[piece] += delta for each piece, at C speed (the pieces are distinct).
+        count = self._count
+        deque(
+            map(
+                setitem,
+                repeat(count),
+                pieces,
+                map(add, map(count.__getitem__, pieces), repeat(delta)),
+            ),
+            maxlen=0,
+        )
+
+    def _listed(self, bits: bytearray, set_bits: int) -> list[int]:
+        """The pieces set in ``bits``, which has ``set_bits`` of them: skipping empty bytes
+        for a few (:func:`_ones`), unpacking every bit at C speed for more."""
+        if set_bits * 16 < self._num_pieces:
+            return list(_ones(bits))
+        return _unpacked(bits, self._num_pieces)
+
+    def _move(self, pieces: Iterable[int], delta: int) -> None:
         """Add ``delta`` to the count of every piece in ``pieces``, moving wanted ones.
 
-        :meth:`_unlink` and :meth:`_link` written out in one loop: a bitfield or a
-        departure touches up to every piece, and this is the hot path then.
+        :meth:`_unlink` and :meth:`_link` written out in one loop.
         """
         count = self._count
         priority = self._priority
@@ -538,6 +609,49 @@ class Availability:
                 bucket.append(other)
                 pos[other] = n
 
+    def _tidy(self) -> None:
+        """Rebuild stale buckets: each wanted piece into its ``(-priority, count)`` bucket,
+        in random order. O(num_pieces) at C speed, once after any number of bulk changes.
+
+        The random order is that of a permutation of all the pieces drawn once (the first
+        rebuild pays for its shuffle): the wanted pieces in that order, stably sorted by
+        key, fill each bucket in a uniformly random order, as the one-by-one random
+        insertions do, without a shuffle per rebuild (a Python loop, more than the rest
+        of the rebuild together). Each bucket's order is as random as before; only two
+        pieces still tied at a later rebuild come in the same order again.
+        """
+        if not self._stale:
+            return
+        count, priority, pos = self._count, self._priority, self._pos
+        if self._perm is None:
+            drawn = list(range(self._num_pieces))
+            self._rng.shuffle(drawn)
+            self._perm = array("I" if self._num_pieces <= 1 << 32 else "Q", drawn)
+        perm = self._perm
+        if 0 in priority:
+            wanted = list(compress(perm, map(priority.__getitem__, perm)))
+        else:  # every piece wanted (a download's start): no filter
+            wanted = list(perm)
+        if sum(level in priority for level in range(1, 8)) == 1:
+            key = count.__getitem__
+        else:
+            # (7 - priority, count) as one int: counts are within +-num_peers.
+            span = 2 * len(self._peers) + 1
+            keys = list(map(add, map(span.__mul__, priority.translate(_DESCENDING)), count))
+            key = keys.__getitem__
+        wanted.sort(key=key)  # stable: the random order stays within each bucket
+        buckets: dict[tuple[int, int], list[int]] = {}
+        start, end = 0, len(wanted)
+        while start < end:
+            first = wanted[start]
+            stop = bisect_right(wanted, key(first), start, key=key)
+            bucket = wanted[start:stop]
+            deque(map(setitem, repeat(pos), bucket, range(stop - start)), maxlen=0)
+            buckets[(-priority[first], count[first])] = bucket
+            start = stop
+        self._buckets = buckets
+        self._stale = False
+
     def _order(self, piece: int) -> tuple[int, int, int]:
         return (-self._priority[piece], self._count[piece], self._pos[piece])
 
@@ -550,14 +664,17 @@ class Availability:
         """
         if not self._valid(piece) or not self._priority[piece]:
             raise LocalProtocolError(f"piece {piece!r} is not a wanted piece")
+        self._tidy()
         return self._order(piece)
 
     def iter_wanted(self, peer: PeerKey | None = None) -> Iterator[int]:
         """Wanted pieces (those ``peer`` has, if given): priority, then rarest, then random.
 
         Lazy: stop iterating as soon as you have enough. The index must not change
-        while iterating (collect what you need first).
+        while iterating (collect what you need first). After a bulk change (a bitfield,
+        a departure) the first call rebuilds the index: O(num_pieces), once.
         """
+        self._tidy()
         if peer is None:
             return self._walk(None)
         bits, size = self._entry(peer)
@@ -582,6 +699,7 @@ class Availability:
     def _walk(self, bits: bytearray | None, *, skip: bool = False) -> Iterator[int]:
         """The wanted pieces in order: all of them (``bits`` None), those set in ``bits``,
         or with ``skip`` those not set in it (a near-seed's lacked pieces)."""
+        self._tidy()
         for key in sorted(self._buckets):  # keys are (-priority, count): the walk's order
             bucket = self._buckets.get(key)
             if bucket is None:
@@ -624,6 +742,9 @@ class Availability:
         assert whole == self._whole
         assert all(peer in self._peers for peer in self._lacks)
         assert all(self._count[p] + whole >= 0 for p in range(self._num_pieces))
+        if self._stale:  # the buckets wait for a rebuild: only the counts are kept up
+            assert self._num_wanted == sum(1 for p in self._priority if p)
+            return
         wanted = 0
         for (negated, count), bucket in self._buckets.items():
             assert bucket
@@ -637,6 +758,9 @@ class Availability:
 
 _NONZERO = bytes([0] + [1] * 255)  # translate table: which bytes hold any piece
 _INVERT = bytes(255 - byte for byte in range(256))  # translate table: every bit flipped
+_DESCENDING = bytes(7 - byte & 0xFF for byte in range(256))  # translate table: 7 - priority
+# translate tables: bit i of each byte (BitTorrent order: i = 0 is the high bit)
+_BIT = tuple(bytes((byte >> (7 - i)) & 1 for byte in range(256)) for i in range(8))
 _OFFSETS = tuple(tuple(i for i in range(8) if byte & (0x80 >> i)) for byte in range(256))
 
 
@@ -654,6 +778,15 @@ def _ones(bits: bytearray, start: int = 0) -> Iterator[int]:
             if base + offset >= start:
                 yield base + offset
         i = flags.find(1, i + 1)
+
+
+def _unpacked(bits: bytearray, num_pieces: int) -> list[int]:
+    """The pieces set in a packed bitmap, in order, at C speed: one byte per bit (eight
+    translates), then the indices of the ones."""
+    flags = bytearray(len(bits) << 3)
+    for i, table in enumerate(_BIT):
+        flags[i::8] = bits.translate(table)
+    return list(compress(range(num_pieces), flags))
 
 
 def _empty(num_pieces: int) -> bytearray:

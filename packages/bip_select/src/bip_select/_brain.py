@@ -48,8 +48,12 @@ asked for its new piece without waiting for the periodic refill; so are the peer
 requests were cancelled because their piece was verified meanwhile (say, from a web seed;
 only those peers, each once). The peers that lose an end-game race for a block are not: their
 next block or the refill tops them up (asked at once, they lengthened the simulator's end-game
-tail). A deadline piece, newly set, wanted again (hashed bad, discarded, lost) or announced in
-a have, is offered at once to the peers that have it, whatever room they have.
+tail). In end-game a peer that ran dry (fewer requests out than the picker's
+``endgame_depth``) takes a duplicate when its own block arrives, as libtorrent asks for a busy
+block only for the peer it tops up; the idle peers get theirs once, in the step end-game
+begins, and at the refills: no pass over every peer per block received. A deadline piece,
+newly set, wanted again (hashed bad, discarded, lost) or announced in a have, is offered at
+once to the peers that have it, whatever room they have.
 
 A client that stores blocks before telling the brain (:class:`~bip_select.BlockReceived`
 after the disk write) feeds :class:`~bip_select.BlockArrived` as each block comes off the
@@ -279,6 +283,9 @@ class SwarmBrain:
         self._next_refill: float | None = None
         self._epoch = 0  # bumped whenever blocks may have become requestable again
         self._endgame = False  # end-game entered and logged (it is left when pieces free up)
+        # End-game just began: the idle peers are given duplicates once the step is done
+        # (_spread_endgame), whichever step began it.
+        self._spread_due = False
         self._deadline: float | None = None
         self.choker.seeding = self.is_seed
         # The Streaming layer the brain put around the user's strategy for deadlines (None:
@@ -484,7 +491,11 @@ class SwarmBrain:
             raise LocalProtocolError(f"{event!r} is not a brain input")
         if self._deadline is None:
             self._deadline = now  # the first tick hands out the unchoke slots
-        return handler(event, now)
+        actions = handler(event, now)
+        if self._spread_due:
+            actions = list(actions)  # a handler may return a strategy's own list
+            self._spread_endgame(now, actions)
+        return actions
 
     def tick(self, now: float) -> list[Action]:
         """Run the timers at ``now``: rechoke, request timeouts and snubs, delayed haves,
@@ -515,6 +526,8 @@ class SwarmBrain:
             self._next_refill = now + self._refill_interval
             self._epoch += 1  # time moved: deadlines may be late, rates changed
             self._fill_all(now, actions)
+        if self._spread_due:
+            self._spread_endgame(now, actions)
         self._update_deadline(now)
         return actions
 
@@ -643,6 +656,33 @@ class SwarmBrain:
                 and (not state.choking_us or state.allowed_fast)
             ):
                 self._fill(peer, state, now, actions)
+
+    def _give_duplicates(self, peers: Iterable[PeerKey], now: float, actions: list[Action]) -> None:
+        """End-game: top up those of ``peers`` that ran dry (fewer requests out than the
+        picker's ``endgame_depth``), starved or not: they may take a duplicate now.
+
+        Only these peers, each once: a peer with requests out is topped up by its own next
+        block, as before end-game, and the others have nothing new to take (libtorrent too
+        asks for a busy block only for the peer being topped up, with nothing else out).
+        """
+        picker = self.picker
+        if not picker.in_endgame():
+            return
+        depth = picker.endgame_depth
+        num_outstanding = picker.requests.num_outstanding
+        for peer in peers:
+            state = self._peers.get(peer)
+            if state is not None and state.interested and num_outstanding(peer) < depth:
+                state.starved = -1
+                self._fill(peer, state, now, actions)
+
+    def _spread_endgame(self, now: float, actions: list[Action]) -> None:
+        """End-game began in this step: every idle peer may take a duplicate now rather than
+        at the next refill. Once per end-game (a pass over every peer, a picker run for the
+        dry ones only), not per block received: that pass per block made end-game cost
+        about the cube of the peer count."""
+        self._spread_due = False
+        self._give_duplicates(list(self._peers), now, actions)
 
     def _fill_one(self, peer: PeerKey, state: _PeerState, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -945,13 +985,15 @@ class SwarmBrain:
                 for other in received.cancel
                 if not queues.is_waiting(other, block)
             )
-        missing = self._fill(peer, state, now, actions)
-        if missing and received is not None and self.picker.in_endgame():
-            # End-game just began (or this peer ran dry in it): give the idle peers
-            # duplicates of the last blocks now rather than at the next refill.
-            self._entered_endgame()
-            self._epoch += 1
-            self._fill_all(now, actions)
+        self._fill(peer, state, now, actions)
+        if received is not None and self._endgame:
+            # End-game: this peer may have run dry (fewer requests out than endgame_depth):
+            # it takes a duplicate now, starved this epoch or not, as libtorrent asks for a
+            # busy block for the peer it tops up when that peer has nothing else out. Only
+            # this peer: a pass over every peer here (a new epoch at every second or third
+            # block) made end-game cost about the cube of the peer count, and the idle peers
+            # got their duplicates when end-game began (_spread_endgame).
+            self._give_duplicates((peer,), now, actions)
         # The peers that lost the race for this block (end-game, a late deadline block) are
         # a request short, and are not topped up here: their next block or the refill does.
         # Topped up at once, they lengthened the end-game tail in benchmarks/swarm_sim.py
@@ -1345,6 +1387,7 @@ class SwarmBrain:
         """End-game is on (every block left is requested): log it the first time."""
         if not self._endgame:
             self._endgame = True
+            self._spread_due = True
             _log.debug(
                 "end-game: every block still missing is requested (pieces left: %d); "
                 "duplicates go to idle peers",

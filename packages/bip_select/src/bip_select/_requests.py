@@ -20,12 +20,17 @@ API:
   - ``piece_passed(piece)`` / ``piece_failed(piece)``: the hash verdict; both return
     the peers that sent blocks of the piece (for trust and bans). A failed piece
     starts over with every block free.
+  - ``set_wanted(piece, wanted)``: whether the piece counts in ``num_full`` (the
+    picker's priority 0 takes it out); every piece counts until told otherwise.
   - Queries: ``outstanding(peer)`` (oldest first, with the time each was sent),
     ``num_outstanding(peer)``, ``requesters(block)``, ``is_received(block)``,
     ``sources(piece)``, ``is_asked_of(piece, peer)``, ``askers(piece)``,
     ``worked_on_by_others(piece, peer)``, ``started_pieces()``, ``free_blocks(piece)``,
-    ``num_free(piece)``, ``have(piece)``,
-    ``duplicate_candidates(peer, peer_has, limit, arrived=None)``.
+    ``num_free(piece)``, ``have(piece)``, ``num_full`` (wanted started pieces with no
+    free block: every block received or asked; O(1), kept as blocks change hands),
+    ``duplicate_candidates(peer, peer_has, limit, arrived=None)`` (from an index of the
+    blocks by requester count: it looks at the few pieces it returns blocks of, plus
+    the ones ``peer_has`` refuses, not at every outstanding block).
 
 Every requested block ends up in exactly one of: received (from this or another peer),
 rejected, timed out, cancelled or dropped; the property tests check it.
@@ -33,6 +38,8 @@ rejected, timed out, cancelled or dropped; the property tests check it.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
+from collections import defaultdict
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -69,14 +76,17 @@ class _Piece:
     __slots__ = (
         "asked",
         "askers",
+        "copies",
         "first_free",
         "num_free",
         "num_received",
         "received",
+        "seq",
         "sources",
     )
 
-    def __init__(self, blocks: int) -> None:
+    def __init__(self, blocks: int, seq: int) -> None:
+        self.seq = seq  # when the piece was started: older pieces sort first
         self.received = bytearray(blocks)
         self.asked: list[list[PeerKey]] = [[] for _ in range(blocks)]
         self.num_received = 0
@@ -86,6 +96,14 @@ class _Piece:
         # peer -> blocks of the piece asked of it and not settled: kept where ``asked``
         # changes, so "who works on this piece" costs O(peers), not O(blocks).
         self.askers: dict[PeerKey, int] = {}
+        # requester count -> blocks not received asked of exactly that many peers (the
+        # book's duplicate index files the piece under each count present here).
+        self.copies: dict[int, int] = {}
+
+    @property
+    def missing(self) -> int:
+        """Blocks not received yet."""
+        return len(self.received) - self.num_received
 
     def ask(self, peer: PeerKey) -> None:
         """One more block of the piece is asked of ``peer``."""
@@ -113,7 +131,17 @@ class RequestBook:
     Received(cancel=(), piece_complete=False, requested=True)
     """
 
-    __slots__ = ("_geometry", "_have", "_num_have", "_peers", "_pieces")
+    __slots__ = (
+        "_by_copies",
+        "_geometry",
+        "_have",
+        "_num_full",
+        "_num_have",
+        "_peers",
+        "_pieces",
+        "_seq",
+        "_unwanted",
+    )
 
     def __init__(self, geometry: TorrentGeometry, have: Iterable[int] = ()) -> None:
         """Start with nothing requested; ``have`` lists pieces already verified."""
@@ -123,6 +151,18 @@ class RequestBook:
         self._peers: dict[PeerKey, dict[Block, float]] = {}
         self._have = bytearray(geometry.num_pieces)
         self._num_have = 0
+        self._seq = 0  # the next started piece's start order
+        # The end-game index: requester count -> blocks missing -> the pieces with a block
+        # not received asked of exactly that many peers, as (start order, piece), sorted:
+        # walked in that order it is duplicate_candidates' order, with no pass over every
+        # outstanding block (every received block asks for a duplicate in end-game). Built
+        # at the first such call (None until then): the blocks before end-game, most of a
+        # download, pay nothing for it.
+        self._by_copies: dict[int, dict[int, list[tuple[int, int]]]] | None = None
+        # Pieces set_wanted took out of num_full (1), and the running count itself: wanted
+        # started pieces with no free block, so that "end-game?" costs O(1), not a walk.
+        self._unwanted = bytearray(geometry.num_pieces)
+        self._num_full = 0
         for piece in have:
             geometry.check_piece(piece)
             if not self._have[piece]:
@@ -158,6 +198,24 @@ class RequestBook:
     def num_started(self) -> int:
         """How many pieces are being downloaded."""
         return len(self._pieces)
+
+    @property
+    def num_full(self) -> int:
+        """Wanted (:meth:`set_wanted`) started pieces with no free block: each block is
+        received or asked of someone. O(1)."""
+        return self._num_full
+
+    def set_wanted(self, piece: int, wanted: bool) -> None:
+        """Whether ``piece`` counts in :attr:`num_full` (the picker takes pieces of priority
+        0 out). Every piece counts until told otherwise."""
+        self._geometry.check_piece(piece)
+        unwanted = 0 if wanted else 1
+        if self._unwanted[piece] == unwanted:
+            return
+        state = self._pieces.get(piece)
+        if state is not None and not state.num_free:
+            self._num_full += -1 if unwanted else 1
+        self._unwanted[piece] = unwanted
 
     def num_free(self, piece: int) -> int:
         """Blocks of ``piece`` neither received nor asked of anyone."""
@@ -272,23 +330,106 @@ class RequestBook:
         if limit <= 0:
             return []
         mine = self._peers.get(peer, {})
-        found: list[tuple[int, int, int, Block]] = []
+        found: list[Block] = []
         geometry = self._geometry
-        for order, (piece, state) in enumerate(self._pieces.items()):
-            if not peer_has(piece):
-                continue
-            missing = len(state.received) - state.num_received
-            for index, asked in enumerate(state.asked):
-                if not asked or state.received[index]:
-                    continue
-                block = geometry.block(piece, index)
-                if block in mine:
-                    continue
-                if arrived is not None and any(arrived(other, block) for other in asked):
-                    continue
-                found.append((len(asked), missing, order, block))
-        found.sort(key=lambda item: item[:3])
-        return [item[3] for item in found[:limit]]
+        pieces = self._pieces
+        by_copies = self._by_copies
+        if by_copies is None:
+            by_copies = self._build_index()
+        # The index's order is the promised one: requester count, blocks missing, start
+        # order, then block order within the piece.
+        for copies in sorted(by_copies):
+            by_missing = by_copies[copies]
+            for missing in sorted(by_missing):
+                for _, piece in by_missing[missing]:
+                    if not peer_has(piece):
+                        continue
+                    for index, asked in enumerate(pieces[piece].asked):
+                        if len(asked) != copies:  # received blocks have no askers
+                            continue
+                        block = geometry.block(piece, index)
+                        if block in mine:
+                            continue
+                        if arrived is not None and any(arrived(other, block) for other in asked):
+                            continue
+                        found.append(block)
+                        if len(found) >= limit:
+                            return found
+        return found
+
+    # -- the end-game index and the full count ------------------------------------------
+
+    def _build_index(self) -> dict[int, dict[int, list[tuple[int, int]]]]:
+        """Index every block asked and not received (the first end-game query); from now on
+        every change keeps it."""
+        by_copies: dict[int, dict[int, list[tuple[int, int]]]] = {}
+        self._by_copies = by_copies
+        for piece, state in self._pieces.items():
+            state.copies = {}
+            for asked in state.asked:
+                if asked:
+                    self._file(by_copies, piece, state, len(asked))
+        return by_copies
+
+    @staticmethod
+    def _file(
+        by_copies: dict[int, dict[int, list[tuple[int, int]]]],
+        piece: int,
+        state: _Piece,
+        copies: int,
+    ) -> None:
+        """A block of ``piece`` not received is now asked of ``copies`` peers (1 or more)."""
+        count = state.copies.get(copies, 0)
+        state.copies[copies] = count + 1
+        if not count:
+            by_missing = by_copies.setdefault(copies, {})
+            insort(by_missing.setdefault(state.missing, []), (state.seq, piece))
+
+    @staticmethod
+    def _unfile(
+        by_copies: dict[int, dict[int, list[tuple[int, int]]]],
+        piece: int,
+        state: _Piece,
+        copies: int,
+    ) -> None:
+        """A block of ``piece`` asked of ``copies`` peers (1 or more) is no longer."""
+        count = state.copies[copies] - 1
+        if count:
+            state.copies[copies] = count
+        else:
+            del state.copies[copies]
+            _drop_entry(by_copies, piece, state, copies, state.missing)
+
+    def _recopy(self, piece: int, state: _Piece, before: int, after: int) -> None:
+        """A block of ``piece`` not received went from ``before`` requesters to ``after``."""
+        by_copies = self._by_copies
+        if by_copies is None:
+            return  # no end-game query yet: nothing to keep
+        if before:
+            self._unfile(by_copies, piece, state, before)
+        if after:
+            self._file(by_copies, piece, state, after)
+
+    def _filled(self, piece: int) -> None:
+        """``piece``'s last free block is asked or received."""
+        if not self._unwanted[piece]:
+            self._num_full += 1
+
+    def _unfilled(self, piece: int) -> None:
+        """A block of ``piece``, which had none free, is free again (or the piece is gone)."""
+        if not self._unwanted[piece]:
+            self._num_full -= 1
+
+    def _pop(self, piece: int) -> _Piece | None:
+        """Stop tracking ``piece`` (verified, or failed): out of the index and the count."""
+        state = self._pieces.pop(piece, None)
+        if state is not None:
+            if self._by_copies is not None:
+                for copies in state.copies:
+                    _drop_entry(self._by_copies, piece, state, copies, state.missing)
+            if not state.num_free:
+                self._unfilled(piece)
+        return state
 
     # -- requests ---------------------------------------------------------------------
 
@@ -299,7 +440,9 @@ class RequestBook:
             raise LocalProtocolError(f"piece {block.piece} is already verified")
         state = self._pieces.get(block.piece)
         if state is None:
-            state = self._pieces[block.piece] = _Piece(self._geometry.blocks_in_piece(block.piece))
+            blocks = self._geometry.blocks_in_piece(block.piece)
+            state = self._pieces[block.piece] = _Piece(blocks, self._seq)
+            self._seq += 1
         return state, block.begin // BLOCK_SIZE
 
     def request(self, peer: PeerKey, block: Block, now: float, *, duplicate: bool = False) -> None:
@@ -320,6 +463,9 @@ class RequestBook:
             raise LocalProtocolError(f"{block!r} is already asked of {asked[0]!r}")
         if not asked:
             state.num_free -= 1
+            if not state.num_free:
+                self._filled(block.piece)
+        self._recopy(block.piece, state, len(asked), len(asked) + 1)
         asked.append(peer)
         state.ask(peer)
         self._peers.setdefault(peer, {})[block] = now
@@ -331,9 +477,12 @@ class RequestBook:
         state = self._pieces[block.piece]
         index = block.begin // BLOCK_SIZE
         asked = state.asked[index]
+        self._recopy(block.piece, state, len(asked), len(asked) - 1)
         asked.remove(peer)
         state.unask(peer)
         if not asked and not state.received[index]:
+            if not state.num_free:
+                self._unfilled(block.piece)
             state.num_free += 1
             state.first_free = min(state.first_free, index)
         if not requests:
@@ -402,11 +551,23 @@ class RequestBook:
             if not requests:
                 del self._peers[other]
             state.unask(other)
+        by_copies = self._by_copies
         if not asked:
             state.num_free -= 1
+            if not state.num_free:
+                self._filled(block.piece)
+        elif by_copies is not None:
+            self._unfile(by_copies, block.piece, state, len(asked))
         asked.clear()
+        missing = state.missing
         state.received[index] = 1
         state.num_received += 1
+        if by_copies is not None:
+            # One block fewer missing: the piece moves up in every index bucket it is in.
+            for copies in state.copies:
+                _drop_entry(by_copies, block.piece, state, copies, missing)
+                by_missing = by_copies.setdefault(copies, {})
+                insort(by_missing.setdefault(missing - 1, []), (state.seq, block.piece))
         state.sources[peer] = state.sources.get(peer, 0) + 1
         return Received(others, state.num_received == len(state.received), requested)
 
@@ -417,7 +578,7 @@ class RequestBook:
         what :meth:`outstanding` listed, or simply lets them arrive and be ignored).
         """
         self._geometry.check_piece(piece)
-        state = self._pieces.pop(piece, None)
+        state = self._pop(piece)
         if not self._have[piece]:
             self._have[piece] = 1
             self._num_have += 1
@@ -429,7 +590,7 @@ class RequestBook:
     def piece_failed(self, piece: int) -> tuple[PeerKey, ...]:
         """``piece`` hashed bad: every block is free again. Returns the peers that sent it."""
         self._geometry.check_piece(piece)
-        state = self._pieces.pop(piece, None)
+        state = self._pop(piece)
         if state is None:
             return ()
         self._drop_asked(piece, state)
@@ -454,6 +615,8 @@ class RequestBook:
     def check(self) -> None:
         """Verify the internal invariants (for tests)."""
         seen: dict[PeerKey, set[Block]] = {}
+        filed: defaultdict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+        full = 0
         for piece, state in self._pieces.items():
             assert not self._have[piece]
             free = 0
@@ -474,5 +637,38 @@ class RequestBook:
                     counted[peer] = counted.get(peer, 0) + 1
             assert counted == state.askers
             assert sum(state.received) == state.num_received
+            copies: dict[int, int] = {}
+            for asked in state.asked:
+                if asked:
+                    copies[len(asked)] = copies.get(len(asked), 0) + 1
+            assert copies == state.copies or self._by_copies is None
+            for count in copies:
+                filed[count, state.missing].append((state.seq, piece))
+            full += not state.num_free and not self._unwanted[piece]
         assert {p: set(r) for p, r in self._peers.items()} == seen
         assert all(self._peers.values())
+        assert full == self._num_full
+        if self._by_copies is not None:
+            indexed = {
+                (count, missing): entries
+                for count, by_missing in self._by_copies.items()
+                for missing, entries in by_missing.items()
+            }
+            assert indexed == {key: sorted(entries) for key, entries in filed.items()}
+
+
+def _drop_entry(
+    by_copies: dict[int, dict[int, list[tuple[int, int]]]],
+    piece: int,
+    state: _Piece,
+    copies: int,
+    missing: int,
+) -> None:
+    """Take ``piece`` out of the end-game index bucket (``copies``, ``missing``)."""
+    by_missing = by_copies[copies]
+    entries = by_missing[missing]
+    del entries[bisect_left(entries, (state.seq, piece))]
+    if not entries:
+        del by_missing[missing]
+        if not by_missing:
+            del by_copies[copies]

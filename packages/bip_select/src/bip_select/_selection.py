@@ -67,7 +67,8 @@ API:
     ``lose_piece(piece)`` (a piece we had is gone: wanted again);
   - priorities: ``set_piece_priority``, ``set_piece_priorities``,
     ``set_file_priorities`` (0 = do not download, 1..7, 4 the default);
-  - ``in_endgame()``, ``is_complete()`` (every wanted piece is had), ``has_deadlines()``
+  - ``in_endgame()`` (O(1): the request book counts the wanted pieces with no free block),
+    ``is_complete()`` (every wanted piece is had), ``has_deadlines()``
     (any :class:`Streaming` layer of the strategy holds a deadline).
 """
 
@@ -459,6 +460,7 @@ class PiecePicker:
     def _sync(self, piece: int) -> None:
         wanted = self._priority[piece] and not self.requests.have(piece)
         self.availability.set_priority(piece, self._priority[piece] if wanted else 0)
+        self.requests.set_wanted(piece, bool(self._priority[piece]))  # for in_endgame
         if wanted and piece < self._first_hint:
             self._first_hint = piece
 
@@ -797,18 +799,11 @@ class PiecePicker:
         self._sync(piece)
 
     def in_endgame(self) -> bool:
-        """Whether every block of every wanted piece is received or asked of someone."""
+        """Whether every block of every wanted piece is received or asked of someone. O(1):
+        the request book counts the wanted pieces with no free block as blocks change hands
+        (every end-game pick and received block asks)."""
         wanted = self.availability.num_wanted
-        if not wanted or self.requests.num_started < wanted:
-            # Fewer pieces in progress than wanted: some wanted piece is untouched.
-            return False
-        started = 0
-        for piece in self.requests.started_pieces():
-            if self.wants(piece):
-                if self.requests.num_free(piece):
-                    return False
-                started += 1
-        return started == wanted
+        return bool(wanted) and self.requests.num_full == wanted
 
     # -- picking -----------------------------------------------------------------------
 
@@ -948,42 +943,47 @@ class PiecePicker:
         # every piece was out, against 1.3 this way). Once started pieces outnumber
         # the connected peers by half again, they come first outright (libtorrent's
         # threshold): memory stays bounded, and haves to trade come sooner.
-        prefer_started = requests.num_started > max(4, 3 * availability.num_peers // 2)
-        no_rank: Tier = ()
-        keyed = []
-        # Every block received runs this: the methods the loops call are looked up once.
-        num_free, is_started = requests.num_free, requests.is_started
-        priority, peer_has = availability.priority, availability.peer_has
-        tier, rank_of = strategy.tier, strategy.rank
-        for piece in requests.started_pieces():
-            free = num_free(piece)
-            if free and priority(piece) and peer_has(peer, piece) and usable(piece):
-                rank = no_rank if prefer_started else rank_of(piece, self)
-                keyed.append(((tier(piece, self), rank, 0, free), piece))
-        keyed.sort()
-        queue = iter(keyed)
-        next_partial = next(queue, None)
-        # A choked peer takes only its allowed-fast pieces: sort those few rather than
-        # walk every wanted piece to filter them (each AllowedFast or reject runs a pick).
-        fresh = (
-            strategy.order(self, peer) if allowed is None else self._allowed_order(peer, allowed)
-        )
-        for piece in fresh:
-            if len(picked) >= count:
-                break
-            if is_started(piece) or not usable(piece):
-                continue
-            rank = no_rank if prefer_started else rank_of(piece, self)
-            fresh_key = (tier(piece, self), rank, 1)
-            while next_partial is not None and next_partial[0] <= fresh_key:
-                take(next_partial[1])
-                if len(picked) >= count:
-                    return picked
-                next_partial = next(queue, None)
-            take(piece)
-        while next_partial is not None and len(picked) < count:
-            take(next_partial[1])
+        # In end-game (O(1) to tell) no wanted piece has a free block: nothing to walk.
+        # Every end-game pick used to walk every started piece here for nothing.
+        if not self.in_endgame():
+            prefer_started = requests.num_started > max(4, 3 * availability.num_peers // 2)
+            no_rank: Tier = ()
+            keyed = []
+            # Every block received runs this: the methods the loops call are looked up once.
+            num_free, is_started = requests.num_free, requests.is_started
+            priority, peer_has = availability.priority, availability.peer_has
+            tier, rank_of = strategy.tier, strategy.rank
+            for piece in requests.started_pieces():
+                free = num_free(piece)
+                if free and priority(piece) and peer_has(peer, piece) and usable(piece):
+                    rank = no_rank if prefer_started else rank_of(piece, self)
+                    keyed.append(((tier(piece, self), rank, 0, free), piece))
+            keyed.sort()
+            queue = iter(keyed)
             next_partial = next(queue, None)
+            # A choked peer takes only its allowed-fast pieces: sort those few rather than
+            # walk every wanted piece to filter them (each AllowedFast or reject runs a pick).
+            fresh = (
+                strategy.order(self, peer)
+                if allowed is None
+                else self._allowed_order(peer, allowed)
+            )
+            for piece in fresh:
+                if len(picked) >= count:
+                    break
+                if is_started(piece) or not usable(piece):
+                    continue
+                rank = no_rank if prefer_started else rank_of(piece, self)
+                fresh_key = (tier(piece, self), rank, 1)
+                while next_partial is not None and next_partial[0] <= fresh_key:
+                    take(next_partial[1])
+                    if len(picked) >= count:
+                        return picked
+                    next_partial = next(queue, None)
+                take(piece)
+            while next_partial is not None and len(picked) < count:
+                take(next_partial[1])
+                next_partial = next(queue, None)
 
         # 3. End-game: every block is asked of someone; ask this peer too -- but only
         # a few at a time (libtorrent asks for a busy block only when the peer has
@@ -1126,6 +1126,11 @@ class PiecePicker:
         for piece, peers in self._forfeited.items():
             assert 0 < len(peers) <= _MAX_FORFEITS_PER_PIECE
             pairs.update((piece, peer) for peer in peers)
+        requests = self.requests
+        full = sum(
+            1 for p in requests.started_pieces() if self.wants(p) and not requests.num_free(p)
+        )
+        assert full == requests.num_full, (full, requests.num_full)
         for peer, pieces in self._forfeits_of.items():
             assert 0 < len(pieces) <= _MAX_FORFEITS_PER_PEER
             assert self.availability.has_peer(peer)  # its records went with it
