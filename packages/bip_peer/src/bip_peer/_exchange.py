@@ -13,7 +13,8 @@ sans-IO cores of :mod:`bip_peer._metadata` and :mod:`bip_peer._pex`:
   against the info-hash; peers that send bad data are removed, and so are peers that stop
   answering (a new connection may be dialled to them). A fetch
   that times out keeps the pieces it got for the next fetch of the torrent, until the
-  dictionary verifies or :meth:`~MetadataExchange.stop_serving` forgets them.
+  dictionary verifies or :meth:`~MetadataExchange.stop_serving` forgets them (at most
+  ``max_kept_fetches`` such fetches are kept, the least recently asked forgotten first).
 - :class:`PeerExchange` adds ``ut_pex`` to our extended handshake, tells every peer that
   speaks it about our other peers of the same torrent (at most once a minute, at most 50
   added and 50 dropped per message) and hands the addresses peers tell us about, after the
@@ -80,6 +81,7 @@ from ._pex import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_KEPT_FETCHES",
     "DEFAULT_PEX_MAX_SOURCES",
     "METADATA_EXTENSION",
     "PEX_EXTENSION",
@@ -101,6 +103,10 @@ PEX_SOURCE: Final = "pex"
 DEFAULT_PEX_MAX_SOURCES: Final = 2000
 """Addresses per torrent whose PEX sources :class:`PeerExchange` remembers (the oldest told
 is forgotten first): ten peers' worth of libtorrent's 200 each."""
+DEFAULT_MAX_KEPT_FETCHES: Final = 64
+"""Fetches with no caller waiting that :class:`MetadataExchange` and
+:class:`~bip_peer.PieceLayerExchange` keep for the next call (a timed-out fetch's pieces, or a
+private dictionary a late answer completed); the least recently asked is forgotten beyond it."""
 _SOURCES_PER_ADDRESS: Final = 4  # a few relays to choose from; more adds nothing but memory
 
 # Two components, two loggers: users tune the metadata exchange and PEX separately.
@@ -169,6 +175,17 @@ def _is_private_info(info: bytes) -> bool:
     return type(private) is int and private != 0
 
 
+def _check_kept(max_kept_fetches: object) -> int:
+    """Refuse a ``max_kept_fetches`` that is not a non-negative int."""
+    if (
+        isinstance(max_kept_fetches, bool)
+        or not isinstance(max_kept_fetches, int)
+        or max_kept_fetches < 0
+    ):
+        raise ValueError(f"max_kept_fetches must be a non-negative int, got {max_kept_fetches!r}")
+    return max_kept_fetches
+
+
 def _check_extension_id(extension_id: object) -> None:
     """Refuse an extended message id that is not an int in 1..255 (0 is the handshake)."""
     if isinstance(extension_id, bool) or not isinstance(extension_id, int):
@@ -196,6 +213,8 @@ class MetadataExchangeStatistics:
         requests_rejected: requests rejected (unknown torrent, out of range, over budget).
         pieces_fetched: pieces accepted by fetches.
         peers_banned: peers removed for sending bad metadata.
+        kept: fetches with no caller waiting, kept for the next call (at most
+            ``max_kept_fetches``).
     """
 
     serving: int
@@ -204,14 +223,18 @@ class MetadataExchangeStatistics:
     requests_rejected: int
     pieces_fetched: int
     peers_banned: int
+    kept: int = 0
 
 
 class _Fetch:
     """One fetch: the sans-IO fetcher and the tasks waiting for it.
 
     With no task waiting, the fetch is kept, asking nothing, with the pieces it got (and the
-    answers still coming to its requests) for the next call; what it holds is bounded by the
-    fetcher's ``max_size``.
+    answers still coming to its requests) for the next call, or with the dictionary a late
+    answer completed when it could not be served (a private torrent's). What it holds is
+    bounded: pieces of at most ``max_size`` bytes in all (those of a size no peer offers now
+    included), the peers connected, and the bans of those still connected (a ban is
+    forgotten with its peer's connection); the exchange keeps at most ``max_kept_fetches``.
     """
 
     __slots__ = ("done", "fetcher", "info_hash", "stopped", "waiters")
@@ -250,6 +273,9 @@ class MetadataExchange:
             (rtorrent 0.9.8 does), and a new connection to it may answer.
         serve_burst: pieces a peer may fetch from us at once.
         serve_rate: pieces per second a peer's budget refills at.
+        max_kept_fetches: fetches with no caller waiting kept for the next call (those that
+            timed out, with the pieces they got); the least recently asked is forgotten
+            beyond it (its pieces are fetched again if it is asked for again).
     """
 
     def __init__(
@@ -263,8 +289,10 @@ class MetadataExchange:
         stall_backoff: float = DEFAULT_METADATA_STALL_BACKOFF,
         serve_burst: int = DEFAULT_SERVE_BURST,
         serve_rate: float = DEFAULT_SERVE_RATE,
+        max_kept_fetches: int = DEFAULT_MAX_KEPT_FETCHES,
     ) -> None:
         _check_extension_id(extension_id)
+        self._max_kept = _check_kept(max_kept_fetches)
         self._extension_id = extension_id
         self._fetcher_options: dict[str, float] = {
             "max_size": max_size,
@@ -283,6 +311,8 @@ class MetadataExchange:
         # Swarm ids of the torrents serve() refused as private: no ut_metadata for their peers.
         self._private: set[bytes] = set()
         self._fetches: dict[bytes, _Fetch] = {}
+        # The fetches in _fetches with no caller waiting, least recently asked first.
+        self._kept: OrderedDict[int, _Fetch] = OrderedDict()
         self._answered = 0
         self._rejected = 0
         self._fetched = 0
@@ -365,9 +395,13 @@ class MetadataExchange:
         work.
 
         A fetch that times out, or whose callers are all cancelled, asks nothing more but
-        keeps the pieces it got (and the peers it found lying), and takes the answers to its
-        requests that still come: the next fetch of the torrent goes on from there.
-        :meth:`stop_serving` forgets them.
+        keeps the pieces it got (and the peers it found lying, while they stay connected),
+        and takes the answers to its requests that still come: the next fetch of the
+        torrent goes on from there, if it names the same hashes (one naming others starts
+        again, so that the dictionary returned hashes to every hash the caller names). A
+        private dictionary such an answer completes is kept for the next fetch too (it is
+        never served). :meth:`stop_serving` forgets them; so does a ``max_kept_fetches``-th
+        fetch kept after them, the least recently asked first.
 
         Raises:
             MetadataFetchError: no verified dictionary within ``timeout`` seconds.
@@ -385,6 +419,14 @@ class MetadataExchange:
             await trio.lowlevel.checkpoint()
             return server.info_bytes
         fetch = _lookup(self._fetches, info_hash)
+        if fetch is not None and fetch.info_hash != info_hash and not fetch.waiters:
+            done = fetch.fetcher.result()
+            if done is None or not info_matches(info_hash, done):
+                # Kept under other hashes, it checks a dictionary against those: fewer than
+                # the caller names would let through one that fails the others, more might
+                # never be met. Started again under the caller's (nobody waits on it).
+                self._forget_fetch(fetch)
+                fetch = None
         if fetch is None:
             fetcher: MetadataFetcher[Peer] = MetadataFetcher(
                 info_hash,
@@ -396,24 +438,32 @@ class MetadataExchange:
             _metadata_log.debug("fetching the metadata of %s from peers", info_hash)
         fetch.stopped = False  # asked for again: served once fetched
         fetch.waiters += 1
+        self._kept.pop(id(fetch), None)
         if fetch.waiters == 1:
             # New, or kept since an earlier call: asking again, of every peer that offers it.
-            now = trio.current_time()
-            for peer in manager.peers:
-                if _same_torrent(info_hash, peer.info_hash):
-                    self._offer(manager, fetch, peer, now)
+            self._offer_all(manager, fetch)
         try:
             with trio.move_on_after(timeout):
                 await fetch.done.wait()
         finally:
             fetch.waiters -= 1
-            if fetch.waiters == 0 and fetch.stopped and not fetch.done.is_set():
-                self._forget_fetch(fetch)
+            if fetch.waiters == 0 and not fetch.done.is_set():
+                if fetch.stopped:
+                    self._forget_fetch(fetch)
+                else:
+                    self._keep(fetch)
         result = fetch.fetcher.result()
         if result is None:
             raise MetadataFetchError(
                 f"no verified metadata for {info_hash} within {timeout} s "
                 f"({fetch.fetcher.statistics()})"
+            )
+        self._forget_fetch(fetch)  # kept done (not served): the caller has it now
+        if fetch.info_hash != info_hash and not info_matches(info_hash, result):
+            # Another caller's fetch, under hashes of its own, got it: the same torrent
+            # (they share a swarm id), but not the dictionary this caller's hashes name.
+            raise MetadataFetchError(
+                f"the metadata fetched for {fetch.info_hash} does not hash to {info_hash}"
             )
         return result
 
@@ -426,6 +476,7 @@ class MetadataExchange:
             requests_rejected=self._rejected,
             pieces_fetched=self._fetched,
             peers_banned=self._banned,
+            kept=len(self._kept),
         )
 
     # -- PeerService -------------------------------------------------------------------------
@@ -513,6 +564,14 @@ class MetadataExchange:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _offer_all(self, manager: PeerManager, fetch: _Fetch) -> None:
+        # A method of its own: the loop's variable would hold the last peer (its connection)
+        # in fetch's frame for as long as the caller waits.
+        now = trio.current_time()
+        for peer in manager.peers:
+            if _same_torrent(fetch.info_hash, peer.info_hash):
+                self._offer(manager, fetch, peer, now)
+
     def _offer(self, manager: PeerManager, fetch: _Fetch, peer: Peer, now: float) -> None:
         handshake = peer.extended_handshake
         if handshake is None:
@@ -557,12 +616,29 @@ class MetadataExchange:
             # (a private one, mostly), at most max_size bytes, once per fetch; the session
             # parses the dictionary in a thread next and serves it again with its flag. Not
             # once stopped (the torrent went meanwhile): its callers still get it.
-            if not fetch.stopped:
+            stopped = fetch.stopped  # serve() stops serving a private torrent: read it first
+            if not stopped:
                 self.serve(fetch.info_hash, result)
             self._forget_fetch(fetch)
+            if not (stopped or fetch.waiters or self.serving(fetch.info_hash)):
+                # A private dictionary (never served) that a late answer brought, nobody
+                # waiting: kept for the next call, which would otherwise fetch it all again.
+                for swarm_id in fetch.info_hash.swarm_ids():
+                    self._fetches[swarm_id] = fetch
+                self._keep(fetch)
             fetch.done.set()
 
+    def _keep(self, fetch: _Fetch) -> None:
+        """Keep ``fetch``, which no caller waits on, for the next call; forget the least
+        recently asked beyond ``max_kept_fetches``."""
+        self._kept[id(fetch)] = fetch
+        self._kept.move_to_end(id(fetch))
+        while len(self._kept) > self._max_kept:
+            _, oldest = self._kept.popitem(last=False)
+            self._forget_fetch(oldest)
+
     def _forget_fetch(self, fetch: _Fetch) -> None:
+        self._kept.pop(id(fetch), None)
         for swarm_id in fetch.info_hash.swarm_ids():
             if self._fetches.get(swarm_id) is fetch:
                 del self._fetches[swarm_id]

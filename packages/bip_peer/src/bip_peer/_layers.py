@@ -37,6 +37,7 @@ answer that finds it full is sent at a later tick, never dropped).
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -57,7 +58,7 @@ from bip_metainfo import (
 )
 
 from ._errors import LocalProtocolError, PeerError, PieceLayerFetchError
-from ._exchange import _lookup, _same_torrent
+from ._exchange import DEFAULT_MAX_KEPT_FETCHES, _check_kept, _lookup, _same_torrent
 from ._manager import Peer, PeerManager
 from ._messages import Hashes, HashReject, HashRequest
 
@@ -426,6 +427,8 @@ class PieceLayerExchangeStatistics:
         chunks_fetched: verified replies taken by fetches.
         requests_timed_out: requests of ours that went unanswered past the timeout.
         peers_banned: peers removed for sending hashes that do not verify.
+        kept: fetches with no caller waiting, kept for the next call (at most
+            ``max_kept_fetches``).
     """
 
     serving: int
@@ -435,6 +438,7 @@ class PieceLayerExchangeStatistics:
     chunks_fetched: int
     requests_timed_out: int
     peers_banned: int
+    kept: int = 0
 
 
 class PieceLayerExchange:
@@ -449,6 +453,9 @@ class PieceLayerExchange:
             are asked for the chunk meanwhile).
         serve_burst: requests a peer may have answered at once.
         serve_rate: requests per second a peer's budget refills at.
+        max_kept_fetches: fetches with no caller waiting kept for the next call (those that
+            timed out, with the chunks they verified); the least recently asked is
+            forgotten beyond it.
     """
 
     def __init__(
@@ -460,7 +467,9 @@ class PieceLayerExchange:
         reject_backoff: float = DEFAULT_LAYER_REJECT_BACKOFF,
         serve_burst: int = DEFAULT_LAYER_SERVE_BURST,
         serve_rate: float = DEFAULT_LAYER_SERVE_RATE,
+        max_kept_fetches: int = DEFAULT_MAX_KEPT_FETCHES,
     ) -> None:
+        self._max_kept = _check_kept(max_kept_fetches)
         _check_positive("request_timeout", request_timeout)
         _check_positive("max_hashes_per_request", max_hashes_per_request, integer=True)
         if max_hashes_per_request & (max_hashes_per_request - 1):
@@ -479,6 +488,8 @@ class PieceLayerExchange:
         self._serve_rate = float(serve_rate)
         self._served: dict[bytes, _Served] = {}
         self._fetches: dict[bytes, _LayerFetch] = {}
+        # The fetches in _fetches with no caller waiting, least recently asked first.
+        self._kept: OrderedDict[int, _LayerFetch] = OrderedDict()
         # serve_async's builds under way, by swarm id: a stop_serving (or a later serve)
         # meanwhile takes its token away, and the trees built are then dropped.
         self._building: dict[bytes, object] = {}
@@ -571,7 +582,9 @@ class PieceLayerExchange:
 
         A fetch that times out, or whose callers are all cancelled, asks nothing more but
         keeps the chunks it verified, and takes the answers to its requests that still come:
-        the next fetch of the torrent goes on from there. :meth:`stop_serving` forgets them.
+        the next fetch of the torrent goes on from there. :meth:`stop_serving` forgets them;
+        so does a ``max_kept_fetches``-th fetch kept after them, the least recently asked
+        first.
 
         Raises:
             PieceLayerServeError: the layers verified cannot be served; fetching again would
@@ -615,11 +628,10 @@ class PieceLayerExchange:
             )
         fetch.stopped = False  # asked for again: served once fetched
         fetch.waiters += 1
+        self._kept.pop(id(fetch), None)
         if fetch.waiters == 1:
             # New, or kept since an earlier call: asking again, of every v2 peer.
-            now = trio.current_time()
-            for peer in manager.peers:
-                self._offer(manager, fetch, peer, now)
+            self._offer_all(manager, fetch)
         try:
             with trio.move_on_after(timeout):
                 await fetch.arrived.wait()
@@ -629,8 +641,11 @@ class PieceLayerExchange:
                     await self._serve_fetched(fetch)
         finally:
             fetch.waiters -= 1
-            if fetch.waiters == 0 and fetch.stopped and not fetch.done.is_set():
-                self._forget_fetch(fetch)
+            if fetch.waiters == 0 and not fetch.done.is_set():
+                if fetch.stopped:
+                    self._forget_fetch(fetch)
+                else:
+                    self._keep(fetch)
         if fetch.failure is not None:
             raise PieceLayerServeError(fetch.failure)
         if not fetch.done.is_set():
@@ -651,6 +666,7 @@ class PieceLayerExchange:
             chunks_fetched=self._fetched,
             requests_timed_out=self._timed_out,
             peers_banned=self._banned,
+            kept=len(self._kept),
         )
 
     # -- PeerService -------------------------------------------------------------------------
@@ -743,6 +759,13 @@ class PieceLayerExchange:
             for root, length in _layered_files(info).items()
         }
 
+    def _offer_all(self, manager: PeerManager, fetch: _LayerFetch) -> None:
+        # A method of its own: the loop's variable would hold the last peer (its connection)
+        # in fetch's frame for as long as the caller waits.
+        now = trio.current_time()
+        for peer in manager.peers:
+            self._offer(manager, fetch, peer, now)
+
     def _offer(self, manager: PeerManager, fetch: _LayerFetch, peer: Peer, now: float) -> None:
         if not _same_torrent(fetch.info_hash, peer.info_hash) or not _speaks_v2(peer):
             return
@@ -784,7 +807,10 @@ class PieceLayerExchange:
             # start of the build could be cancelled (a thread runs to its end); cut there, the
             # fetch would hold a verified layer that no caller serves.
             with trio.CancelScope(shield=True):
-                if not fetch.stopped:
+                # Again if a stop_serving during the build dropped its trees and a fetch
+                # since asked for the layers again (clearing ``stopped``): a fetch that
+                # returns them leaves them served. Not if a serve() gave them meanwhile.
+                while not fetch.stopped and not self.serving(fetch.info_hash):
                     await self._serve_off_loop(fetch.info, layers)
         except ValueError as error:
             # Should not happen: each chunk verified against the file the fetch asked for,
@@ -841,7 +867,17 @@ class PieceLayerExchange:
             self._building.pop(swarm_id, None)  # the latest serve wins over a build under way
         _log.debug("serving the piece layers of %s: %d files", info.info_hash, len(trees))
 
+    def _keep(self, fetch: _LayerFetch) -> None:
+        """Keep ``fetch``, which no caller waits on, for the next call; forget the least
+        recently asked beyond ``max_kept_fetches``."""
+        self._kept[id(fetch)] = fetch
+        self._kept.move_to_end(id(fetch))
+        while len(self._kept) > self._max_kept:
+            _, oldest = self._kept.popitem(last=False)
+            self._forget_fetch(oldest)
+
     def _forget_fetch(self, fetch: _LayerFetch) -> None:
+        self._kept.pop(id(fetch), None)
         for swarm_id in fetch.info_hash.swarm_ids():
             if self._fetches.get(swarm_id) is fetch:
                 del self._fetches[swarm_id]

@@ -47,7 +47,11 @@ back-off alone would never cure.
 How the fetcher deals with liars. Peers advertise ``metadata_size`` in their extended handshake;
 sizes above ``max_size`` are refused outright (libtorrent's ``ut_metadata`` ignores sizes above
 4 MiB, which is our default too). When peers disagree, the fetcher assembles one size at a time:
-the size the most eligible peers advertise, kept while any eligible peer still offers it. A piece
+the size the most eligible peers advertise, kept while any eligible peer still offers it. The
+pieces of a size given up are set aside, not dropped, and taken up again when a peer offers that
+size again (a seeder whose connection dropped and came back, as libtorrent keeps its metadata
+buffer across disconnects): one size's (the one with the most pieces), dropped once they and the
+pieces being assembled exceed ``max_size`` bytes, and trusted no more than others. A piece
 whose length does not fit that size, or a ``total_size`` that differs from what the peer
 advertised, costs the peer its place (banned). A peer that re-advertises another size keeps its
 requests made under the old one outstanding, so a silent one still times out; an info dictionary
@@ -124,6 +128,10 @@ DEFAULT_MAX_TIMEOUTS: Final = 3
 
 DEFAULT_MAX_PARALLEL_FAILURES: Final = 1
 """Failed multi-source assemblies before the fetcher switches to one source at a time."""
+
+_MAX_BANS: Final = 1024
+"""Banned peers a :class:`MetadataFetcher` remembers while the caller keeps them (it forgets
+one when told it left, :meth:`MetadataFetcher.remove_peer`): the oldest ban goes beyond it."""
 
 DEFAULT_SERVE_BURST: Final = 512
 """Pieces a peer may fetch from a :class:`MetadataServer` at once (8 MiB, two whole 4 MiB
@@ -313,12 +321,19 @@ class MetadataFetcher(Generic[K]):
 
         self._peers: dict[K, _Peer] = {}
         self._next_order = 0
-        self._banned: set[K] = set()
+        # Banned and not yet removed by the caller (its connection lasts): ordered, the oldest
+        # forgotten beyond _MAX_BANS. Removed, a peer is forgotten, as a new connection to it
+        # is a new peer: kept, every departed liar's connection would stay with a kept fetch.
+        self._banned: dict[K, None] = {}
         self._to_report: list[tuple[K, str]] = []
         self._silent_reports: dict[K, str] = {}  # ordered: the order they fell silent
 
         self._size: int | None = None  # the size being assembled
         self._pieces: dict[int, tuple[bytes, K]] = {}  # piece -> (data, source)
+        # The pieces of a size no peer offers any more, with that size: taken up again when a
+        # peer offers it again (a seeder whose connection dropped). One size only, the one with
+        # the most pieces, and dropped once it and _pieces hold more than max_size bytes.
+        self._aside: tuple[int, dict[int, tuple[bytes, K]]] | None = None
         # After a failed assembly: for each (size, piece), the digest each contributor sent.
         self._suspect: dict[tuple[int, int], dict[K, bytes]] = {}
         self._failed_contributors: set[K] = set()
@@ -358,7 +373,7 @@ class MetadataFetcher(Generic[K]):
         if peer in self._banned or self._result is not None:
             return False
         if metadata_size is not None and not self._size_ok(metadata_size):
-            self.remove_peer(peer)
+            self._remove(peer)
             return False
         state = self._peers.get(peer)
         if state is None:
@@ -388,12 +403,23 @@ class MetadataFetcher(Generic[K]):
         return True
 
     def remove_peer(self, peer: K) -> None:
-        """Forget a peer (disconnected); its requests in flight go to others."""
+        """Forget a peer (disconnected); its requests in flight go to others.
+
+        A banned peer's ban is forgotten too: keys name connections, and a new connection
+        to the same host is a new peer (the fetch keeps nothing of the ones that left).
+        """
+        self._banned.pop(peer, None)
+        self._remove(peer)
+
+    def _remove(self, peer: K) -> None:
+        self._failed_contributors.discard(peer)
         state = self._peers.pop(peer, None)
         if state is None:
             return
-        for digests in self._suspect.values():
+        for key, digests in list(self._suspect.items()):
             digests.pop(peer, None)
+            if not digests:
+                del self._suspect[key]
         self._silent_reports.pop(peer, None)
         if self._source == peer:
             self._source = None
@@ -408,7 +434,9 @@ class MetadataFetcher(Generic[K]):
     def take_banned(self) -> list[tuple[K, str]]:
         """The peers banned since the last call, each with the reason; drop their connections.
 
-        A banned peer is forgotten and never added again.
+        A banned peer is not added again until :meth:`remove_peer` says it left (then a new
+        connection to it is a new peer). Bans the caller never removes are bounded: the
+        oldest of more than 1024 is forgotten.
         """
         reported, self._to_report = self._to_report, []
         return reported
@@ -659,6 +687,8 @@ class MetadataFetcher(Generic[K]):
             return
         self._pieces[piece] = (bytes(message.data), peer)
         self._pieces_received += 1
+        if self._aside is not None and self._held() > self._max_size:
+            self._aside = None  # the size assembled now has the pieces, and the place
         if len(self._pieces) == metadata_piece_count(size):
             self._assemble(size)
 
@@ -806,10 +836,27 @@ class MetadataFetcher(Generic[K]):
         self._discard_pieces()
 
     def _set_size(self, size: int | None) -> None:
+        """Assemble ``size`` from now on (None: no peer offers a usable one). The pieces of
+        the size given up are set aside (unless fewer than those set aside already), and
+        those set aside for ``size`` taken up again: a seeder whose connection dropped and
+        came back goes on from them. They are trusted no more than any: only once the
+        whole dictionary hashes to the info-hash."""
         if size is not None and self._size is None:
             self._release_probes()
+        old, pieces = self._size, self._pieces
         self._size = size
-        self._discard_pieces()
+        self._pieces = {}
+        aside = self._aside
+        if aside is not None and aside[0] == size:
+            self._pieces, self._aside, aside = aside[1], None, None
+        # Not in single-source mode: those pieces came from one source, gone or moved on.
+        if (
+            old is not None
+            and pieces
+            and not self._single_source
+            and (aside is None or len(pieces) >= len(aside[1]))
+        ):
+            self._aside = (old, pieces)
 
     def _release_probes(self) -> None:
         """The size is known now: a probe (piece 0, asked of a peer that advertised no size,
@@ -822,6 +869,13 @@ class MetadataFetcher(Generic[K]):
 
     def _discard_pieces(self) -> None:
         self._pieces.clear()
+
+    def _held(self) -> int:
+        """Bytes of the pieces held, set aside or not."""
+        held = sum(len(data) for data, _ in self._pieces.values())
+        if self._aside is not None:
+            held += sum(len(data) for data, _ in self._aside[1].values())
+        return held
 
     def _assemble(self, size: int) -> None:
         pieces = [self._pieces[index] for index in range(metadata_piece_count(size))]
@@ -839,14 +893,19 @@ class MetadataFetcher(Generic[K]):
             if self._single_source:
                 self._source = None
             return
-        # Several contributors: remember who sent what, and retry one source at a time.
+        # Several contributors: remember who sent what, and retry one source at a time. Only
+        # of the peers still here: one that left (its pieces set aside) cannot be banned, and
+        # what is remembered of it would only hold its connection.
         for index, (data, source) in enumerate(pieces):
-            self._suspect.setdefault((size, index), {})[source] = hashlib.sha1(data).digest()
-        self._failed_contributors |= contributors
+            if source in self._peers:
+                digest = hashlib.sha1(data).digest()
+                self._suspect.setdefault((size, index), {})[source] = digest
+        self._failed_contributors |= contributors & self._peers.keys()
         self._parallel_failures += 1
         if self._parallel_failures >= self._max_parallel_failures:
             self._single_source = True
             self._source = None
+            self._aside = None  # pieces from several sources: of no use to one at a time
 
     def _finish(self, pieces: list[tuple[bytes, K]]) -> None:
         size = len(self._result or b"")
@@ -858,6 +917,7 @@ class MetadataFetcher(Generic[K]):
                 if suspect_size != size or digest != digests[index]:
                     liars[peer] = None
         self._suspect.clear()
+        self._aside = None
         for peer in liars:
             self._ban(peer, "sent metadata pieces that differ from the verified ones")
         self._pieces.clear()
@@ -871,8 +931,11 @@ class MetadataFetcher(Generic[K]):
         return info_matches(self._info_hash, info)
 
     def _ban(self, peer: K, reason: str) -> None:
-        self.remove_peer(peer)
-        self._banned.add(peer)
+        if peer in self._peers:
+            self._remove(peer)
+            self._banned[peer] = None
+            while len(self._banned) > _MAX_BANS:
+                del self._banned[next(iter(self._banned))]
         self._banned_count += 1
         self._to_report.append((peer, reason))
 

@@ -1933,9 +1933,10 @@ class Torrent:
     async def _fetch_info(self) -> Info:
         """The info dictionary from the peers (BEP 9), saved for the next run.
 
-        Each attempt goes on from the pieces the earlier ones got (the exchange keeps them
-        until the torrent stops serving), so a dictionary slower to come than one
-        ``metadata_timeout`` still comes."""
+        Each attempt goes on from the pieces the earlier ones got (the exchange keeps them,
+        through the peers' reconnections, until the torrent stops serving, or, paused, until
+        64 other torrents' unfinished fetches are kept after it), so a dictionary slower to
+        come than one ``metadata_timeout`` still comes."""
         raw = await self._fetch_from_peers(
             lambda: self._metadata.fetch(
                 self._manager, self._info_hash, timeout=self._config.metadata_timeout
