@@ -149,14 +149,19 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         help="MSE/PE: prefer it (default, plaintext peers too), require it, or disable it",
     )
     parser.add_argument(
-        "--no-trackers", action="store_true", help="do not announce to the torrent's trackers"
+        "--no-trackers",
+        action="store_true",
+        help="announce to no tracker: neither the torrent's nor those --tracker adds",
     )
     parser.add_argument(
         "--tracker",
         action="append",
         default=[],
         metavar="URL",
-        help="another udp://, http:// or https:// tracker to announce to (repeat for more)",
+        help=(
+            "another udp://, http:// or https:// tracker to announce to (repeat for more;"
+            " none with --no-trackers)"
+        ),
     )
     parser.add_argument(
         "--dht-bootstrap",

@@ -26,17 +26,17 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, TypeGuard, runtime_checkable
 
 import trio
 
-from bip_handshake import PeerAddress, PeerId, PeerSink
+from bip_handshake import Family, PeerAddress, PeerId, PeerSink
 from bip_metainfo import InfoHash
 
 from ._checks import seconds
-from ._client import TrackerClient, TrackerTarget, _peer_id_bytes, _swarm_id
+from ._client import TrackerClient, TrackerTarget, _peer_id_bytes, _swarm_id, check_family
 from ._client_core import AnnounceResult
 from ._codec import AnnounceEvent
 from ._errors import LocalProtocolError, TrackerError, TrackerRejectedError, TrackerTimeoutError
@@ -125,6 +125,13 @@ class AnnounceClient(Protocol):
     attribute, not a signature that happens to name ``paused``: a wrapper forwarding
     ``**kwargs`` sets the attribute if what it wraps takes the keyword). A tracker that
     refuses an announce saying ``paused`` hears ``none`` from then on (see :class:`Announcer`).
+
+    Announcing per address family (BEP 7, an :class:`Announcer` given a ``family``) is opt-in
+    the same way: a client whose ``announces_family`` is ``True`` (bip's HTTP client's is)
+    must take a keyword ``family: int | None`` in :meth:`announce` (4 or 6: reach the tracker
+    at its addresses of that IP version only, from our address of it), and is passed it with
+    every announce of such an announcer. An announcer is given a family for a client that did
+    not opt in: :class:`LocalProtocolError` when it is built.
     """
 
     def check_tracker(self, tracker: str) -> None:
@@ -205,6 +212,9 @@ class AnnouncerStatus:
             None while announcing goes on.
         last_paused: whether the last answered announce said BEP 21's ``paused`` (its
             ``last_event`` is then ``none``, the event it stands in for).
+        family: the IP version (4 or 6) this announcer reaches the tracker in (BEP 7: one
+            announcer per family we listen on, each with its own state); None: whichever
+            address of the tracker comes first.
     """
 
     tracker: str
@@ -221,6 +231,7 @@ class AnnouncerStatus:
     next_announce: float | None
     given_up: str | None = None
     last_paused: bool = False
+    family: Family | None = None
 
 
 class Announcer:
@@ -300,10 +311,20 @@ class Announcer:
         on_update: called with the new :attr:`status` after each announce, answered or
             failed (``stopped`` included), as libtorrent posts its tracker alerts: to log or
             show it. It runs in :meth:`run`'s task and must not block.
+        family: 4 or 6: announce in that IP version only (BEP 7: "an announce to the tracker
+            should be made for each local IP address the client listens on"), to the
+            tracker's addresses of it, from our address of it: run one announcer per family
+            we listen on, each with its own state (interval, backoff, ``tracker id``,
+            connection id), as libtorrent's ``announce_endpoint`` per listen socket. A name
+            without an address of that family fails in this family only. None (the
+            default): the tracker's first address of a family the client can reach. A
+            client other than a :class:`TrackerClient` must opt in (see
+            :class:`AnnounceClient`).
 
     Raises:
         LocalProtocolError: a bad argument (a URL that is not ``udp://`` for a
-            :class:`TrackerClient`, one the other client refuses, a bad port...).
+            :class:`TrackerClient`, one the other client refuses, a bad port, a ``family``
+            other than 4, 6 or None, or one for a client that did not opt in...).
     """
 
     def __init__(
@@ -324,9 +345,11 @@ class Announcer:
         timeout: float = DEFAULT_ANNOUNCE_TIMEOUT,
         stopped_timeout: float = DEFAULT_STOPPED_TIMEOUT,
         on_update: Callable[[AnnouncerStatus], None] | None = None,
+        family: Family | None = None,
     ) -> None:
         # Checked here, not at the first announce: a bad URL is the caller's mistake, and
         # run() must not mistake it for a tracker failure to retry for ever.
+        check_family(family)
         if not isinstance(client, TrackerClient):
             if not isinstance(client, AnnounceClient):
                 raise LocalProtocolError(
@@ -335,6 +358,10 @@ class Announcer:
             if not isinstance(tracker, str):
                 raise LocalProtocolError(f"a tracker URL is a str, got {tracker!r:.80}")
             client.check_tracker(tracker)  # the client knows its own URLs: passed as given
+            if family is not None and getattr(client, "announces_family", False) is not True:
+                raise LocalProtocolError(
+                    f"a family is given to a client that announces in any family: {client!r:.80}"
+                )
             self._label = tracker
         elif isinstance(tracker, str):
             self._label = tracker
@@ -344,8 +371,8 @@ class Announcer:
         else:
             raise LocalProtocolError(f"not a tracker address or udp:// URL: {tracker!r:.80}")
         # For logs and messages: a private tracker's passkey (in its query or its path) stays
-        # out of them.
-        self._shown = shown_url(self._label)
+        # out of them; with the family, as its announcer is one of two.
+        self._shown = shown_url(self._label) + ("" if family is None else f" (IPv{family})")
         _swarm_id(info_hash)
         _peer_id_bytes(peer_id)
         if not callable(port):
@@ -387,6 +414,7 @@ class Announcer:
         self._sink = sink
         self._num_want = num_want
         self._on_update = on_update
+        self._family = family
         # The state the status shows.
         self._running = False
         self._announcing = False
@@ -432,6 +460,7 @@ class Announcer:
             next_announce=self._next,
             given_up=self._given_up,
             last_paused=self._last_paused,
+            family=self._family,
         )
 
     def mark_completed(self) -> None:
@@ -510,14 +539,20 @@ class Announcer:
         self, event: AnnounceEvent, progress: AnnounceProgress, *, paused: bool = False
     ) -> AnnounceResult:
         client = self._client
+        announce: Callable[..., Awaitable[AnnounceResult]]
         if isinstance(client, TrackerClient):
-            announce = functools.partial(client.announce, self._tracker)
-        elif paused and self._pausing is not None:
-            # Only then, and only to a client that opted in: the protocol's announce leaves
-            # the keyword out, for the clients written before it.
-            announce = functools.partial(self._pausing.announce, self._label, paused=True)
+            announce = functools.partial(client.announce, self._tracker, family=self._family)
         else:  # another client gets the URL as given, which is the label
-            announce = functools.partial(client.announce, self._label)
+            # Only the keywords it opted in to (checked when built), and only when they say
+            # something: the protocol's announce leaves them out, for the clients written
+            # before them.
+            keywords: dict[str, object] = {}
+            if paused and self._pausing is not None:
+                keywords["paused"] = True
+            if self._family is not None:
+                keywords["family"] = self._family
+            method: Callable[..., Awaitable[AnnounceResult]] = client.announce
+            announce = functools.partial(method, self._label, **keywords)
         result = await announce(
             self._info_hash,
             peer_id=self._peer_id,

@@ -158,6 +158,7 @@ class TrackerClient:
         key: int | None = None,
         ip: IPv4Address | int = 0,
         url_data: bytes | None = None,
+        family: Family | None = None,
     ) -> AnnounceResult:
         """Announce to *tracker* and return its answer; found peers also go to the sink.
 
@@ -183,6 +184,11 @@ class TrackerClient:
             key: the BEP 15 key; by default one random key per client.
             ip: an IPv4 address to announce instead of the sender's (0: the sender's).
             url_data: BEP 41 URLData to send instead of the URL's path and query.
+            family: 4 or 6: announce in that IP version only, to the tracker's address of
+                it, from our socket of it (BEP 7: one announce per address family we listen
+                on, as libtorrent's ``announce_endpoint``); None: to the first address of a
+                family we have a socket for. Through a proxy that resolves names
+                (``socks5h://``) a name goes to the proxy whatever the family.
 
         Raises:
             TrackerTimeoutError: no answer after every retransmission.
@@ -195,14 +201,16 @@ class TrackerClient:
             TrackerError: the host name did not resolve, or only to addresses no datagram can
                 go to (unspecified, multicast, the IPv4 broadcast: a DNS blocklist answers
                 ``0.0.0.0`` for a blocked name; such addresses are skipped), the tracker's
-                address is one of those, or there is no socket of its family; through a
+                address is one of those, or there is no socket of its family, or it has no
+                address of ``family`` (one family failing, not the tracker); through a
                 proxy, no UDP association came up within ``proxy_timeout`` seconds, or the
                 association was lost (the message says why).
             LocalProtocolError: a bad argument (URLData making the packet longer than
-                :data:`~bip_utracker._client_core.MAX_REQUEST_SIZE`, 65,245 bytes, too), or
-                the client is closed.
+                :data:`~bip_utracker._client_core.MAX_REQUEST_SIZE`, 65,245 bytes, too, or a
+                ``family`` other than 4, 6 or None), or the client is closed.
         """
-        address, path = await self._resolve(tracker)
+        check_family(family)
+        address, path = await self._resolve(tracker, family)
         swarm_id = _swarm_id(info_hash)
         try:
             announce_event = AnnounceEvent(event)
@@ -348,11 +356,13 @@ class TrackerClient:
             f"{relay.proxy.address} ({reason})"
         )
 
-    async def _resolve(self, tracker: TrackerTarget) -> tuple[TrackerAddress, bytes]:
+    async def _resolve(
+        self, tracker: TrackerTarget, family: Family | None = None
+    ) -> tuple[TrackerAddress, bytes]:
         """The address to send to (or through a proxy that resolves names, the name) and the
-        URLData the target implies."""
+        URLData the target implies; of ``family`` only, if given."""
         if isinstance(tracker, PeerAddress):
-            return self._usable(tracker), b""
+            return self._usable(tracker, family), b""
         if isinstance(tracker, str):
             tracker = parse_tracker_url(tracker)
         if isinstance(tracker, TrackerUrl):
@@ -376,14 +386,15 @@ class TrackerClient:
         except ValueError:
             literal = None
         if literal is not None:
-            return self._usable(PeerAddress(literal, port)), path
+            return self._usable(PeerAddress(literal, port), family), path
         if self._relay is not None and self._relay.proxy.remote_dns:
             # socks5h://: the proxy resolves it; our resolver must not hear of it.
             return (host, port), path
-        return await self._lookup(host, port), path
+        return await self._lookup(host, port, family), path
 
-    async def _lookup(self, host: str, port: int) -> PeerAddress:
-        """Resolve *host* to the first address of a family we have a socket for; through a
+    async def _lookup(self, host: str, port: int, family: Family | None = None) -> PeerAddress:
+        """Resolve *host* to the first address of a family we have a socket for (of
+        ``family`` only, if given: its announce in that family, BEP 7); through a
         proxy's relay, the first of our relay socket's family, the other family's only when
         there is none (as libtorrent keeps the addresses its socket can route): a proxy
         reached over IPv4 may have no IPv6 route, and every request to a dual-stack tracker
@@ -394,7 +405,8 @@ class TrackerClient:
 
         Raises:
             TrackerError: the name did not resolve, or to no address left (a failing
-                tracker, retried as any other, never the caller's mistake).
+                tracker, retried as any other, never the caller's mistake), or none of
+                ``family`` (that family's announce failing, not the tracker).
         """
         try:
             infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
@@ -403,14 +415,18 @@ class TrackerClient:
         preferred = None if self._relay is None else self._relay.local_address.family
         fallback: PeerAddress | None = None
         unusable: PeerAddress | None = None  # the first skipped for its host, for the message
-        for family, _, _, _, sockaddr in infos:
-            if family not in _IP_FAMILIES:  # a custom resolver may answer any family
+        other_family = False  # an address of the family not asked for, for the message
+        for info_family, _, _, _, sockaddr in infos:
+            if info_family not in _IP_FAMILIES:  # a custom resolver may answer any family
                 continue
             try:
                 # A mapped IPv6 address is the IPv4 tracker it names.
                 address = PeerAddress(ip_address(sockaddr[0]), port).normalized()
             except (ValueError, CompactError):
                 continue  # a scoped link-local address: not one we can key on
+            if family is not None and address.family != family:
+                other_family = True
+                continue
             if not address.is_connectable:
                 unusable = unusable or address
                 continue
@@ -427,20 +443,26 @@ class TrackerClient:
                 f"tracker host {host!r} has no address we can reach (it resolves to "
                 f"{unusable.host}, which no datagram can go to: a DNS blocklist's answer?)"
             )
+        if family is not None and other_family:
+            raise TrackerError(f"tracker host {host!r} has no IPv{family} address")
         raise TrackerError(f"tracker host {host!r} has no address we can reach")
 
-    def _usable(self, address: PeerAddress) -> PeerAddress:
-        """*address* as sent to: plain IPv4 if mapped, of a family we can reach.
+    def _usable(self, address: PeerAddress, family: Family | None = None) -> PeerAddress:
+        """*address* as sent to: plain IPv4 if mapped, of a family we can reach (``family``,
+        if given).
 
         Raises:
             LocalProtocolError: port 0, as a URL's or a ``(host, port)`` pair's.
             TrackerError: no datagram can go to its host (unspecified, multicast, the IPv4
                 broadcast: a torrent's tracker URL may name one, which is a failing tracker,
-                not the caller's mistake), or we have no socket of its family.
+                not the caller's mistake), or we have no socket of its family, or it is not
+                of ``family``.
         """
         address = address.normalized()
         if address.port == 0:
             raise LocalProtocolError(f"a tracker port is 1..65535, got 0 ({address})")
+        if family is not None and address.family != family:
+            raise TrackerError(f"tracker {address} is no IPv{family} address")
         if not address.is_connectable:
             raise TrackerError(f"cannot send to tracker address {address}")
         if not self._reaches(address.family):
@@ -777,6 +799,16 @@ def _relay_bind(family: Family, bind_v4: str | None, bind_v6: str | None) -> str
 def _close_all(sockets: dict[Family, trio.socket.SocketType]) -> None:
     for sock in sockets.values():
         sock.close()
+
+
+def check_family(family: object) -> None:
+    """Accept an address family as the announce APIs take it: 4, 6, or None (any).
+
+    Raises:
+        LocalProtocolError: anything else.
+    """
+    if family is not None and (isinstance(family, bool) or family not in (4, 6)):
+        raise LocalProtocolError(f"family is 4, 6 or None, got {family!r:.40}")
 
 
 def _swarm_id(info_hash: InfoHash | bytes) -> bytes:

@@ -12,7 +12,8 @@ feeds the same sink. The sources here:
   (:class:`HttpTrackerClient`), both through bip_utracker's :class:`~bip_utracker.Announcer`
   (started, regular, completed and stopped announces; a finished partial download's regular
   announces say ``paused`` to HTTP trackers, BEP 21); a hybrid torrent is announced in both
-  its v1 and its v2 swarm (BEP 52); peers an HTTP tracker names by DNS name are resolved in
+  its v1 and its v2 swarm (BEP 52), and in each address family the session reaches trackers
+  in (BEP 7); peers an HTTP tracker names by DNS name are resolved in
   the background, a few at a time, after its numeric peers went to the sink; the address an
   HTTP tracker says it sees us at (BEP 24) is passed on as a vote for our external address;
 - a DHT: any object with ``keep_finding`` as bip_dht's ``open_dht`` returns plugs in
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Final, NoReturn, Protocol
@@ -34,7 +35,7 @@ from typing import Final, NoReturn, Protocol
 import trio
 
 from bip_dht import DHTError
-from bip_handshake import IPFilter, LocalServiceDiscovery, PeerAddress, PeerId, PeerSink
+from bip_handshake import Family, IPFilter, LocalServiceDiscovery, PeerAddress, PeerId, PeerSink
 from bip_metainfo import InfoHash
 from bip_utracker import (
     DEFAULT_MAX_ANNOUNCE_INTERVAL,
@@ -159,10 +160,11 @@ class UserPeers:
 
 
 class TrackerAnnouncer:
-    """Announces a torrent to UDP (BEP 15) and HTTP(S) (BEP 3) trackers, in each of its swarms.
+    """Announces a torrent to UDP (BEP 15) and HTTP(S) (BEP 3) trackers, in each of its swarms
+    and each address family.
 
-    One bip_utracker :class:`~bip_utracker.Announcer` per tracker and swarm does the work
-    (started, regular, completed and stopped announces, retries), whatever the transport;
+    One bip_utracker :class:`~bip_utracker.Announcer` per tracker, swarm and family does the
+    work (started, regular, completed and stopped announces, retries), whatever the transport;
     this adds what the engine knows: when to start (once the data is checked), when a download
     here made the torrent a seed (``completed``, once: when every piece is verified, not when
     a partial selection finished, as libtorrent), whether it is a partial seed (its selection
@@ -179,6 +181,20 @@ class TrackerAnnouncer:
     ERROR with its traceback and shown in :meth:`status` (``given_up``), never taking the
     torrent, its other trackers or the session with it.
 
+    BEP 7: "an announce to the tracker should be made for each local IP address the client
+    listens on". With ``families`` of both IP versions (by default those of ``client``'s
+    sockets, which the session binds from its listen addresses), each tracker and swarm has
+    an announcer per family, each with its own state (interval, backoff, ``tracker id``,
+    connection id), as libtorrent's ``announce_endpoint`` per listen socket: it reaches the
+    tracker at its addresses of that family only, from our address of it, and its peers go to
+    the same sink. A family the tracker has no address of fails in that family alone: its
+    status says so (:attr:`~bip_utracker.AnnouncerStatus.family`), and the tracker is logged
+    as failing (INFO) only once every family failed its last announce (each family's reason
+    given), other failures at DEBUG: a tracker working in one family is working. One family,
+    or a client that reaches trackers through a proxy (its relay's family; an HTTP client
+    with a ``proxy``), announces once per tracker and swarm, to the tracker's first address,
+    as before (the status's ``family`` None).
+
     Args:
         client: the session's UDP tracker client.
         urls: the torrent's tracker URLs (every tier: all are announced to, in parallel).
@@ -194,10 +210,14 @@ class TrackerAnnouncer:
             default); False drops them, with one warning (then DEBUG records): peers are
             dialled through a proxy that resolves names (``socks5h://``), and our own
             resolver must not hear of them.
+        families: the IP versions (4, 6) to announce in, one announcer each when there are
+            two: the families the session listens in. None: those of ``client``'s sockets
+            (none through its proxy). Each announce tells the tracker ``target.listen_port``.
 
     Raises:
         ValueError: ``min_interval`` is not a number of seconds in
-            ``(0, TRACKER_MAX_INTERVAL]``.
+            ``(0, TRACKER_MAX_INTERVAL]``, or ``families`` holds something other than 4
+            and 6.
     """
 
     def __init__(
@@ -210,10 +230,17 @@ class TrackerAnnouncer:
         on_external_ip: Callable[[IPv4Address | IPv6Address, PeerAddress], None] | None = None,
         min_interval: float = TRACKER_MIN_INTERVAL,
         resolve_peer_names: bool = True,
+        families: Iterable[Family] | None = None,
     ) -> None:
         # Checked now, not when the first Announcer is built after the torrent's check: a bad
         # setting is the caller's mistake, not one tracker's to skip.
         self.min_interval = check_tracker_min_interval("min_interval", min_interval)
+        self.families: frozenset[Family] | None = None
+        if families is not None:
+            chosen = tuple(families)
+            if any(isinstance(f, bool) or f not in (4, 6) for f in chosen):
+                raise ValueError(f"families are 4 and 6, got {chosen!r:.80}")
+            self.families = frozenset(chosen)
         self.client = client
         self.http_client = http_client
         self.on_external_ip = on_external_ip
@@ -226,9 +253,10 @@ class TrackerAnnouncer:
         self._broken: dict[Announcer, UtrackerError] = {}
 
     def status(self) -> tuple[AnnouncerStatus, ...]:
-        """Where each tracker and swarm stands (empty until the announces start); an
-        announcer that ended on an error of its own says so in ``given_up`` and
-        ``last_error``."""
+        """Where each tracker, swarm and family stands (empty until the announces start;
+        ``family`` None when one announcer serves every family); an announcer that ended on
+        an error of its own says so in ``given_up`` and ``last_error``. A tracker is
+        working when one of its families is."""
         return tuple(self._status_of(announcer) for announcer in self._announcers)
 
     def _status_of(self, announcer: Announcer) -> AnnouncerStatus:
@@ -259,8 +287,8 @@ class TrackerAnnouncer:
         self._broken = {}
         names_in, names_out = trio.open_memory_channel[_NameBatch](_NAME_BATCHES)
 
-        def updated(status: AnnouncerStatus) -> None:
-            _log_failure(status)
+        def updated(status: AnnouncerStatus, families: Sequence[Announcer]) -> None:
+            _log_failure(status, families)
             if self.resolve_peer_names:
                 _queue_names(status, names_in)
             else:
@@ -271,12 +299,22 @@ class TrackerAnnouncer:
             # The swarm id, not the InfoHash: a hybrid's v2 swarm is announced (and its peers
             # dialled) with the truncated v2 hash.
             for swarm_id in target.info_hash.swarm_ids():
+                # One tracker entry per family (BEP 7), each told of the others' state to
+                # decide whether the tracker as a whole fails.
+                group: list[Announcer] = []
+
+                def on_update(status: AnnouncerStatus, group: list[Announcer] = group) -> None:
+                    updated(status, group)
+
                 try:
-                    announcer = self._announcer(url, swarm_id, target, sink, updated)
+                    for family in self._families_of(url):
+                        group.append(
+                            self._announcer(url, swarm_id, target, sink, on_update, family=family)
+                        )
                 except UtrackerLocalProtocolError as error:  # a malformed URL
                     logger.warning("skipping tracker %s: %s", shown_url(url), error)
                     break
-                self._announcers.append(announcer)
+                self._announcers.extend(group)
         if not self._announcers:
             return
         async with trio.open_nursery() as nursery:
@@ -348,6 +386,18 @@ class TrackerAnnouncer:
         if result is not None and result.external_ip is not None:
             self.on_external_ip(result.external_ip, result.tracker)
 
+    def _families_of(self, url: str) -> tuple[Family | None, ...]:
+        """The families ``url`` is announced in, one announcer each: both IP versions when
+        the session listens in both and the tracker is reached directly, else ``(None,)``
+        (one announcer, the tracker's first address, as before BEP 7's split)."""
+        client = self._client_for(url)
+        if client is None or client.proxy is not None:
+            return (None,)
+        families = self.families
+        if families is None:
+            families = frozenset(address.family for address in self.client.local_addresses)
+        return tuple(sorted(families)) if len(families) > 1 else (None,)
+
     def _client_for(self, url: str) -> TrackerClient | HttpTrackerClient | None:
         """The client that announces to ``url``, by its scheme; None for no client."""
         scheme = url.partition("://")[0].lower()
@@ -364,6 +414,8 @@ class TrackerAnnouncer:
         target: DiscoveryTarget,
         sink: PeerSink,
         on_update: Callable[[AnnouncerStatus], None],
+        *,
+        family: Family | None = None,
     ) -> Announcer:
         def progress() -> AnnounceProgress:
             uploaded, downloaded, left = target.transfer()
@@ -392,13 +444,32 @@ class TrackerAnnouncer:
             timeout=_ANNOUNCE_TIMEOUT,
             stopped_timeout=_STOPPED_TIMEOUT,
             on_update=on_update,
+            family=family,
         )
 
 
-def _log_failure(status: AnnouncerStatus) -> None:
-    """The engine's user hears of a tracker that fails (the library logs it at DEBUG only)."""
-    if status.last_error is not None:
-        logger.info("announce to %s failed: %s", shown_url(status.tracker), status.last_error)
+def _log_failure(status: AnnouncerStatus, families: Sequence[Announcer]) -> None:
+    """The engine's user hears of a tracker that fails (the library logs it at DEBUG only).
+
+    With an announcer per family (``families``, the tracker's and swarm's), the tracker fails
+    once every family's last announce failed (one not yet answered, or answered, does not),
+    told with each family's reason; a family failing alone (a name without an IPv6 address)
+    is no failure of the tracker, and goes at DEBUG.
+    """
+    if status.last_error is None:
+        return
+    shown = shown_url(status.tracker)
+    if status.family is None:
+        logger.info("announce to %s failed: %s", shown, status.last_error)
+        return
+    statuses = [announcer.status for announcer in families]
+    if all(other.last_error is not None for other in statuses):
+        reasons = "; ".join(f"IPv{other.family}: {other.last_error}" for other in statuses)
+        logger.info("announce to %s failed: %s", shown, reasons)
+    else:
+        logger.debug(
+            "announce to %s over IPv%d failed: %s", shown, status.family, status.last_error
+        )
 
 
 def _fresh_http_answer(status: AnnouncerStatus) -> HttpAnnounceResult | None:

@@ -239,6 +239,10 @@ class HttpTrackerClient:
     """BEP 21: :meth:`announce` takes ``paused``, so an :class:`~bip_utracker.Announcer` passes
     it for a partial seed's regular announces (the opt-in its ``AnnounceClient`` documents)."""
 
+    announces_family: ClassVar[bool] = True
+    """BEP 7: :meth:`announce` takes ``family``, so an :class:`~bip_utracker.Announcer` may be
+    given one (the opt-in its ``AnnounceClient`` documents)."""
+
     def __init__(
         self,
         *,
@@ -286,7 +290,7 @@ class HttpTrackerClient:
         self.key = (rng if rng is not None else random.SystemRandom()).getrandbits(32)
         """The ``key`` sent with every announce."""
         self._requests = 0
-        self._tracker_ids: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
+        self._tracker_ids: OrderedDict[tuple[str, bytes, int | None], bytes] = OrderedDict()
         self._warned: OrderedDict[str, None] = OrderedDict()
         self._warnings_of: OrderedDict[str, int] = OrderedDict()  # tracker -> INFO lines
         self._in_flight: set[trio.CancelScope] = set()
@@ -307,6 +311,11 @@ class HttpTrackerClient:
     def closed(self) -> bool:
         """Whether :meth:`aclose` was called."""
         return self._closed
+
+    @property
+    def proxy(self) -> ProxyConfig | None:
+        """The SOCKS5 proxy every request goes through, or None (direct)."""
+        return self._proxy
 
     async def aclose(self) -> None:
         """Close the client: requests in flight are cancelled, later ones refused."""
@@ -334,6 +343,7 @@ class HttpTrackerClient:
         event: AnnounceEvent = AnnounceEvent.NONE,
         num_want: int = -1,
         paused: bool = False,
+        family: int | None = None,
     ) -> HttpAnnounceResult:
         """Announce to ``tracker`` and return its answer.
 
@@ -351,6 +361,11 @@ class HttpTrackerClient:
             num_want: how many peers we want; -1 lets the tracker decide.
             paused: we are a partial seed (BEP 21): a regular announce (event none) says
                 ``event=paused``; another event goes as it is.
+            family: 4 or 6: connect in that IP version only, to the tracker's addresses of
+                it (its redirects' too), from ``local_address``'s address of it (BEP 7: one
+                announce per address family we listen on, each with its own ``tracker
+                id``); None: any family ``local_address`` allows. Through a ``proxy`` the
+                proxy reaches the tracker as it will: the family is not applied.
 
         Raises:
             TrackerFailureError: the tracker answered with a ``failure reason`` (a
@@ -361,11 +376,14 @@ class HttpTrackerClient:
             TrackerBlockedError: our rules refused a request once connected (a tracker on
                 this machine off its announce path), or a redirect (see ``ssrf_mitigation``
                 and ``allow_idna``); its ``retry_in`` is ``"never"``.
-            HttpTrackerError: no connection, TLS failure, HTTP error status, bad redirect.
+            HttpTrackerError: no connection (none in ``family``, or no local address of it),
+                TLS failure, HTTP error status, bad redirect.
             LocalProtocolError: a bad argument, a URL our rules refuse as given (as
                 :meth:`check_tracker`), or the client is closed.
         """
         url = self._tracker_url(tracker, scrape=False)
+        if family is not None and (isinstance(family, bool) or family not in (4, 6)):
+            raise LocalProtocolError(f"family is 4, 6 or None, got {family!r:.40}")
         swarm_id = _swarm_id(info_hash)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
             raise LocalProtocolError(f"a port is 0..65535, got {port!r:.40}")
@@ -377,7 +395,9 @@ class HttpTrackerClient:
             raise LocalProtocolError(f"num_want is an int, got {num_want!r:.40}")
         if num_want not in _NUM_WANT_RANGE:
             raise LocalProtocolError(f"num_want is a 32-bit signed int, got {num_want}")
-        id_key = (url.url, swarm_id)
+        # Each family's announce is a tracker entry of its own (libtorrent keeps the tracker
+        # id per announce endpoint): an id given to our IPv4 entry means nothing for IPv6.
+        id_key = (url.url, swarm_id, family)
         query = announce_query(
             info_hash=swarm_id,
             peer_id=_peer_id(peer_id),
@@ -391,7 +411,10 @@ class HttpTrackerClient:
             tracker_id=self._tracker_ids.get(id_key),
             paused=paused,
         )
-        response, address, request_id = await self._get(url, query, scrape=False)
+        local_address = self._local_address_in(family)
+        response, address, request_id = await self._get(
+            url, query, scrape=False, local_address=local_address
+        )
         if response.status != 200:
             await _off_loop(len(response.body), _refused, response)
         answer = await _off_loop(len(response.body), parse_announce_response, response.body)
@@ -442,6 +465,26 @@ class HttpTrackerClient:
 
     # -- internals --
 
+    def _local_address_in(self, family: int | None) -> str | tuple[str, ...] | None:
+        """Where an announce in ``family`` connects from (``local_address`` narrowed to that
+        family: the any address of it when the system picks); ``local_address`` itself for
+        no family, or through a proxy.
+
+        Raises:
+            HttpTrackerError: ``local_address`` has no address of ``family`` (that family's
+                announce fails, as a UDP tracker client without its socket fails it).
+        """
+        if family is None or self._proxy is not None:
+            return self._local_address
+        any_address = "0.0.0.0" if family == 4 else "::"
+        sources = local_sources(self._local_address)
+        if sources is None:
+            return any_address
+        if family not in sources:
+            raise HttpTrackerError(f"no IPv{family} address to connect from")
+        source = sources[family]
+        return any_address if source is None else source
+
     def _warn(self, tracker: str, message: str) -> None:
         if message in self._warned:
             return
@@ -478,9 +521,17 @@ class HttpTrackerClient:
         return None
 
     async def _get(
-        self, url: HttpTrackerUrl, query: str, *, scrape: bool
+        self,
+        url: HttpTrackerUrl,
+        query: str,
+        *,
+        scrape: bool,
+        local_address: str | tuple[str, ...] | None = None,
     ) -> tuple[HttpResponse, PeerAddress, RequestId]:
-        """GET ``url`` with ``query`` appended, following redirects, within the timeout."""
+        """GET ``url`` with ``query`` appended, following redirects, within the timeout, from
+        ``local_address`` (the client's by default)."""
+        if local_address is None:
+            local_address = self._local_address
         if self._closed:
             raise LocalProtocolError("the HTTP tracker client is closed")
         self._requests += 1
@@ -491,7 +542,9 @@ class HttpTrackerClient:
         async def fetch(
             url: HttpTrackerUrl, target: str, *, global_only: bool
         ) -> tuple[HttpResponse, PeerAddress]:
-            return await self._fetch(url, target, global_only=global_only, scrape=scrape)
+            return await self._fetch(
+                url, target, global_only=global_only, scrape=scrape, local_address=local_address
+            )
 
         try:
             with scope:
@@ -511,7 +564,13 @@ class HttpTrackerClient:
         raise TrackerTimeoutError(f"no answer from {url.shown} within {self._timeout:g} s")
 
     async def _fetch(
-        self, url: HttpTrackerUrl, target: str, *, global_only: bool, scrape: bool
+        self,
+        url: HttpTrackerUrl,
+        target: str,
+        *,
+        global_only: bool,
+        scrape: bool,
+        local_address: str | tuple[str, ...] | None,
     ) -> tuple[HttpResponse, PeerAddress]:
         # Every request is judged, a redirect's too: by its URL before connecting, and for a
         # host name by the address that answered, before a byte is sent.
@@ -530,7 +589,7 @@ class HttpTrackerClient:
                 _request(url, target, self._user_agent),
                 HttpResponseParser(),
                 tls_context=self._tls_context,
-                local_address=self._local_address,
+                local_address=local_address,
                 global_only=global_only,
                 check_address=check_address if self._ssrf_mitigation else None,
                 proxy=self._proxy,

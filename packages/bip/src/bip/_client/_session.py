@@ -515,6 +515,9 @@ class Session:
                         min_interval=self.config.tracker_min_interval,
                         # A name the proxy resolves is not looked up here.
                         resolve_peer_names=not _proxy_resolves_peer_names(self.config),
+                        # BEP 7: listening in both families, one announcer each (not by the
+                        # tracker client's sockets: 0.0.0.0 alone has an IPv6 one too).
+                        families={address.family for address in self.handshaker.listen_addresses},
                     )
                 )
         torrent = Torrent(
