@@ -179,8 +179,9 @@ async def test_fetch_metadata_of_several_pieces_from_rtorrent(
 
     rtorrent drops a ut_metadata request that arrives while its reply to the previous one is
     unsent, and stops reading the connection: asked for pieces 0 and 1 back to back, it sent
-    piece 0 and nothing more, and the fetch hung. One request at a time until an answer comes
-    (as libtorrent asks) gets the whole dictionary in well under a second.
+    piece 0 and nothing more, and the fetch hung. Paced as libtorrent asks (one request to a new
+    peer, then one per answer and per one-second tick), and recognised by its client name so
+    that no tick sends it a second, it gives the whole dictionary in well under a second.
     """
     trackers = (f"http://{HOST}:{free_port()}/announce",)  # rtorrent wants one
     torrent = await trio.to_thread.run_sync(make_many_files_torrent, tmp_path, 1000, trackers)

@@ -9,10 +9,12 @@ sans-IO cores of :mod:`bip_peer._metadata` and :mod:`bip_peer._pex`:
   info dictionaries given to :meth:`~MetadataExchange.serve` (never a private torrent's:
   BEP 27, as libtorrent, whose peers see no ``ut_metadata`` at all), and fetches a torrent's
   dictionary from every connected peer that has it (:meth:`~MetadataExchange.fetch`), in
-  parallel, one request at a time to a peer until it answers (as libtorrent), verified
-  against the info-hash; peers that send bad data are removed, and so are peers that stop
-  answering (a new connection may be dialled to them). A fetch
-  that times out keeps the pieces it got for the next fetch of the torrent, until the
+  parallel, paced as libtorrent's ``ut_metadata`` (one request to a new peer, then one per
+  answer and one per one-second tick, two in flight at most; one for rtorrent, which goes deaf
+  on a request that finds its last reply unsent), verified against the
+  info-hash; peers that send bad data are removed (a quiet one is not: it is asked again
+  after ``stall_backoff``, and the manager's ``idle_timeout`` drops one that sends nothing).
+  A fetch that times out keeps the pieces it got for the next fetch of the torrent, until the
   dictionary verifies or :meth:`~MetadataExchange.stop_serving` forgets them (at most
   ``max_kept_fetches`` such fetches are kept, the least recently asked forgotten first).
 - :class:`PeerExchange` adds ``ut_pex`` to our extended handshake, tells every peer that
@@ -194,6 +196,17 @@ def _check_extension_id(extension_id: object) -> None:
         raise ValueError(f"extension_id must be in 1..255, got {extension_id}")
 
 
+def _is_rtorrent(peer: Peer, handshake: ExtendedHandshake) -> bool:
+    """Whether the peer runs rakshasa's libTorrent (rtorrent): its ``v`` or its peer id says so.
+
+    rtorrent 0.9.8 (libTorrent 0.13.8) stops reading a connection whose ``ut_metadata``
+    request arrives while its reply to the previous one is unsent; libtorrent's pacing sends
+    a second request at a tick, which finds a slow reply unsent. So it is asked one at a time.
+    """
+    client = handshake.v or ""
+    return client.startswith("libTorrent ") or peer.peer_id.value.startswith(b"-lt")
+
+
 def _offers(peer: Peer, extension: str) -> bool:
     return bool(peer.connection.their_extension_ids.get(extension))
 
@@ -268,9 +281,10 @@ class MetadataExchange:
             peer too (libtorrent's 3 s); the first request's late answer still counts.
         reject_backoff: seconds a peer that rejected a request is left alone.
         stall_backoff: seconds a peer whose requests timed out again and again is left
-            alone (then asked again, its timeouts forgotten). One that answered none of them
-            is removed from the manager instead: it may have stopped reading the connection
-            (rtorrent 0.9.8 does), and a new connection to it may answer.
+            alone (then asked again, its timeouts forgotten). It is not removed for that, as
+            libtorrent disconnects for no ``ut_metadata`` silence: a paused or slow seeder's
+            answers may still come. (rtorrent, which stops reading a connection asked for a
+            piece while its last reply is unsent, is asked one piece at a time.)
         serve_burst: pieces a peer may fetch from us at once.
         serve_rate: pieces per second a peer's budget refills at.
         max_kept_fetches: fetches with no caller waiting kept for the next call (those that
@@ -300,7 +314,8 @@ class MetadataExchange:
             "rerequest_delay": rerequest_delay,
             "reject_backoff": reject_backoff,
             "stall_backoff": stall_backoff,
-            # One request at a time to a peer until it answers (see bip_peer._metadata).
+            # Paced as libtorrent's ut_metadata (see bip_peer._metadata): rtorrent goes deaf
+            # on a connection asked for two pieces back to back.
             "request_interval": DEFAULT_METADATA_REQUEST_INTERVAL,
         }
         # Fail at construction, not at the first fetch.
@@ -541,24 +556,13 @@ class MetadataExchange:
             server.forget(peer)
 
     def tick(self, manager: PeerManager, now: float) -> None:
-        """Expire requests and ask again, every fetch, every peer; remove the peers that
-        stopped answering."""
+        """Expire requests and ask again, every fetch, every peer."""
         # A fetch leaves the table when it is done: every one here is under way, or kept for
         # a later call (asking nothing until then).
         for fetch in {id(fetch): fetch for fetch in self._fetches.values()}.values():
             if not fetch.waiters:
                 continue
             fetch.fetcher.handle_timer(now)
-            for peer, reason in fetch.fetcher.take_silent():
-                # INFO, as a ban: the remote misbehaved, nothing is for the user to do, and
-                # a peer stalls at most once per stall_backoff.
-                _metadata_log.info(
-                    "peer %s removed: it %s (torrent %s)", peer.address, reason, fetch.info_hash
-                )
-                # peer_removed comes later, from the peer's task: forget it in the fetch now,
-                # so that it is asked nothing more meanwhile.
-                fetch.fetcher.remove_peer(peer)
-                manager.remove_peer(peer, f"metadata stalled: {reason}")
             for peer in fetch.fetcher.peers:
                 self._pump(manager, fetch, peer, now)
 
@@ -579,7 +583,8 @@ class MetadataExchange:
         if not _offers(peer, METADATA_EXTENSION):
             fetch.fetcher.remove_peer(peer)
             return
-        if fetch.fetcher.add_peer(peer, handshake.metadata_size):
+        one_at_a_time = _is_rtorrent(peer, handshake)
+        if fetch.fetcher.add_peer(peer, handshake.metadata_size, one_at_a_time=one_at_a_time):
             self._pump(manager, fetch, peer, now)
 
     def _pump(self, manager: PeerManager, fetch: _Fetch, peer: Peer, now: float) -> None:

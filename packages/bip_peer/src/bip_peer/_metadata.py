@@ -13,14 +13,18 @@ that exchange without any I/O:
   budget so a peer cannot make us upload the same bytes forever.
 
 How the fetcher paces its requests, given a ``request_interval`` (the
-:class:`~bip_peer.MetadataExchange` gives 1 s). A peer is sent one request at a time until it
-answers: the first alone, then one more for each answer, or one more once the last request is
-``request_interval`` old, ``max_requests_per_peer`` (2) in flight at most. That is how
-libtorrent's ``ut_metadata`` asks (one request on the extended handshake, then one per answer
-and per one-second tick), and what rtorrent 0.9.8 needs: it drops a request that arrives while
-its reply to the previous one is unsent and stops reading the connection, so pieces 0 and 1
-asked back to back got piece 0 and nothing more, ever. Without a ``request_interval`` a peer is
-sent ``max_requests_per_peer`` requests at once.
+:class:`~bip_peer.MetadataExchange` gives 1 s), as libtorrent's ``ut_metadata`` does: a new
+peer is sent one request (libtorrent's, on the extended handshake), then one more for each
+answer, and one more at each tick (every ``request_interval``, whenever the last request went)
+while it has fewer than ``max_requests_per_peer`` (2) in flight. A peer that answers at once
+has two in flight from its first tick on. rtorrent 0.9.8 drops a request that arrives while
+its reply to the previous one is unsent and stops reading the connection: pieces 0 and 1 asked
+back to back got piece 0 and nothing more, ever, and a tick that finds its reply unsent (a
+slow uplink) has the same effect, under libtorrent too. So a peer added with
+``one_at_a_time`` (:class:`~bip_peer.MetadataExchange` does so for rtorrent) is never sent a
+second request while one is in flight; one whose reply is still unsent when its request times
+out goes deaf all the same. Without a ``request_interval`` a peer is sent
+``max_requests_per_peer`` requests at once (one, ``one_at_a_time``).
 
 How the fetcher deals with silent peers. A request holds its piece for ``rerequest_delay`` (3 s,
 libtorrent's figure: its ``ut_metadata`` asks for a piece again, of another peer, once its last
@@ -38,11 +42,11 @@ peer whose requests time out ``max_timeouts`` times is *stalled*: left alone for
 permanent stall either: it asks again after 3 s): an honest but slow peer, the only one, would
 otherwise stop the fetch with no deadline while its late answers were still coming. A silent peer
 costs a few requests per ``stall_backoff`` (at most ``max_timeouts + max_requests_per_peer - 1``),
-a peer probed for the size (it advertised none) as well. A peer whose last ``max_timeouts``
-requests all timed out with no answer in between, when it stalls, is reported by
-:meth:`MetadataFetcher.take_silent` too: it may have stopped reading the connection (rtorrent
-does, above), so the caller drops the connection and a new one may be dialled, which a
-back-off alone would never cure.
+a peer probed for the size (it advertised none) as well. A silent peer is never dropped by the
+fetcher (nor by :class:`~bip_peer.MetadataExchange`): as libtorrent, which disconnects for no
+``ut_metadata`` silence, only its general inactivity timeout; a paused or slow seeder's answers
+may still be coming, and a peer that sends nothing at all is the
+:class:`~bip_peer.PeerManager`'s ``idle_timeout`` to drop.
 
 How the fetcher deals with liars. Peers advertise ``metadata_size`` in their extended handshake;
 sizes above ``max_size`` are refused outright (libtorrent's ``ut_metadata`` ignores sizes above
@@ -119,9 +123,9 @@ DEFAULT_MAX_REQUESTS_PER_PEER: Final = 2
 """Metadata requests in flight to one peer (libtorrent keeps two)."""
 
 DEFAULT_METADATA_REQUEST_INTERVAL: Final = 1.0
-"""Seconds after a request to a peer before another may follow it unanswered, as a
-:class:`~bip_peer.MetadataExchange` paces its fetchers (libtorrent's ``ut_metadata`` asks one
-more per one-second tick)."""
+"""Seconds between the ticks at which a peer awaiting answers may be sent one more metadata
+request, as a :class:`~bip_peer.MetadataExchange` paces its fetchers (libtorrent's
+``ut_metadata`` asks one more per one-second tick, besides one per answer)."""
 
 DEFAULT_MAX_TIMEOUTS: Final = 3
 """Timed-out requests after which a peer is stalled: not asked for ``stall_backoff`` seconds."""
@@ -233,12 +237,12 @@ class _Peer:
     # Timed-out requests since the peer was last stalled: at max_timeouts it is stalled (backs
     # off for stall_backoff), and the count starts again from 0 when the back-off ends.
     timeouts: int = 0
-    # Timed-out requests since the peer's last answer (data or reject, late ones too): at
-    # max_timeouts, when it stalls, it is reported silent (take_silent).
-    silent: int = 0
-    # Until then another request may follow the last one only once the peer answers (-inf:
-    # the interval is over, reached by handle_timer or ended by an answer).
-    paced_until: float = -math.inf
+    # Paced (a request_interval): whether one request may be sent, granted as libtorrent's
+    # ut_metadata sends one: on the extended handshake (a new peer), on each answer, and at
+    # each tick while fewer than max_requests_per_peer are in flight; a send takes it.
+    may_send: bool = True
+    # Never more than one request in flight (rtorrent: see add_peer), paced or not.
+    one_at_a_time: bool = False
 
 
 class MetadataFetcher(Generic[K]):
@@ -248,8 +252,8 @@ class MetadataFetcher(Generic[K]):
     caller tells the fetcher what each peer offers (:meth:`add_peer`, from its extended
     handshake), asks it what to send (:meth:`next_request`), feeds it the answers
     (:meth:`on_data`, :meth:`on_reject`) and the passing of time (:meth:`handle_timer` at
-    :meth:`next_deadline`), and drops the peers :meth:`take_banned` and :meth:`take_silent`
-    name. Once :attr:`done`, :meth:`result` is the verified info dictionary.
+    :meth:`next_deadline`), and drops the peers :meth:`take_banned` names. Once :attr:`done`,
+    :meth:`result` is the verified info dictionary.
 
     >>> info = b"d4:name1:x12:piece lengthi16384e6:pieces0:e"
     >>> fetcher = MetadataFetcher(InfoHash.from_info_bytes(info, v1=True))
@@ -275,10 +279,11 @@ class MetadataFetcher(Generic[K]):
         max_timeouts: timeouts after which a peer is stalled.
         stall_backoff: seconds a stalled peer is not asked; then its timeouts are forgotten.
         max_parallel_failures: failed multi-source assemblies before single-source mode.
-        request_interval: seconds after a request to a peer before another may follow it
-            unanswered (an answer lets the next one go at once); None (the default) sends a
-            peer ``max_requests_per_peer`` requests at once. See the module documentation:
-            rtorrent 0.9.8 stops reading a connection that pipelines them.
+        request_interval: seconds between the ticks that may send a peer one more request
+            while it awaits answers (else one request to a new peer, then one per answer, as
+            libtorrent); None (the default) sends a peer ``max_requests_per_peer`` requests at
+            once. See the module documentation: rtorrent 0.9.8 stops reading a connection
+            that pipelines them.
     """
 
     def __init__(
@@ -318,6 +323,8 @@ class MetadataFetcher(Generic[K]):
         self._max_parallel_failures = max_parallel_failures
         self._stall_backoff = float(stall_backoff)
         self._request_interval = None if request_interval is None else float(request_interval)
+        # Paced: the next tick (every request_interval from the first request sent).
+        self._next_tick: float | None = None
 
         self._peers: dict[K, _Peer] = {}
         self._next_order = 0
@@ -326,7 +333,6 @@ class MetadataFetcher(Generic[K]):
         # is a new peer: kept, every departed liar's connection would stay with a kept fetch.
         self._banned: dict[K, None] = {}
         self._to_report: list[tuple[K, str]] = []
-        self._silent_reports: dict[K, str] = {}  # ordered: the order they fell silent
 
         self._size: int | None = None  # the size being assembled
         self._pieces: dict[int, tuple[bytes, K]] = {}  # piece -> (data, source)
@@ -352,7 +358,7 @@ class MetadataFetcher(Generic[K]):
 
     # ------------------------------------------------------------------------------- peers
 
-    def add_peer(self, peer: K, metadata_size: int | None) -> bool:
+    def add_peer(self, peer: K, metadata_size: int | None, *, one_at_a_time: bool = False) -> bool:
         """Tell the fetcher a peer speaks ``ut_metadata`` and what size it advertised.
 
         Call again when the peer re-sends its extended handshake. A size where the peer had
@@ -364,7 +370,10 @@ class MetadataFetcher(Generic[K]):
         another swarm), so a peer that changes its size a second time is banned: otherwise a
         silent peer re-advertising could dodge ``max_timeouts`` for ever. *metadata_size* None
         (not advertised) makes a new peer usable once another peer's size is known, or to
-        learn the size from its answer when nobody advertised one.
+        learn the size from its answer when nobody advertised one. *one_at_a_time* keeps
+        the peer at one request in flight for good (once given, a later call cannot lift it):
+        for rtorrent, which stops reading a connection whose request arrives while its reply
+        to the previous one is unsent (a tick of libtorrent's pacing may send one then).
 
         Returns:
             False if the peer is not usable: banned earlier or now, or an advertised size that
@@ -377,10 +386,11 @@ class MetadataFetcher(Generic[K]):
             return False
         state = self._peers.get(peer)
         if state is None:
-            self._peers[peer] = _Peer(order=self._next_order, size=metadata_size)
+            state = self._peers[peer] = _Peer(order=self._next_order, size=metadata_size)
             self._next_order += 1
-        elif metadata_size is None or state.size == metadata_size:
-            pass  # the same size, or the field left out: nothing the peer told us changes
+        state.one_at_a_time |= bool(one_at_a_time)
+        if metadata_size is None or state.size == metadata_size:
+            pass  # new, the same size, or the field left out: nothing the peer told us changes
         elif state.size is None:
             state.size = metadata_size  # the peer has the metadata now; its requests stand
         elif state.resized:
@@ -420,7 +430,6 @@ class MetadataFetcher(Generic[K]):
             digests.pop(peer, None)
             if not digests:
                 del self._suspect[key]
-        self._silent_reports.pop(peer, None)
         if self._source == peer:
             self._source = None
             self._discard_pieces()
@@ -439,20 +448,6 @@ class MetadataFetcher(Generic[K]):
         oldest of more than 1024 is forgotten.
         """
         reported, self._to_report = self._to_report, []
-        return reported
-
-    def take_silent(self) -> list[tuple[K, str]]:
-        """The peers found silent since the last call, each with the reason; drop their
-        connections.
-
-        A peer is silent when its last ``max_timeouts`` requests all timed out with no answer
-        from it in between (it may have stopped reading the connection, as rtorrent 0.9.8 does
-        after a request it could not take): it is reported as it stalls. It is not banned: a
-        new connection to it is a new peer to the fetcher. Kept, it is asked again after
-        ``stall_backoff``, and reported again if it stays silent.
-        """
-        reported = list(self._silent_reports.items())
-        self._silent_reports.clear()
         return reported
 
     # ----------------------------------------------------------------------------- progress
@@ -500,10 +495,10 @@ class MetadataFetcher(Generic[K]):
         state = self._peers.get(peer)
         if state is None or self._result is not None:
             return None
-        if len(state.outstanding) >= self._max_requests or now < state.backoff_until:
+        if len(state.outstanding) >= self._slots(state) or now < state.backoff_until:
             return None
-        if state.outstanding and now < state.paced_until:
-            return None  # one more only on an answer, or a while later (see the module docs)
+        if self._request_interval is not None and not state.may_send:
+            return None  # one more only on an answer, or at a tick (see the module docs)
         # Over, even if handle_timer has not run yet (a stalled peer always backs off, so
         # once this ran it has fewer than max_timeouts timeouts).
         self._end_backoff(state)
@@ -547,7 +542,9 @@ class MetadataFetcher(Generic[K]):
     def _send(self, state: _Peer, piece: int, now: float) -> None:
         state.outstanding[piece] = now
         if self._request_interval is not None:
-            state.paced_until = now + self._request_interval
+            state.may_send = False
+            if self._next_tick is None:
+                self._next_tick = now + self._request_interval
         state.holding.add(piece)
         state.late.discard(piece)  # asked again (a timed-out piece): awaited, not late
         self._requests_sent += 1
@@ -654,7 +651,7 @@ class MetadataFetcher(Generic[K]):
         if not (requested or late):
             self._ignored += 1
             return
-        self._answered(state)
+        state.may_send = True  # one more per answer, late or not (as libtorrent)
         stale = piece in state.stale
         self._clear_request(state, piece)
         if stale:
@@ -699,19 +696,13 @@ class MetadataFetcher(Generic[K]):
             self._ignored += 1
             return
         self._rejects += 1
-        self._answered(state)
+        # No request follows a reject (libtorrent sends none either): the peer backs off.
         self._clear_request(state, message.piece)
         # Never shortens a stall's longer back-off (a late request's reject may come then).
         state.backoff_until = max(state.backoff_until, now + self._reject_backoff)
         if self._source == peer:
             self._drop_source(state)  # single-source mode needs a peer that answers: move on
         self._choose_size()
-
-    def _answered(self, state: _Peer) -> None:
-        """The peer answered one of our requests (late, perhaps): it reads what we send, and
-        may be sent the next request at once."""
-        state.silent = 0
-        state.paced_until = -math.inf
 
     def _clear_request(self, state: _Peer, piece: int) -> None:
         self._release(state, piece)
@@ -723,8 +714,8 @@ class MetadataFetcher(Generic[K]):
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` has something to do: the earliest request timeout, moment
-        a piece may be asked of another peer (``rerequest_delay`` after its request), moment
-        a peer awaiting an answer may be sent one more request, or end of a reject back-off;
+        a piece may be asked of another peer (``rerequest_delay`` after its request), next
+        tick while a peer could be sent one more request by it, or end of a reject back-off;
         None if nothing is pending."""
         deadlines = [
             sent + self._request_timeout
@@ -737,25 +728,28 @@ class MetadataFetcher(Generic[K]):
             for state in self._peers.values()
             for piece in state.holding
         )
-        # Reached by handle_timer, a pacing moment is reported once too (see there).
-        deadlines.extend(
-            state.paced_until
+        # The next tick, while a peer could use it (not one granted a request already: it
+        # has nothing to ask now, and asks when told of something new).
+        if self._next_tick is not None and any(
+            not state.may_send
+            and len(state.outstanding) < self._slots(state)
+            and state.backoff_until == -math.inf
             for state in self._peers.values()
-            if state.outstanding and state.paced_until > -math.inf
-        )
+        ):
+            deadlines.append(self._next_tick)
         deadlines.extend(
             state.backoff_until for state in self._peers.values() if state.backoff_until > -math.inf
         )
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
-        """Let the pieces requested ``rerequest_delay`` ago be asked of other peers too, let
-        the peers whose last request is ``request_interval`` old be sent one more, and
-        expire the requests older than ``request_timeout`` (they free their peer's slot).
+        """Let the pieces requested ``rerequest_delay`` ago be asked of other peers too,
+        expire the requests older than ``request_timeout`` (they free their peer's slot), and,
+        paced, at a tick (every ``request_interval``) let each peer with fewer than
+        ``max_requests_per_peer`` in flight be sent one more.
 
         A late answer to an expired request is still taken if the piece is still missing.
-        After this, ask :meth:`next_request` again for every peer, and drop the peers
-        :meth:`take_silent` names.
+        After this, ask :meth:`next_request` again for every peer.
         """
         self._release_due(now)
         for peer, state in list(self._peers.items()):
@@ -773,25 +767,29 @@ class MetadataFetcher(Generic[K]):
                 else:
                     state.late.add(piece)
                 state.timeouts += 1
-                state.silent += 1
                 self._timeouts += 1
-            if now >= state.paced_until:
-                state.paced_until = -math.inf  # over: next_request may send one more
             if expired and state.timeouts >= self._max_timeouts:
                 # Stalled: left alone for a while, never for good (see the module docs).
                 state.backoff_until = max(state.backoff_until, now + self._stall_backoff)
                 if self._source == peer:
                     self._drop_source(state)
-                if state.silent >= self._max_timeouts:
-                    # Deaf, perhaps: a new connection may cure what no back-off would.
-                    self._silent_reports[peer] = (
-                        f"answered none of its last {state.silent} metadata requests"
-                    )
             if state.backoff_until <= now:
                 self._end_backoff(state)
+        interval = self._request_interval
+        if interval is not None and self._next_tick is not None and now >= self._next_tick:
+            # A tick: one more request to every peer with a slot free, whenever its last
+            # request went (libtorrent's one-second tick; expired requests freed theirs).
+            self._next_tick = now + interval
+            for state in self._peers.values():
+                if len(state.outstanding) < self._slots(state):
+                    state.may_send = True
         self._choose_size()
 
     # --------------------------------------------------------------------------- internals
+
+    def _slots(self, state: _Peer) -> int:
+        """Requests the peer may have in flight."""
+        return 1 if state.one_at_a_time else self._max_requests
 
     def _end_backoff(self, state: _Peer) -> None:
         """The peer's back-off is over: a stalled peer starts again with no timeouts."""
