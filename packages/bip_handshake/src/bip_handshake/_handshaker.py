@@ -365,10 +365,11 @@ class HandshakerStatistics:
     """A snapshot of a :class:`Handshaker`'s counters (:meth:`Handshaker.statistics`).
 
     Every attempt (a dial started, or an inbound connection past the address and
-    direction filters) ends exactly once: delivered (``*_completed``) or failed
-    (``failures``, plus the counter of its reason). So ``outbound_attempts +
-    inbound_attempts == completed + failures + in_flight`` (give or take
-    handshakes waiting in the backlog).
+    direction filters) ends exactly once: delivered (``*_completed``), failed
+    (``failures``, plus the counter of its reason), or, for a dial, cancelled by
+    :meth:`Handshaker.unregister` (``unregistered`` alone). So ``outbound_attempts +
+    inbound_attempts == completed + failures + in_flight`` (give or take handshakes
+    waiting in the backlog, and the dials unregister cancelled).
 
     Attributes:
         discovered: addresses offered through :meth:`Handshaker.discovered` / ``connect``.
@@ -414,9 +415,9 @@ class HandshakerStatistics:
         filtered_info_hash: refused by :attr:`HandshakeFilters.info_hash`.
         filtered_extensions: refused by :attr:`HandshakeFilters.extensions`.
         filtered_peer_id: refused by :attr:`HandshakeFilters.peer_id`.
-        unregistered: dials (queued, or in flight: cancelled by :meth:`Handshaker.unregister`)
-            and inbound handshakes dropped because their torrent was unregistered meanwhile
-            (only the inbound ones are failures).
+        unregistered: dials (queued, or in flight: cancelled by :meth:`Handshaker.unregister`,
+            and counted when it runs) and inbound handshakes dropped because their torrent
+            was unregistered meanwhile (only the inbound ones are failures).
         accept_errors: transient errors accepting connections (out of file descriptors...).
         encrypted: delivered handshakes protected by RC4 (MSE).
         plaintext_fallback: outbound MSE handshakes that failed (the peer closed or
@@ -771,11 +772,19 @@ class Handshaker:
         A dial in flight (connecting, or handshaking) ends at once, as libtorrent closes a
         removed torrent's half-open connections: its outbound slot goes to the next dial
         (another torrent's need not wait out its timeouts), its socket is closed, and it is
-        neither delivered nor reported to ``on_dial_failed`` (counted in ``unregistered``,
-        not as a failure). The ``(torrent, address)`` pairs of the queued and cancelled
-        dials are free at once: a torrent registered again at once, with the same hash, may
-        dial those addresses afresh, and hears only of its own dials. Connections already
-        delivered are not touched. Unknown torrents are ignored.
+        neither delivered nor reported to ``on_dial_failed``. Every dial dropped or cancelled
+        is counted in ``unregistered`` at once, and nowhere else (not as a failure, even one
+        whose connect failed in the same scheduling step), so an owner keeping its own dial
+        book can tell them from failed ones. The ``(torrent, address)`` pairs of the queued
+        and cancelled dials are free at once: a torrent registered again at once, with the
+        same hash, may dial those addresses afresh, and hears only of its own dials. One
+        exception: a dial whose handshake is complete and waits for its hand-over (the
+        ``backlog`` of :meth:`completed` full) holds its pair until its task has run once more
+        (the next scheduling step: it is cancelled, and takes nothing of the new
+        registration's). A hand-over the receiver took in the same step as this call counts
+        as cancelled too, not as delivered (the receiver holds a handshake of a torrent no
+        longer registered, to close). Connections already delivered are not touched. Unknown
+        torrents are ignored.
         """
         registration = self._registered.pop(torrent, None)
         if registration is None:
@@ -790,8 +799,11 @@ class Handshaker:
             self._count("unregistered")
             self._end_outbound(run)
         # The torrent's pairs left are queued dials (or one waiting for a slot): dropped when
-        # their turn comes (their registration is over), their pairs released now.
+        # their turn comes (their registration is over), their pairs released and counted now
+        # (the dispatcher may reach them much later, behind other torrents' dials waiting for
+        # a slot; an owner's dial book reads the count meanwhile).
         for key in [key for key in self._dialling if key[0] == torrent]:
+            self._count("unregistered")
             self._dial_ended(*key)
 
     def discovered(
@@ -1015,19 +1027,18 @@ class Handshaker:
     async def _dispatch(self) -> None:
         """Take queued dials one by one as outbound slots free up (inbound ones never)."""
         async for torrent, address, swarm_id, registration in self._queue_receive:
-            # Its registration is over (unregister released its pair): dropped, even if the
-            # torrent was registered again since.
+            # Its registration is over (unregister released its pair and counted it): dropped,
+            # even if the torrent was registered again since.
             if self._registered.get(torrent) is not registration:
-                self._count("unregistered")
                 continue
             if self._slots.value == 0:
                 # Over the half-open bound: the dial waits for a slot, it is not refused.
                 self._count("outbound_waited")
             await self._slots.acquire()
             if self._registered.get(torrent) is not registration:
-                # Unregistered while it waited for the slot (its pair released then).
+                # Unregistered while it waited for the slot (its pair released and counted
+                # then).
                 self._slots.release()
-                self._count("unregistered")
                 continue
             # The peer dialled us while this dial waited for a slot (connected already), or a
             # filter set meanwhile blocks it (checked once the slot is ours: the filter may
@@ -1128,12 +1139,28 @@ class Handshaker:
                     )
                 await self._deliver(peer)
                 delivered = True
+                if run.ended:
+                    # Handed over in the step unregister ran in (the receiver took it before
+                    # this task resumed): unregister counted it cancelled, and its word
+                    # stands (the count an owner reads to tell cancelled dials never goes
+                    # back); the delivery's counts are taken back, as a failed hand-over's.
+                    self._counts["outbound_completed"] -= 1
+                    if peer.encryption == "rc4":
+                        self._counts["encrypted"] -= 1
         except _RefusedError as refused:
-            self._fail(refused.reason)
-            _log.debug(
-                "outbound handshake with %s for %s failed: %s", address, torrent, refused.describe()
-            )
-            failure = refused
+            if run.ended:
+                # Its connect or handshake failed in the step unregister ran in, before this
+                # task resumed: unregister counted it (in ``unregistered``), once is enough.
+                _log.debug("outbound handshake with %s for %s cancelled", address, torrent)
+            else:
+                self._fail(refused.reason)
+                _log.debug(
+                    "outbound handshake with %s for %s failed: %s",
+                    address,
+                    torrent,
+                    refused.describe(),
+                )
+                failure = refused
         finally:
             # A delivered pair stays taken until its stream closes (_open counts it).
             self._end_outbound(run)

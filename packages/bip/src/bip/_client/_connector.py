@@ -19,7 +19,9 @@ while connected updates their entries (:meth:`Connector.peer_message`): a peer t
 is recorded where it listens (its BEP 10 ``p``), to be dialled back, and a seed is marked one
 at once, so that a seeding torrent does not dial it again. A torrent paused or rechecking
 (its ``halted``) keeps its list, and still learns addresses, but none of its peers is dialled
-meanwhile; it wakes the connector when it comes back (:meth:`Connector.wake`).
+meanwhile; it wakes the connector when it comes back (:meth:`Connector.wake`). The dials its
+hold ended cost their peers nothing (no failure, no wait, as its connected peers): they are
+dialled again as soon as it is back.
 """
 
 from __future__ import annotations
@@ -137,9 +139,12 @@ class Connector:
         self._speed = connection_speed
         self._new_list = new_list
         self._lists: dict[ConnectorTorrent, PeerList] = {}
-        # Our dials not yet settled, with the hash each was made with: the handshaker tells
-        # failed connects (dial_failed) but not failed handshakes; those are found here.
-        self._dialled: dict[tuple[ConnectorTorrent, PeerAddress], InfoHash] = {}
+        # Our dials not yet settled, with the hash each was made with and the handshaker's
+        # count of dials unregister ended as last read before it (_settle): the handshaker
+        # tells failed connects (dial_failed) but not failed handshakes; those are found here.
+        self._dialled: dict[tuple[ConnectorTorrent, PeerAddress], tuple[InfoHash, int]] = {}
+        # The handshaker's ``unregistered`` count as last read (it starts at 0 with it).
+        self._unregistered = 0
         # Peers recorded under another address than their connection's: one that dialled us,
         # under the address it listens on (its BEP 10 ``p``). Bounded by the connected peers.
         self._listed: dict[Peer, PeerAddress] = {}
@@ -211,10 +216,16 @@ class Connector:
         self, torrent: ConnectorTorrent | None, handshake: CompletedHandshake
     ) -> None:
         """A completed handshake was closed before it became a peer (banned, filtered, a
-        duplicate, no room): an outbound one was no failure of the peer's."""
+        duplicate, no room, its torrent paused meanwhile): an outbound one was no failure of
+        the peer's, and one its torrent's hold closed may be dialled again as soon as the
+        torrent is back."""
         peers = None if torrent is None else self._lists.get(torrent)
         if peers is not None and handshake.direction == "outbound":
-            peers.dial_cancelled(handshake.address, trio.current_time())
+            now = trio.current_time()
+            if torrent is not None and torrent.halted:
+                self._dropped_by_hold(peers, handshake.address, now)
+            else:
+                peers.dial_cancelled(handshake.address, now)
         self.wake()
 
     def peer_message(self, torrent: ConnectorTorrent, peer: Peer, message: object) -> None:
@@ -290,16 +301,42 @@ class Connector:
             self._wake = trio.Event()
 
     def _settle(self, now: float) -> None:
-        """Dials the handshaker no longer has, that did not become a connection (a failed
-        handshake: MSE, a timeout, a peer not serving the torrent), failed."""
-        for key, info_hash in list(self._dialled.items()):
+        """Dials the handshaker no longer has, that did not become a connection: failed (a
+        failed handshake: MSE, a timeout, a peer not serving the torrent), unless a hold of
+        their torrent ended them (``_dropped_by_hold``)."""
+        unregistered: int | None = None  # read once, when a dial is found gone
+        for key, (info_hash, seen) in list(self._dialled.items()):
             torrent, address = key
             peers = self._lists[torrent]
             if not peers.is_dialling(address):  # settled already (or forgotten)
                 del self._dialled[key]
             elif not self._handshaker.is_dialling(info_hash, address):
-                peers.dial_failed(address, now)
+                if unregistered is None:
+                    unregistered = self._handshaker.statistics().unregistered
+                if torrent.halted or unregistered != seen:
+                    self._dropped_by_hold(peers, address, now)
+                else:
+                    peers.dial_failed(address, now)
                 del self._dialled[key]
+        if unregistered is not None:
+            self._unregistered = unregistered
+
+    @staticmethod
+    def _dropped_by_hold(peers: PeerList, address: PeerAddress, now: float) -> None:
+        """A dial its torrent's hold (pause, queue, recheck: ``Handshaker.unregister``) ended:
+        no failure of the peer's, and no wait, as for its connected peers (libtorrent closes
+        both for a reason of its own): the peer is dialled again as soon as the torrent is
+        back. Charged, a pause left each peer dialled a failure and a doubled wait, and
+        three holds while dials pended gave it up for good.
+
+        A dial is taken for one of these when its torrent is halted, or when the
+        handshaker's ``unregistered`` count moved since the dial was made: a pause and a
+        resume may both come before the connector looks again, and the handshaker counts
+        the dials unregister ended when it ends them. The count is the handshaker's, not
+        the torrent's: a handshake that failed while another torrent left its swarm is not
+        charged either, and is dialled again once more (the next failure counts).
+        """
+        peers.disconnected(address, now, wait=False)
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._refilled if self._refilled != -math.inf else math.inf
@@ -355,7 +392,7 @@ class Connector:
             if swarm_id is not None and swarm_id not in info_hash.swarm_ids():
                 swarm_id = None
             if self._handshaker.connect(info_hash, address, swarm_id=swarm_id):
-                self._dialled[torrent, address] = info_hash
+                self._dialled[torrent, address] = (info_hash, self._unregistered)
                 return True
             # Not queued (connected already, filtered, the queue full): no failure of the
             # peer's; it waits for its next turn.
