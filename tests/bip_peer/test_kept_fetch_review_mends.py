@@ -36,7 +36,12 @@ from bip_bencode import encode
 from bip_metainfo import InfoHash, PieceLayerTree
 from bip_peer._errors import PieceLayerFetchError
 from bip_peer._exchange import MetadataExchange, MetadataFetchError
-from bip_peer._extended import METADATA_PIECE_SIZE, MetadataData, MetadataRequest
+from bip_peer._extended import (
+    METADATA_PIECE_SIZE,
+    ExtendedHandshake,
+    MetadataData,
+    MetadataRequest,
+)
 from bip_peer._layers import PieceLayerExchange
 from bip_peer._metadata import MetadataFetcher, MetadataServer
 
@@ -218,7 +223,15 @@ def test_kept_pieces_are_still_verified() -> None:
         fetcher.on_data("liar", answer(bogus, request), 0.0)
     fetcher.remove_peer("liar")
     fetcher.add_peer("honest", len(SMALL))
-    for now in (1.0, 2.0, 3.0, 4.0):
+    asked = []
+    while (request := fetcher.next_request("honest", 1.0)) is not None:
+        asked.append(request.piece)
+        fetcher.on_data("honest", answer(SMALL, request), 1.0)
+        if fetcher.statistics().hash_failures:
+            break
+    assert asked == [2]  # the kept pieces 0 and 1 were used...
+    assert fetcher.statistics().hash_failures == 1  # ...and the bad one failed the hash
+    for now in (2.0, 3.0, 4.0, 5.0):
         while (request := fetcher.next_request("honest", now)) is not None:
             fetcher.on_data("honest", answer(SMALL, request), now)
     assert fetcher.result() == SMALL  # the liar's kept pieces failed once, then went
@@ -386,3 +399,163 @@ async def test_a_private_dictionary_a_kept_fetch_completes_is_kept(
             assert not leech_ex.serving(info_hash)  # private: never served
             assert leech_ex.statistics().kept == 0  # the caller has it now
         nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------- review of 00345ea
+
+
+LONG = encode({b"name": b"x", b"pieces": b"a" * 30000})  # two metadata pieces
+LONG_IH = InfoHash.from_info_bytes(LONG, v1=True)
+
+
+def _starve(mode: str) -> tuple[bool, int]:
+    """A failed assembly (the liar's piece 0 is wrong), then the liar, the single source,
+    stays silent and every 5 s comes back as a new peer: by re-sending its extended
+    handshake with a size we refuse, then the right one ("toggle"), or by a new connection
+    made before the old one closes ("reconnect"). Whether the fetch completes within 120 s,
+    and how often the honest peer was asked."""
+    fetcher: MetadataFetcher[str] = MetadataFetcher(LONG_IH, request_interval=1.0)
+    liar, honest, size = "A0", "Z", len(LONG)
+    fetcher.add_peer(liar, size)
+    fetcher.add_peer(honest, size)
+    asked_honest = 0
+    for step in range(1200):
+        now = step / 10
+        if step % 10 == 0:
+            fetcher.handle_timer(now)
+        if fetcher.done:
+            break
+        for peer in sorted(fetcher.peers):
+            while (request := fetcher.next_request(peer, now)) is not None:
+                if peer == honest:
+                    asked_honest += 1
+                    fetcher.on_data(peer, answer(LONG, request), now)
+                elif not fetcher.statistics().single_source and request.piece == 0:
+                    fetcher.on_data(peer, answer(bytes(len(LONG)), request), now)
+        fetcher.take_banned()
+        if fetcher.statistics().single_source and step % 50 == 0:
+            if mode == "toggle":
+                fetcher.add_peer(liar, 5 * 1024 * 1024)  # refused: it is not a disconnect
+                fetcher.add_peer(liar, size)
+            else:
+                new = f"A{step}"
+                fetcher.add_peer(new, size)
+                fetcher.remove_peer(liar)
+                liar = new
+    return fetcher.done, asked_honest
+
+
+@pytest.mark.parametrize("mode", ["toggle", "reconnect"])
+def test_a_liar_coming_back_does_not_hold_the_single_source(mode: str) -> None:
+    done, asked_honest = _starve(mode)
+    assert done
+    assert asked_honest > 1
+
+
+class _Connection:
+    def __init__(self) -> None:
+        self.their_extension_ids: dict[str, int] = {"ut_metadata": 3}
+
+
+class _PeerId:
+    value = b"-BI0000-000000000000"
+
+
+class _FakePeer:
+    """What MetadataExchange reads of a Peer (the manager never sees it)."""
+
+    def __init__(self) -> None:
+        self.info_hash = SMALL_IH
+        self.address = "127.0.0.1:6881"
+        self.peer_id = _PeerId()
+        self.connection = _Connection()
+        self.extended_handshake: ExtendedHandshake | None = None
+
+
+class _FakeManager:
+    def __init__(self, exchange: MetadataExchange) -> None:
+        self.services = [exchange]
+        self.peers: list[_FakePeer] = []
+        self.removed: list[str] = []
+
+    def remove_peer(self, peer: object, reason: str) -> None:
+        self.removed.append(reason)
+
+    def send_nowait(self, peer: object, message: object) -> bool:
+        return True
+
+
+def _handshake(
+    exchange: MetadataExchange, manager: _FakeManager, peer: _FakePeer, size: int | None
+) -> None:
+    peer.extended_handshake = ExtendedHandshake(m={"ut_metadata": 3}, metadata_size=size)
+    exchange.message_received(manager, peer, peer.extended_handshake)  # type: ignore[arg-type]
+
+
+async def _kept_fetch(exchange: MetadataExchange, manager: _FakeManager) -> MetadataFetcher[Any]:
+    with pytest.raises(MetadataFetchError):
+        await exchange.fetch(manager, SMALL_IH, timeout=1)  # type: ignore[arg-type]
+    [fetch] = set(exchange._fetches.values())
+    return fetch.fetcher
+
+
+async def test_a_ban_made_at_handshake_drops_the_peer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    exchange = MetadataExchange()
+    manager = _FakeManager(exchange)
+    fetcher = await _kept_fetch(exchange, manager)
+    peer = _FakePeer()
+    ref = weakref.ref(peer)
+    for size in (100, 200, 300):  # a second change of size: banned
+        _handshake(exchange, manager, peer, size)
+    assert len(manager.removed) == 1  # the ban disconnects it
+    assert manager.removed[0].startswith("bad metadata: changed its metadata_size")
+    assert exchange.statistics().peers_banned == 1
+    exchange.peer_removed(manager, peer)  # type: ignore[arg-type]
+    del peer
+    gc.collect()
+    assert ref() is None  # nothing holds its connection
+    assert fetcher.take_banned() == []
+
+
+def test_a_departed_peer_is_not_reported_banned() -> None:
+    fetcher: MetadataFetcher[Key] = MetadataFetcher(SMALL_IH)
+    liar = Key()
+    ref = weakref.ref(liar)
+    for size in (7, 8, 9):
+        fetcher.add_peer(liar, size)
+    fetcher.remove_peer(liar)  # it left before its ban was taken
+    del liar
+    gc.collect()
+    assert ref() is None
+    assert fetcher.take_banned() == []
+
+
+async def test_withdrawing_ut_metadata_does_not_lift_a_ban(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    exchange = MetadataExchange()
+    manager = _FakeManager(exchange)
+    fetcher = await _kept_fetch(exchange, manager)
+    peer = _FakePeer()
+    for size in (100, 200, 300):
+        _handshake(exchange, manager, peer, size)
+    peer.connection.their_extension_ids = {}  # a handshake withdrawing ut_metadata...
+    _handshake(exchange, manager, peer, None)
+    peer.connection.their_extension_ids = {"ut_metadata": 3}  # ...and one offering it again
+    _handshake(exchange, manager, peer, 100)
+    assert peer not in fetcher.peers  # still banned: its connection is the same
+
+
+async def test_a_served_dictionary_is_checked_against_every_hash_named(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    x = InfoHash(v1=hashlib.sha1(SMALL).digest())
+    xy = InfoHash(v1=x.v1, v2=os.urandom(32))  # no dictionary hashes to both
+    exchange = MetadataExchange()
+    exchange.serve(x, SMALL)
+    manager = _FakeManager(exchange)
+    with pytest.raises(MetadataFetchError):
+        await exchange.fetch(manager, xy, timeout=1)  # type: ignore[arg-type]
+    assert await exchange.fetch(manager, x, timeout=1) == SMALL  # type: ignore[arg-type]

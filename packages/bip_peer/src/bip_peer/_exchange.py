@@ -432,6 +432,12 @@ class MetadataExchange:
         server = _lookup(self._servers, info_hash)
         if server is not None:
             await trio.lowlevel.checkpoint()
+            if not info_matches(info_hash, server.info_bytes):
+                # Served under hashes that share a swarm id with the caller's: the same
+                # torrent, but not the dictionary every hash the caller names names.
+                raise MetadataFetchError(
+                    f"the metadata served for this torrent does not hash to {info_hash}"
+                )
             return server.info_bytes
         fetch = _lookup(self._fetches, info_hash)
         if fetch is not None and fetch.info_hash != info_hash and not fetch.waiters:
@@ -581,11 +587,14 @@ class MetadataExchange:
         if handshake is None:
             return
         if not _offers(peer, METADATA_EXTENSION):
-            fetch.fetcher.remove_peer(peer)
+            # Not a disconnect: its ban, if any, and its part in a failed assembly stay.
+            fetch.fetcher.withdraw_peer(peer)
             return
         one_at_a_time = _is_rtorrent(peer, handshake)
         if fetch.fetcher.add_peer(peer, handshake.metadata_size, one_at_a_time=one_at_a_time):
             self._pump(manager, fetch, peer, now)
+        else:
+            self._settle(manager, fetch)  # a second change of size banned it: drop it
 
     def _pump(self, manager: PeerManager, fetch: _Fetch, peer: Peer, now: float) -> None:
         if not fetch.waiters:
@@ -595,7 +604,7 @@ class MetadataExchange:
                 sent = manager.send_nowait(peer, request)
             except PeerError:
                 # The peer withdrew ut_metadata in a later handshake: not ours to ask.
-                fetch.fetcher.remove_peer(peer)
+                fetch.fetcher.withdraw_peer(peer)
                 return
             if not sent:
                 return  # a full queue: the request times out and goes elsewhere

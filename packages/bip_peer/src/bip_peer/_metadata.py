@@ -65,7 +65,10 @@ hash to the info-hash, somebody lied, and the fetcher finds out who:
 - if one peer sent every piece, it is banned at once;
 - otherwise the fetcher cannot tell which piece was wrong, so it keeps a digest of every piece it
   got from every contributor and starts over in *single-source* mode, fetching the whole
-  dictionary from one peer at a time (peers that did not contribute to a failure first). A failed
+  dictionary from one peer at a time (peers that did not contribute to a failure first, then by
+  arrival; but after a source that came once single-source mode began, one there before it:
+  a liar coming back again and again as a new peer, by a new connection or a handshake whose
+  size we refuse, cannot keep the others from their turn). A failed
   single-source attempt bans that one peer; a verified one bans every earlier contributor whose
   piece differs from the verified bytes. Each failure therefore bans at least one peer eventually,
   and an honest peer is never banned.
@@ -342,9 +345,16 @@ class MetadataFetcher(Generic[K]):
         self._aside: tuple[int, dict[int, tuple[bytes, K]]] | None = None
         # After a failed assembly: for each (size, piece), the digest each contributor sent.
         self._suspect: dict[tuple[int, int], dict[K, bytes]] = {}
+        # Kept while the peer's connection lasts (remove_peer): a liar withdrawing ut_metadata
+        # or advertising a size we refuse, then offering it again, stays marked.
         self._failed_contributors: set[K] = set()
         self._parallel_failures = 0
         self._single_source = False
+        # Peers added from this order on came after single-source mode began. After such a
+        # source, the next is one there before it: a liar coming back as a new peer (a new
+        # connection, or a size refused then offered again) would otherwise be first for ever.
+        self._single_source_order = 0
+        self._late_source = False  # the last source came after single-source mode began
         self._source: K | None = None
         self._result: bytes | None = None
 
@@ -415,14 +425,22 @@ class MetadataFetcher(Generic[K]):
     def remove_peer(self, peer: K) -> None:
         """Forget a peer (disconnected); its requests in flight go to others.
 
-        A banned peer's ban is forgotten too: keys name connections, and a new connection
-        to the same host is a new peer (the fetch keeps nothing of the ones that left).
+        A banned peer's ban is forgotten too, and not reported by :meth:`take_banned` if it
+        was not yet: keys name connections, and a new connection to the same host is a new
+        peer (the fetch keeps nothing of the ones that left).
         """
         self._banned.pop(peer, None)
+        self._failed_contributors.discard(peer)
+        self._to_report = [(banned, reason) for banned, reason in self._to_report if banned != peer]
+        self._remove(peer)
+
+    def withdraw_peer(self, peer: K) -> None:
+        """The peer no longer offers ``ut_metadata`` (a later extended handshake), its
+        connection lasting: forget its requests as :meth:`remove_peer` does, but a ban stays,
+        and so does its part in a failed assembly (offering it again, it is no fresh peer)."""
         self._remove(peer)
 
     def _remove(self, peer: K) -> None:
-        self._failed_contributors.discard(peer)
         state = self._peers.pop(peer, None)
         if state is None:
             return
@@ -622,14 +640,24 @@ class MetadataFetcher(Generic[K]):
 
     def _pick_source(self) -> K:
         """The next single source: peers that did not contribute to a failure first, then by
-        arrival. Called from :meth:`next_request`, whose peer is always a candidate."""
+        arrival; after a source that came once single-source mode began, a peer there before
+        it first (see ``_single_source_order``). Called from :meth:`next_request`, whose peer
+        is always a candidate."""
         size = self._size
+        late = self._single_source_order
         candidates = [
-            (peer in self._failed_contributors, state.order, peer)
+            (
+                self._late_source and state.order >= late,
+                peer in self._failed_contributors,
+                state.order,
+                peer,
+            )
             for peer, state in self._peers.items()
             if self._eligible(state) and (state.size is None or state.size == size)
         ]
-        return min(candidates, key=lambda item: (item[0], item[1]))[2]
+        *_, order, source = min(candidates, key=lambda item: item[:3])
+        self._late_source = order >= late
+        return source
 
     # ------------------------------------------------------------------------------ answers
 
@@ -902,6 +930,7 @@ class MetadataFetcher(Generic[K]):
         self._parallel_failures += 1
         if self._parallel_failures >= self._max_parallel_failures:
             self._single_source = True
+            self._single_source_order = self._next_order
             self._source = None
             self._aside = None  # pieces from several sources: of no use to one at a time
 
