@@ -17,17 +17,21 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import trio
 from _discovery_target import NullSink, SeedTarget
+from _engine_helpers import loopback_config
 from _http_tracker_server import Server, answer, http_server, reply
 from tests._resolvers import FixedResolver, has_ipv6_loopback
 
+from bip._client import TorrentOptions, _session, open_session
 from bip._client._discovery import TrackerAnnouncer
 from bip._client._http_tracker import HttpTrackerClient
 from bip._client._http_tracker_errors import HttpTrackerError
 from bip_handshake import PeerId
+from bip_metainfo import Metainfo, create_torrent
 from bip_utracker import AnnouncerStatus, SwarmStore, open_tracker_client, serve_tracker
 
 HASH = b"\x6b" * 20
@@ -223,3 +227,89 @@ def test_families_are_checked() -> None:
     """``families`` names IP versions 4 and 6 only."""
     with pytest.raises(ValueError, match="famil"):
         TrackerAnnouncer(None, [], peer_id=PEER_ID, families=(4, 5))  # type: ignore[arg-type]
+
+
+@needs_ipv6
+async def test_one_listen_family_announces_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review r7 p1: a session listening in IPv4 alone whose tracker client has a socket of
+    each family (``--bind 0.0.0.0`` binds ``0.0.0.0`` and ``::``: here their loopbacks) was
+    announced to a name's first address, IPv6, and the tracker listed our IPv6 address, where
+    nothing listens. It announces in the family it listens in (through the session's wiring)."""
+    monkeypatch.setattr(_session, "_tracker_binds", lambda config: ("127.0.0.1", "::1"))
+    stores = {4: SwarmStore(rng=random.Random(1)), 6: SwarmStore(rng=random.Random(2))}
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(b"x" * 20000)
+    with trio.fail_after(DEADLINE):
+        async with serve_tracker(("127.0.0.1", 0), handler=stores[4]) as udp4:
+            port = udp4.address[1]
+            async with serve_tracker(("::1", port), handler=stores[6]):
+                trio.socket.set_custom_hostname_resolver(
+                    FixedResolver({NAME: [("::1", port), ("127.0.0.1", port)]})
+                )
+                torrent = Metainfo.from_bytes(
+                    create_torrent(
+                        folder, version="v1", piece_length=16384, creation_date=None,
+                        created_by=None, trackers=[f"udp://{NAME}:{port}/announce"],
+                    ).to_bytes()
+                )  # fmt: skip
+                async with open_session(loopback_config(trackers=True)) as session:
+                    added = await session.add_torrent(torrent, TorrentOptions(tmp_path))
+                    swarm = bytes(torrent.info.info_hash.best)
+                    [announcer] = [s for s in added._sources if isinstance(s, TrackerAnnouncer)]
+                    while not any(status.announces for status in announcer.status()):
+                        await trio.sleep(0.01)
+                    listed = {f: [str(p) for p in s.peers(swarm)] for f, s in stores.items()}
+    assert listed[6] == []
+    assert len(listed[4]) == 1
+    assert [status.family for status in announcer.status()] == [None]
+
+
+async def test_no_announcer_in_a_family_the_client_cannot_reach() -> None:
+    """review r7 p2: listening in both families with trackers reached from one IPv4 address
+    (``tracker_bind``), an IPv6 announcer per tracker failed for ever; and a tracker URL of
+    an IP literal had an announcer of the other family failing for ever. Announce only in
+    the families the tracker client can use, an IP literal in its own."""
+    with trio.fail_after(DEADLINE):
+        async with (
+            serve_tracker(("127.0.0.1", 0)) as udp4,
+            open_tracker_client(bind_v4="127.0.0.1", bind_v6=None) as client,
+            HttpTrackerClient(local_address="127.0.0.1") as http_client,
+        ):
+            port = udp4.address[1]
+            trio.socket.set_custom_hostname_resolver(FixedResolver({NAME: ["127.0.0.1"]}))
+            announcer = TrackerAnnouncer(
+                client,
+                [f"udp://{NAME}:{port}", f"http://{NAME}:1/announce"],
+                peer_id=PEER_ID,
+                http_client=http_client,
+                families=(4, 6),
+            )
+            assert announcer._families_of(f"udp://{NAME}:{port}") == (None,)
+            assert announcer._families_of(f"http://{NAME}:1/announce") == (None,)
+            await _announce_until(announcer, lambda: any(s.announces for s in announcer.status()))
+    assert [status.family for status in announcer.status()] == [None, None]
+
+
+@needs_ipv6
+async def test_an_ip_literal_tracker_gets_its_own_family_only() -> None:
+    """review r7 p2: ``udp://127.0.0.1/...`` in a session of both families got an IPv6
+    announcer that could never reach it; ``http://[::1]/`` an IPv4 one."""
+    with trio.fail_after(DEADLINE):
+        async with (
+            serve_tracker(("127.0.0.1", 0)) as udp4,
+            open_tracker_client(bind_v4="127.0.0.1", bind_v6="::1") as client,
+            HttpTrackerClient(local_address=("127.0.0.1", "::1")) as http_client,
+        ):
+            host, port = udp4.address
+            announcer = TrackerAnnouncer(
+                client, [f"udp://{host}:{port}"], peer_id=PEER_ID, http_client=http_client
+            )
+            assert announcer._families_of("http://[::1]:1/announce") == (6,)
+            assert announcer._families_of(f"udp://{NAME}:1") == (4, 6)
+            await _announce_until(announcer, lambda: any(s.announces for s in announcer.status()))
+    [status] = announcer.status()
+    assert status.family == 4
+    assert status.last_error is None

@@ -223,3 +223,49 @@ async def test_family_goes_to_a_client_that_opted_in() -> None:
                 await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
     assert client.families == [6]
+
+
+@needs_ipv6
+async def test_preferred_family_first_the_other_only_when_none() -> None:
+    """review r7 p1: a session listening in IPv4 alone (a client with sockets of both
+    families) announced to a name's first address, IPv6, and the tracker listed our IPv6
+    address, where nothing listens. ``prefer_family`` takes the name's address of that family
+    first (an :class:`Announcer`'s too), the other family's only when it has none."""
+    config = ServerConfig(rate_limit=None)
+    with trio.fail_after(DEADLINE):
+        async with serve_tracker(("127.0.0.1", 0), config=config) as udp4:
+            port = udp4.address[1]
+            async with (
+                serve_tracker(("::1", port), config=config) as udp6,
+                open_tracker_client(bind_v4="127.0.0.1", bind_v6="::1") as client,
+            ):
+                resolver = FixedResolver(
+                    {NAME: [("::1", port), ("127.0.0.1", port)], "v6only.test": ["::1"]}
+                )
+                trio.socket.set_custom_hostname_resolver(resolver)
+                url = f"udp://{NAME}:{port}/announce"
+                to4 = await client.announce(url, HASH, peer_id=PEER_ID, port=1, prefer_family=4)
+                assert to4.tracker == PeerAddress.parse(f"127.0.0.1:{port}")
+                fallback = await client.announce(
+                    f"udp://v6only.test:{port}", HASH, peer_id=PEER_ID, port=1, prefer_family=4
+                )
+                assert fallback.tracker == PeerAddress.parse(f"[::1]:{port}")
+                announcer = Announcer(
+                    client, url, HASH, peer_id=PEER_ID, port=1, progress=_progress,
+                    prefer_family=4, stopped_timeout=0,
+                )  # fmt: skip
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(announcer.run)
+                    while not announcer.status.announces:
+                        await trio.sleep(0.01)
+                    nursery.cancel_scope.cancel()
+                result = announcer.status.last_result
+                assert result is not None
+                assert result.tracker.family == 4
+                assert announcer.status.family is None  # one announcer, whatever the family
+                with pytest.raises(LocalProtocolError, match="family"):
+                    await client.announce(
+                        url, HASH, peer_id=PEER_ID, port=1, prefer_family=5,  # type: ignore[arg-type]
+                    )  # fmt: skip
+            assert udp6.statistics().announces == 1
+        assert udp4.statistics().announces == 2

@@ -320,11 +320,16 @@ class Announcer:
             default): the tracker's first address of a family the client can reach. A
             client other than a :class:`TrackerClient` must opt in (see
             :class:`AnnounceClient`).
+        prefer_family: with ``family`` None, 4 or 6: a :class:`TrackerClient` reaches a
+            tracker name at its first address of that family, the other family's only when
+            it has none (the one family a session listens in: the tracker must not hand out
+            our address of the other, where nothing listens). Other clients ignore it.
 
     Raises:
         LocalProtocolError: a bad argument (a URL that is not ``udp://`` for a
             :class:`TrackerClient`, one the other client refuses, a bad port, a ``family``
-            other than 4, 6 or None, or one for a client that did not opt in...).
+            or ``prefer_family`` other than 4, 6 or None, or a ``family`` for a client that
+            did not opt in...).
     """
 
     def __init__(
@@ -346,10 +351,12 @@ class Announcer:
         stopped_timeout: float = DEFAULT_STOPPED_TIMEOUT,
         on_update: Callable[[AnnouncerStatus], None] | None = None,
         family: Family | None = None,
+        prefer_family: Family | None = None,
     ) -> None:
         # Checked here, not at the first announce: a bad URL is the caller's mistake, and
         # run() must not mistake it for a tracker failure to retry for ever.
         check_family(family)
+        check_family(prefer_family)
         if not isinstance(client, TrackerClient):
             if not isinstance(client, AnnounceClient):
                 raise LocalProtocolError(
@@ -415,6 +422,7 @@ class Announcer:
         self._num_want = num_want
         self._on_update = on_update
         self._family = family
+        self._prefer_family = prefer_family
         # The state the status shows.
         self._running = False
         self._announcing = False
@@ -541,7 +549,12 @@ class Announcer:
         client = self._client
         announce: Callable[..., Awaitable[AnnounceResult]]
         if isinstance(client, TrackerClient):
-            announce = functools.partial(client.announce, self._tracker, family=self._family)
+            announce = functools.partial(
+                client.announce,
+                self._tracker,
+                family=self._family,
+                prefer_family=self._prefer_family,
+            )
         else:  # another client gets the URL as given, which is the label
             # Only the keywords it opted in to (checked when built), and only when they say
             # something: the protocol's announce leaves them out, for the clients written

@@ -159,6 +159,7 @@ class TrackerClient:
         ip: IPv4Address | int = 0,
         url_data: bytes | None = None,
         family: Family | None = None,
+        prefer_family: Family | None = None,
     ) -> AnnounceResult:
         """Announce to *tracker* and return its answer; found peers also go to the sink.
 
@@ -189,6 +190,11 @@ class TrackerClient:
                 on, as libtorrent's ``announce_endpoint``); None: to the first address of a
                 family we have a socket for. Through a proxy that resolves names
                 (``socks5h://``) a name goes to the proxy whatever the family.
+            prefer_family: with ``family`` None, 4 or 6: a host name's first address of that
+                family, the other family's only when it has none (a session listening in
+                one family announces in it, or the tracker would hand out our address of
+                the other family, where nothing listens). Through a proxy's relay, the
+                relay's family is preferred instead.
 
         Raises:
             TrackerTimeoutError: no answer after every retransmission.
@@ -207,10 +213,12 @@ class TrackerClient:
                 association was lost (the message says why).
             LocalProtocolError: a bad argument (URLData making the packet longer than
                 :data:`~bip_utracker._client_core.MAX_REQUEST_SIZE`, 65,245 bytes, too, or a
-                ``family`` other than 4, 6 or None), or the client is closed.
+                ``family`` or ``prefer_family`` other than 4, 6 or None), or the client is
+                closed.
         """
         check_family(family)
-        address, path = await self._resolve(tracker, family)
+        check_family(prefer_family)
+        address, path = await self._resolve(tracker, family, prefer_family)
         swarm_id = _swarm_id(info_hash)
         try:
             announce_event = AnnounceEvent(event)
@@ -357,10 +365,14 @@ class TrackerClient:
         )
 
     async def _resolve(
-        self, tracker: TrackerTarget, family: Family | None = None
+        self,
+        tracker: TrackerTarget,
+        family: Family | None = None,
+        prefer_family: Family | None = None,
     ) -> tuple[TrackerAddress, bytes]:
         """The address to send to (or through a proxy that resolves names, the name) and the
-        URLData the target implies; of ``family`` only, if given."""
+        URLData the target implies; of ``family`` only, if given, else of ``prefer_family``
+        first."""
         if isinstance(tracker, PeerAddress):
             return self._usable(tracker, family), b""
         if isinstance(tracker, str):
@@ -390,11 +402,19 @@ class TrackerClient:
         if self._relay is not None and self._relay.proxy.remote_dns:
             # socks5h://: the proxy resolves it; our resolver must not hear of it.
             return (host, port), path
-        return await self._lookup(host, port, family), path
+        return await self._lookup(host, port, family, prefer_family), path
 
-    async def _lookup(self, host: str, port: int, family: Family | None = None) -> PeerAddress:
+    async def _lookup(
+        self,
+        host: str,
+        port: int,
+        family: Family | None = None,
+        prefer_family: Family | None = None,
+    ) -> PeerAddress:
         """Resolve *host* to the first address of a family we have a socket for (of
-        ``family`` only, if given: its announce in that family, BEP 7); through a
+        ``family`` only, if given: its announce in that family, BEP 7; of ``prefer_family``
+        first, the other family's only when there is none: the one family a session listens
+        in, as libtorrent announces from its listen sockets only); through a
         proxy's relay, the first of our relay socket's family, the other family's only when
         there is none (as libtorrent keeps the addresses its socket can route): a proxy
         reached over IPv4 may have no IPv6 route, and every request to a dual-stack tracker
@@ -412,7 +432,7 @@ class TrackerClient:
             infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
         except (OSError, UnicodeError) as error:
             raise TrackerError(f"cannot resolve tracker host {host!r}: {error}") from None
-        preferred = None if self._relay is None else self._relay.local_address.family
+        preferred = prefer_family if self._relay is None else self._relay.local_address.family
         fallback: PeerAddress | None = None
         unusable: PeerAddress | None = None  # the first skipped for its host, for the message
         other_family = False  # an address of the family not asked for, for the message

@@ -29,8 +29,9 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final, NoReturn, Protocol
+from urllib.parse import urlsplit
 
 import trio
 
@@ -190,10 +191,17 @@ class TrackerAnnouncer:
     the same sink. A family the tracker has no address of fails in that family alone: its
     status says so (:attr:`~bip_utracker.AnnouncerStatus.family`), and the tracker is logged
     as failing (INFO) only once every family failed its last announce (each family's reason
-    given), other failures at DEBUG: a tracker working in one family is working. One family,
-    or a client that reaches trackers through a proxy (its relay's family; an HTTP client
-    with a ``proxy``), announces once per tracker and swarm, to the tracker's first address,
-    as before (the status's ``family`` None).
+    given), other failures at DEBUG: a tracker working in one family is working. Only the
+    families the tracker's client can reach it in count (a ``tracker_bind`` of one family
+    reaches no tracker in the other), and a tracker named by an IP address is announced to
+    in its own family alone: an announcer that can never succeed is not made. One family
+    announces once per tracker and swarm (the status's ``family`` None), to the tracker's
+    first address of that family, the other family's only when it has none (for a UDP
+    tracker: the HTTP client connects to the first address that answers): a session
+    listening in IPv4 alone must not be listed at its IPv6 address, where nothing listens,
+    as libtorrent announces from its listen sockets only. A client that reaches trackers
+    through a proxy (its relay's family; an HTTP client with a ``proxy``) announces once,
+    to the tracker's first address.
 
     Args:
         client: the session's UDP tracker client.
@@ -211,8 +219,9 @@ class TrackerAnnouncer:
             dialled through a proxy that resolves names (``socks5h://``), and our own
             resolver must not hear of them.
         families: the IP versions (4, 6) to announce in, one announcer each when there are
-            two: the families the session listens in. None: those of ``client``'s sockets
-            (none through its proxy). Each announce tells the tracker ``target.listen_port``.
+            two: the families the session listens in (those the tracker's client cannot
+            reach it in left out). None: those of ``client``'s sockets (none through its
+            proxy). Each announce tells the tracker ``target.listen_port``.
 
     Raises:
         ValueError: ``min_interval`` is not a number of seconds in
@@ -388,15 +397,42 @@ class TrackerAnnouncer:
 
     def _families_of(self, url: str) -> tuple[Family | None, ...]:
         """The families ``url`` is announced in, one announcer each: both IP versions when
-        the session listens in both and the tracker is reached directly, else ``(None,)``
-        (one announcer, the tracker's first address, as before BEP 7's split)."""
+        the session listens in both, the tracker's client can reach it in both (a socket,
+        an HTTP local address of each: a ``tracker_bind`` of one family reaches no tracker
+        in the other, and an announcer there would fail for ever, as libtorrent disables
+        an endpoint on ``address_family_not_supported``) and it is reached directly, else
+        ``(None,)`` (one announcer, :meth:`_preferred_family` first). A tracker named by an
+        IP address has one announcer: of its family when there are two."""
+        families = self._usable_families(url)
+        if families is None or len(families) < 2:
+            return (None,)
+        literal = _literal_family(url)
+        if literal is not None:
+            return (literal,) if literal in families else (None,)
+        return tuple(sorted(families))
+
+    def _preferred_family(self, url: str) -> Family | None:
+        """The family a single announcer to ``url`` reaches a tracker name in first: the one
+        the session listens in, when the client can reach it (else the tracker would hand
+        out our address of the other family, where nothing listens, as libtorrent announces
+        from its listen sockets only); the other family only when the name has none."""
+        families = self._usable_families(url)
+        if families is None or len(families) != 1:
+            return None
+        [family] = families
+        return family
+
+    def _usable_families(self, url: str) -> frozenset[Family] | None:
+        """The families ``url`` may be announced in: those the session listens in that its
+        client reaches trackers in directly; None through a proxy (or without a client)."""
         client = self._client_for(url)
         if client is None or client.proxy is not None:
-            return (None,)
-        families = self.families
-        if families is None:
-            families = frozenset(address.family for address in self.client.local_addresses)
-        return tuple(sorted(families)) if len(families) > 1 else (None,)
+            return None
+        if isinstance(client, TrackerClient):
+            reached = frozenset(address.family for address in client.local_addresses)
+        else:
+            reached = frozenset(f for f in (4, 6) if f in client.families)
+        return reached if self.families is None else reached & self.families
 
     def _client_for(self, url: str) -> TrackerClient | HttpTrackerClient | None:
         """The client that announces to ``url``, by its scheme; None for no client."""
@@ -445,7 +481,22 @@ class TrackerAnnouncer:
             stopped_timeout=_STOPPED_TIMEOUT,
             on_update=on_update,
             family=family,
+            prefer_family=self._preferred_family(url) if family is None else None,
         )
+
+
+def _literal_family(url: str) -> Family | None:
+    """The family of ``url``'s host when it is an IP address (None: a name, or no URL
+    we can read; the announcer's own parsing tells of a malformed one)."""
+    try:
+        host = urlsplit(url).hostname
+        address = None if host is None else ip_address(host)
+    except ValueError:
+        return None
+    if address is None:
+        return None
+    # A mapped IPv6 address is the IPv4 tracker it names (the clients send to it so).
+    return 4 if address.version == 4 or getattr(address, "ipv4_mapped", None) else 6
 
 
 def _log_failure(status: AnnouncerStatus, families: Sequence[Announcer]) -> None:

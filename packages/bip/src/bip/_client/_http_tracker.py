@@ -317,6 +317,13 @@ class HttpTrackerClient:
         """The SOCKS5 proxy every request goes through, or None (direct)."""
         return self._proxy
 
+    @property
+    def families(self) -> frozenset[int]:
+        """The IP versions (4, 6) a tracker is connected to in directly: those of
+        ``local_address`` (both when it is None)."""
+        sources = local_sources(self._local_address)
+        return frozenset((4, 6) if sources is None else sources)
+
     async def aclose(self) -> None:
         """Close the client: requests in flight are cancelled, later ones refused."""
         self._closed = True
