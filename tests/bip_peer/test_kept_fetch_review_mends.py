@@ -559,3 +559,56 @@ async def test_a_served_dictionary_is_checked_against_every_hash_named(
     with pytest.raises(MetadataFetchError):
         await exchange.fetch(manager, xy, timeout=1)  # type: ignore[arg-type]
     assert await exchange.fetch(manager, x, timeout=1) == SMALL  # type: ignore[arg-type]
+
+
+def _liar_after_a_failed_assembly(mode: str) -> list[str]:
+    """Two peers, the liar's piece wrong: a failed assembly. The liar then withdraws
+    ut_metadata ("withdraw") or advertises a size we refuse ("refused"), offers the right
+    size again, and lies on; the honest peer completes the fetch. The peers banned."""
+    fetcher: MetadataFetcher[Key] = MetadataFetcher(SMALL_IH)
+    honest, liar = Key(), Key()
+    fetcher.add_peer(honest, len(SMALL))
+    fetcher.add_peer(liar, len(SMALL))
+    bogus = lie(SMALL)
+    asked = [(peer, request) for peer in (honest, liar) for request in drain(fetcher, peer)]
+    assert [peer for peer, _ in asked] == [honest, honest, liar]
+    for peer, request in asked:
+        fetcher.on_data(peer, answer(bogus if peer is liar else SMALL, request), 0.0)
+    assert fetcher.statistics().single_source
+    if mode == "withdraw":
+        fetcher.withdraw_peer(liar)
+    else:
+        assert not fetcher.add_peer(liar, 10**9)
+    assert fetcher.add_peer(liar, len(SMALL))
+    for _ in range(10):
+        for peer in (honest, liar):
+            for request in drain(fetcher, peer):
+                fetcher.on_data(peer, answer(bogus if peer is liar else SMALL, request), 0.0)
+    assert fetcher.result() == SMALL
+    names = {honest: "honest", liar: "liar"}
+    return [names[peer] for peer, _ in fetcher.take_banned()]
+
+
+@pytest.mark.parametrize("mode", ["withdraw", "refused"])
+def test_a_liar_coming_back_keeps_its_part_in_a_failed_assembly(mode: str) -> None:
+    # What it sent is kept while its connection lasts: the verified dictionary bans it.
+    assert _liar_after_a_failed_assembly(mode) == ["liar"]
+
+
+def test_a_withdrawn_liar_is_not_held_once_removed() -> None:
+    fetcher: MetadataFetcher[Key] = MetadataFetcher(SMALL_IH)
+    a, b = Key(), Key()
+    refs = [weakref.ref(a), weakref.ref(b)]
+    fetcher.add_peer(a, len(SMALL))
+    fetcher.add_peer(b, len(SMALL))
+    asked = [(peer, request) for peer in (a, b) for request in drain(fetcher, peer)]
+    for peer, request in asked:  # b lies about the last piece
+        fetcher.on_data(peer, answer(SMALL if peer is a else lie(SMALL), request), 0.0)
+    del asked, peer, request
+    assert fetcher.statistics().hash_failures == 1
+    fetcher.withdraw_peer(b)  # what it sent is kept while its connection lasts...
+    fetcher.remove_peer(b)  # ...and no longer
+    fetcher.remove_peer(a)
+    del a, b
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]

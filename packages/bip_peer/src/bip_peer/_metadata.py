@@ -344,9 +344,10 @@ class MetadataFetcher(Generic[K]):
         # the most pieces, and dropped once it and _pieces hold more than max_size bytes.
         self._aside: tuple[int, dict[int, tuple[bytes, K]]] | None = None
         # After a failed assembly: for each (size, piece), the digest each contributor sent.
+        # Both kept while the peer's connection lasts (remove_peer), the digests only until it
+        # is banned: a liar withdrawing ut_metadata or advertising a size we refuse, then
+        # offering it again, stays marked, and the verified dictionary still bans it.
         self._suspect: dict[tuple[int, int], dict[K, bytes]] = {}
-        # Kept while the peer's connection lasts (remove_peer): a liar withdrawing ut_metadata
-        # or advertising a size we refuse, then offering it again, stays marked.
         self._failed_contributors: set[K] = set()
         self._parallel_failures = 0
         self._single_source = False
@@ -432,6 +433,7 @@ class MetadataFetcher(Generic[K]):
         self._banned.pop(peer, None)
         self._failed_contributors.discard(peer)
         self._to_report = [(banned, reason) for banned, reason in self._to_report if banned != peer]
+        self._forget_suspect(peer)
         self._remove(peer)
 
     def withdraw_peer(self, peer: K) -> None:
@@ -441,17 +443,21 @@ class MetadataFetcher(Generic[K]):
         self._remove(peer)
 
     def _remove(self, peer: K) -> None:
+        """Forget the peer's state and requests; what it sent in a failed assembly stays."""
         state = self._peers.pop(peer, None)
         if state is None:
             return
-        for key, digests in list(self._suspect.items()):
-            digests.pop(peer, None)
-            if not digests:
-                del self._suspect[key]
         if self._source == peer:
             self._source = None
             self._discard_pieces()
         self._choose_size()
+
+    def _forget_suspect(self, peer: K) -> None:
+        """Drop the digests *peer* sent in a failed assembly (it left, or is banned)."""
+        for key, digests in list(self._suspect.items()):
+            digests.pop(peer, None)
+            if not digests:
+                del self._suspect[key]
 
     @property
     def peers(self) -> frozenset[K]:
@@ -958,6 +964,7 @@ class MetadataFetcher(Generic[K]):
         return info_matches(self._info_hash, info)
 
     def _ban(self, peer: K, reason: str) -> None:
+        self._forget_suspect(peer)  # kept, they would ban it again once the dictionary verifies
         if peer in self._peers:
             self._remove(peer)
             self._banned[peer] = None
