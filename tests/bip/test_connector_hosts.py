@@ -21,7 +21,7 @@ class CountingHandshaker:
         self.dials: list[PeerAddress] = []
 
     def statistics(self) -> SimpleNamespace:
-        return SimpleNamespace(outbound_in_flight=len(self.dials), queued=0)
+        return SimpleNamespace(outbound_in_flight=len(self.dials), queued=0, unregistered=0)
 
     def connect(
         self, info_hash: InfoHash, address: PeerAddress, *, swarm_id: bytes | None = None

@@ -286,3 +286,27 @@ async def test_a_session_torrent_paused_and_resumed_redials_its_peers_at_once(
             await until(lambda: len(dials.dialled) >= 4)
         entries = [peers.entry(address) for address in found]
         assert [entry.failcount if entry else -1 for entry in entries] == [0, 0]
+
+
+async def test_a_failed_handshake_after_another_torrent_was_removed_is_charged(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # remove_torrent detaches the torrent first, then its close unregisters it: the
+    # handshaker's count moves with no dial left for the connector to find gone. A dial made
+    # after must be compared with the count as it was then, not an older copy, or its
+    # genuine failure is taken for a hold's and redialled at once.
+    net = Network(closing=frozenset({addr(1)}))
+    async with rig(net) as r:
+        removed = FakeTorrent(OTHER)
+        r.handshaker.register(OTHER)
+        r.connector.attach(removed).add(addr(9), PeerOrigin.TRACKER, trio.current_time())
+        r.connector.wake()
+        await until(lambda: net.active == 1)  # its dial hangs
+        r.connector.detach(removed)
+        r.handshaker.unregister(OTHER)
+        await until(lambda: net.active == 0)
+        await trio.sleep(600)  # long after: nothing dialled meanwhile
+        r.connector.discovered(TORRENT, [addr(1)], "tracker")
+        with trio.fail_after(PROMPTLY):
+            await until(lambda: r.failcounts([addr(1)]) == [1])
+        assert net.dialled.count(addr(1)) == 1  # charged at once, not excused and redialled

@@ -37,6 +37,7 @@ from bip_handshake import (
     CompletedHandshake,
     DialFailure,
     Handshaker,
+    HandshakerStatistics,
     PeerAddress,
     PeerList,
     PeerOrigin,
@@ -140,11 +141,9 @@ class Connector:
         self._new_list = new_list
         self._lists: dict[ConnectorTorrent, PeerList] = {}
         # Our dials not yet settled, with the hash each was made with and the handshaker's
-        # count of dials unregister ended as last read before it (_settle): the handshaker
-        # tells failed connects (dial_failed) but not failed handshakes; those are found here.
+        # count of dials unregister ended when it was made (_settle): the handshaker tells
+        # failed connects (dial_failed) but not failed handshakes; those are found here.
         self._dialled: dict[tuple[ConnectorTorrent, PeerAddress], tuple[InfoHash, int]] = {}
-        # The handshaker's ``unregistered`` count as last read (it starts at 0 with it).
-        self._unregistered = 0
         # Peers recorded under another address than their connection's: one that dialled us,
         # under the address it listens on (its BEP 10 ``p``). Bounded by the connected peers.
         self._listed: dict[Peer, PeerAddress] = {}
@@ -286,10 +285,14 @@ class Connector:
         """Dial from the lists forever (one task per session)."""
         while True:
             now = trio.current_time()
-            self._settle(now)
+            # One snapshot for the settling and the dials of this pass (nothing runs between):
+            # each dial keeps the count as it is when it is made, and is compared with the
+            # count as it is when it is found gone.
+            statistics = self._handshaker.statistics()
+            self._settle(now, statistics.unregistered)
             self._refill(now)
             if self._tokens >= 1:
-                self._pass(now)
+                self._pass(now, statistics)
             if self._tokens < 1:
                 # No dial may start before the next token; waking earlier would do nothing.
                 # (At least a millisecond: a wait shorter than the clock's resolution at its
@@ -300,26 +303,22 @@ class Connector:
                 await self._wake.wait()
             self._wake = trio.Event()
 
-    def _settle(self, now: float) -> None:
+    def _settle(self, now: float, unregistered: int) -> None:
         """Dials the handshaker no longer has, that did not become a connection: failed (a
         failed handshake: MSE, a timeout, a peer not serving the torrent), unless a hold of
-        their torrent ended them (``_dropped_by_hold``)."""
-        unregistered: int | None = None  # read once, when a dial is found gone
+        their torrent ended them (``_dropped_by_hold``). ``unregistered``: the handshaker's
+        count now."""
         for key, (info_hash, seen) in list(self._dialled.items()):
             torrent, address = key
             peers = self._lists[torrent]
             if not peers.is_dialling(address):  # settled already (or forgotten)
                 del self._dialled[key]
             elif not self._handshaker.is_dialling(info_hash, address):
-                if unregistered is None:
-                    unregistered = self._handshaker.statistics().unregistered
                 if torrent.halted or unregistered != seen:
                     self._dropped_by_hold(peers, address, now)
                 else:
                     peers.dial_failed(address, now)
                 del self._dialled[key]
-        if unregistered is not None:
-            self._unregistered = unregistered
 
     @staticmethod
     def _dropped_by_hold(peers: PeerList, address: PeerAddress, now: float) -> None:
@@ -347,7 +346,9 @@ class Connector:
     def free_slots(self) -> int:
         """Connections that may still be opened: ``max_peers`` less the places the peers
         hold (``connected_peers``) and the dials queued or in flight."""
-        statistics = self._handshaker.statistics()
+        return self._free_slots(self._handshaker.statistics())
+
+    def _free_slots(self, statistics: HandshakerStatistics) -> int:
         # Our own count of dials pending covers a handshake delivered but not yet a peer
         # (the handshaker counts it no more); the handshaker's covers dials of others
         # (holepunch).
@@ -355,9 +356,10 @@ class Connector:
         dials = max(statistics.outbound_in_flight + statistics.queued, ours)
         return max(0, self._max_peers - self._connected_peers() - dials)
 
-    def _pass(self, now: float) -> None:
-        """Start as many dials as the free slots and the rate allow, one torrent at a time."""
-        budget = min(self.free_slots(), int(self._tokens))
+    def _pass(self, now: float, statistics: HandshakerStatistics) -> None:
+        """Start as many dials as the free slots and the rate allow, one torrent at a time
+        (``statistics``: the handshaker's now)."""
+        budget = min(self._free_slots(statistics), int(self._tokens))
         if budget <= 0 or not self._lists:
             return
         ours = tuple(self._our_addresses())
@@ -370,15 +372,16 @@ class Connector:
         dry: set[ConnectorTorrent] = {t for t in self._lists if t.halted}
         while budget > 0 and len(dry) < len(self._lists):
             torrent = min((t for t in self._lists if t not in dry), key=load.__getitem__)
-            if self._dial_one(torrent, now):
+            if self._dial_one(torrent, now, statistics.unregistered):
                 budget -= 1
                 self._tokens -= 1
                 load[torrent] += 1
             else:
                 dry.add(torrent)
 
-    def _dial_one(self, torrent: ConnectorTorrent, now: float) -> bool:
-        """Dial the torrent's best candidate; returns False when it has none."""
+    def _dial_one(self, torrent: ConnectorTorrent, now: float, unregistered: int) -> bool:
+        """Dial the torrent's best candidate; returns False when it has none.
+        ``unregistered``: the handshaker's count now, kept with the dial (``_settle``)."""
         peers = self._lists[torrent]
         seed = torrent.completed.is_set()
         for _ in range(_TRIES):
@@ -392,7 +395,7 @@ class Connector:
             if swarm_id is not None and swarm_id not in info_hash.swarm_ids():
                 swarm_id = None
             if self._handshaker.connect(info_hash, address, swarm_id=swarm_id):
-                self._dialled[torrent, address] = (info_hash, self._unregistered)
+                self._dialled[torrent, address] = (info_hash, unregistered)
                 return True
             # Not queued (connected already, filtered, the queue full): no failure of the
             # peer's; it waits for its next turn.
