@@ -243,6 +243,7 @@ from ._socks_udp import (
     proxy_udp_family,
 )
 from ._tcp_from import local_addresses_by_family, open_tcp_stream_from
+from ._text import printable_text
 from ._upnp import (
     UPNP_MAX_DESCRIPTION,
     UPNP_MAX_HEAD,
@@ -625,6 +626,7 @@ __all__ = [
     "parse_soap_response",
     "parse_ssdp_response",
     "peer_priority",
+    "printable_text",
     "proxy_udp_family",
     "resolve_proxy_target",
 ]

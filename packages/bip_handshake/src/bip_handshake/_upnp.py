@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import enum
 import re
-import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,6 +64,7 @@ from urllib.parse import urljoin, urlsplit
 
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._portmap import MappingFailed, MappingProtocol, PortMapped, PortMappingEvent
+from ._text import printable_text
 
 __all__ = [
     "UPNP_MAX_DESCRIPTION",
@@ -803,35 +803,9 @@ def _child_text(element: ET.Element, name: str) -> str:
 
 def _device_text(text: str) -> str:
     """A device's own words (its friendly name, a fault's description, an HTTP reason
-    phrase) fit for a log line, an exception and an event: at most 256 characters, control
-    and format characters, line and paragraph separators, surrogates, private-use and
-    unassigned code points escaped as ``repr`` shows them (``\\n``, ``\\x85``, ``\\u202e``)
-    and a backslash doubled, so a newline (``&#10;``, or NEL from a latin-1 reason phrase)
-    in them can neither forge a log line, nor a terminal escape move a cursor, nor the two
-    characters ``\\n`` pass for an escaped newline. Spaces (a no-break space, an ideographic
-    space) stay as they are, as bip's ``safe_text`` keeps them: they forge nothing. The cut
-    falls between two characters' escapes, never inside one."""
-    text = text[:_MAX_DEVICE_TEXT]
-    if text.isprintable() and "\\" not in text:
-        return text
-    shown: list[str] = []
-    room = _MAX_DEVICE_TEXT
-    for char in text:
-        piece = _escaped_char(char)
-        room -= len(piece)
-        if room < 0:
-            break
-        shown.append(piece)
-    return "".join(shown)
-
-
-def _escaped_char(char: str) -> str:
-    """One character of a device's words as :func:`_device_text` shows it."""
-    if char == "\\":
-        return "\\\\"
-    if char.isprintable() or unicodedata.category(char) == "Zs":
-        return char
-    return repr(char)[1:-1]
+    phrase) as :func:`~bip_handshake.printable_text` shows them, at most 256 characters:
+    a ``&#10;`` in a friendly name, or NEL in a latin-1 reason phrase, forges no log line."""
+    return printable_text(text, _MAX_DEVICE_TEXT)
 
 
 def _http_error(response: HttpResponse) -> UpnpError:

@@ -37,7 +37,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 import trio
 
@@ -144,6 +144,92 @@ def _lookup_private(private: set[bytes], info_hash: InfoHash) -> bool:
 
 def _same_torrent(a: InfoHash, b: InfoHash) -> bool:
     return not set(a.swarm_ids()).isdisjoint(b.swarm_ids())
+
+
+class _Kept(Protocol):
+    """What :class:`_FetchTable` needs of a fetch."""
+
+    waiters: int
+    stopped: bool
+
+    @property
+    def info_hash(self) -> InfoHash: ...
+
+    @property
+    def done(self) -> trio.Event: ...
+
+
+_F = TypeVar("_F", bound=_Kept)
+
+
+class _FetchTable(Generic[_F]):
+    """An exchange's fetches by swarm id, and which of them no caller waits on: those are
+    kept, asking nothing, for the next call (least recently asked first, at most
+    ``max_kept``), until the torrent stops being served."""
+
+    def __init__(self, max_kept: int) -> None:
+        self.by_swarm: dict[bytes, _F] = {}
+        self._kept: OrderedDict[int, _F] = OrderedDict()
+        self._max_kept = max_kept
+
+    @property
+    def kept(self) -> int:
+        """Fetches kept with no caller waiting."""
+        return len(self._kept)
+
+    def waited_on(self) -> int:
+        """Fetches with a caller waiting."""
+        return len({id(fetch) for fetch in self.by_swarm.values() if fetch.waiters})
+
+    def add(self, fetch: _F) -> None:
+        """Index a new fetch under each of its swarm ids."""
+        for swarm_id in fetch.info_hash.swarm_ids():
+            self.by_swarm[swarm_id] = fetch
+
+    def ask(self, fetch: _F) -> bool:
+        """A caller waits on ``fetch`` (served once fetched): whether it is the only one."""
+        fetch.stopped = False
+        fetch.waiters += 1
+        self._kept.pop(id(fetch), None)
+        return fetch.waiters == 1
+
+    def leave(self, fetch: _F) -> None:
+        """A caller stopped waiting: the last one leaves an unfinished fetch kept, or
+        forgotten when its torrent stopped being served."""
+        fetch.waiters -= 1
+        if fetch.waiters == 0 and not fetch.done.is_set():
+            if fetch.stopped:
+                self.forget(fetch)
+            else:
+                self.keep(fetch)
+
+    def keep(self, fetch: _F) -> None:
+        """Keep ``fetch``, which no caller waits on, for the next call; forget the least
+        recently asked beyond ``max_kept``."""
+        self._kept[id(fetch)] = fetch
+        self._kept.move_to_end(id(fetch))
+        while len(self._kept) > self._max_kept:
+            _, oldest = self._kept.popitem(last=False)
+            self.forget(oldest)
+
+    def forget(self, fetch: _F) -> None:
+        """Drop ``fetch`` from the table."""
+        self._kept.pop(id(fetch), None)
+        for swarm_id in fetch.info_hash.swarm_ids():
+            if self.by_swarm.get(swarm_id) is fetch:
+                del self.by_swarm[swarm_id]
+
+    def stop(self, info_hash: InfoHash) -> None:
+        """The torrent is no longer served: its fetch goes on for the callers waiting (what
+        it fetches is not served), and is forgotten once none waits."""
+        fetches = {
+            id(fetch): fetch for s in info_hash.swarm_ids() if (fetch := self.by_swarm.get(s))
+        }
+        for fetch in fetches.values():
+            if fetch.waiters:
+                fetch.stopped = True
+            else:
+                self.forget(fetch)
 
 
 # The bytes every info dictionary with a BEP 27 private flag holds; see _is_private_info.
@@ -306,7 +392,6 @@ class MetadataExchange:
         max_kept_fetches: int = DEFAULT_MAX_KEPT_FETCHES,
     ) -> None:
         _check_extension_id(extension_id)
-        self._max_kept = _check_kept(max_kept_fetches)
         self._extension_id = extension_id
         self._fetcher_options: dict[str, float] = {
             "max_size": max_size,
@@ -325,9 +410,8 @@ class MetadataExchange:
         self._servers: dict[bytes, MetadataServer[Peer]] = {}
         # Swarm ids of the torrents serve() refused as private: no ut_metadata for their peers.
         self._private: set[bytes] = set()
-        self._fetches: dict[bytes, _Fetch] = {}
-        # The fetches in _fetches with no caller waiting, least recently asked first.
-        self._kept: OrderedDict[int, _Fetch] = OrderedDict()
+        self._table: _FetchTable[_Fetch] = _FetchTable(_check_kept(max_kept_fetches))
+        self._fetches = self._table.by_swarm  # looked up by swarm id
         self._answered = 0
         self._rejected = 0
         self._fetched = 0
@@ -386,14 +470,7 @@ class MetadataExchange:
         for swarm_id in info_hash.swarm_ids():
             self._servers.pop(swarm_id, None)
             self._private.discard(swarm_id)
-        fetches = {
-            id(fetch): fetch for s in info_hash.swarm_ids() if (fetch := self._fetches.get(s))
-        }
-        for fetch in fetches.values():
-            if fetch.waiters:
-                fetch.stopped = True
-            else:
-                self._forget_fetch(fetch)
+        self._table.stop(info_hash)
 
     def serving(self, info_hash: InfoHash) -> bool:
         """Whether we serve ``info_hash``'s dictionary."""
@@ -446,7 +523,7 @@ class MetadataExchange:
                 # Kept under other hashes, it checks a dictionary against those: fewer than
                 # the caller names would let through one that fails the others, more might
                 # never be met. Started again under the caller's (nobody waits on it).
-                self._forget_fetch(fetch)
+                self._table.forget(fetch)
                 fetch = None
         if fetch is None:
             fetcher: MetadataFetcher[Peer] = MetadataFetcher(
@@ -454,32 +531,23 @@ class MetadataExchange:
                 **self._fetcher_options,  # type: ignore[arg-type]
             )
             fetch = _Fetch(info_hash, fetcher)
-            for swarm_id in info_hash.swarm_ids():
-                self._fetches[swarm_id] = fetch
+            self._table.add(fetch)
             _metadata_log.debug("fetching the metadata of %s from peers", info_hash)
-        fetch.stopped = False  # asked for again: served once fetched
-        fetch.waiters += 1
-        self._kept.pop(id(fetch), None)
-        if fetch.waiters == 1:
+        if self._table.ask(fetch):  # asked for again: served once fetched
             # New, or kept since an earlier call: asking again, of every peer that offers it.
             self._offer_all(manager, fetch)
         try:
             with trio.move_on_after(timeout):
                 await fetch.done.wait()
         finally:
-            fetch.waiters -= 1
-            if fetch.waiters == 0 and not fetch.done.is_set():
-                if fetch.stopped:
-                    self._forget_fetch(fetch)
-                else:
-                    self._keep(fetch)
+            self._table.leave(fetch)
         result = fetch.fetcher.result()
         if result is None:
             raise MetadataFetchError(
                 f"no verified metadata for {info_hash} within {timeout} s "
                 f"({fetch.fetcher.statistics()})"
             )
-        self._forget_fetch(fetch)  # kept done (not served): the caller has it now
+        self._table.forget(fetch)  # kept done (not served): the caller has it now
         if fetch.info_hash != info_hash and not info_matches(info_hash, result):
             # Another caller's fetch, under hashes of its own, got it: the same torrent
             # (they share a swarm id), but not the dictionary this caller's hashes name.
@@ -492,12 +560,12 @@ class MetadataExchange:
         """A snapshot of the counters."""
         return MetadataExchangeStatistics(
             serving=len({id(server) for server in self._servers.values()}),
-            fetching=len({id(fetch) for fetch in self._fetches.values() if fetch.waiters}),
+            fetching=self._table.waited_on(),
             requests_answered=self._answered,
             requests_rejected=self._rejected,
             pieces_fetched=self._fetched,
             peers_banned=self._banned,
-            kept=len(self._kept),
+            kept=self._table.kept,
         )
 
     # -- PeerService -------------------------------------------------------------------------
@@ -633,29 +701,13 @@ class MetadataExchange:
             stopped = fetch.stopped  # serve() stops serving a private torrent: read it first
             if not stopped:
                 self.serve(fetch.info_hash, result)
-            self._forget_fetch(fetch)
+            self._table.forget(fetch)
             if not (stopped or fetch.waiters or self.serving(fetch.info_hash)):
                 # A private dictionary (never served) that a late answer brought, nobody
                 # waiting: kept for the next call, which would otherwise fetch it all again.
-                for swarm_id in fetch.info_hash.swarm_ids():
-                    self._fetches[swarm_id] = fetch
-                self._keep(fetch)
+                self._table.add(fetch)
+                self._table.keep(fetch)
             fetch.done.set()
-
-    def _keep(self, fetch: _Fetch) -> None:
-        """Keep ``fetch``, which no caller waits on, for the next call; forget the least
-        recently asked beyond ``max_kept_fetches``."""
-        self._kept[id(fetch)] = fetch
-        self._kept.move_to_end(id(fetch))
-        while len(self._kept) > self._max_kept:
-            _, oldest = self._kept.popitem(last=False)
-            self._forget_fetch(oldest)
-
-    def _forget_fetch(self, fetch: _Fetch) -> None:
-        self._kept.pop(id(fetch), None)
-        for swarm_id in fetch.info_hash.swarm_ids():
-            if self._fetches.get(swarm_id) is fetch:
-                del self._fetches[swarm_id]
 
     def _answer(self, manager: PeerManager, peer: Peer, request: MetadataRequest) -> None:
         server = _lookup(self._servers, peer.info_hash)

@@ -37,7 +37,6 @@ answer that finds it full is sent at a later tick, never dropped).
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -58,7 +57,13 @@ from bip_metainfo import (
 )
 
 from ._errors import LocalProtocolError, PeerError, PieceLayerFetchError
-from ._exchange import DEFAULT_MAX_KEPT_FETCHES, _check_kept, _lookup, _same_torrent
+from ._exchange import (
+    DEFAULT_MAX_KEPT_FETCHES,
+    _check_kept,
+    _FetchTable,
+    _lookup,
+    _same_torrent,
+)
 from ._manager import Peer, PeerManager
 from ._messages import Hashes, HashReject, HashRequest
 
@@ -469,7 +474,6 @@ class PieceLayerExchange:
         serve_rate: float = DEFAULT_LAYER_SERVE_RATE,
         max_kept_fetches: int = DEFAULT_MAX_KEPT_FETCHES,
     ) -> None:
-        self._max_kept = _check_kept(max_kept_fetches)
         _check_positive("request_timeout", request_timeout)
         _check_positive("max_hashes_per_request", max_hashes_per_request, integer=True)
         if max_hashes_per_request & (max_hashes_per_request - 1):
@@ -487,9 +491,8 @@ class PieceLayerExchange:
         self._serve_burst = serve_burst
         self._serve_rate = float(serve_rate)
         self._served: dict[bytes, _Served] = {}
-        self._fetches: dict[bytes, _LayerFetch] = {}
-        # The fetches in _fetches with no caller waiting, least recently asked first.
-        self._kept: OrderedDict[int, _LayerFetch] = OrderedDict()
+        self._table: _FetchTable[_LayerFetch] = _FetchTable(_check_kept(max_kept_fetches))
+        self._fetches = self._table.by_swarm  # looked up by swarm id
         # serve_async's builds under way, by swarm id: a stop_serving (or a later serve)
         # meanwhile takes its token away, and the trees built are then dropped.
         self._building: dict[bytes, object] = {}
@@ -554,14 +557,7 @@ class PieceLayerExchange:
         for swarm_id in info_hash.swarm_ids():
             self._served.pop(swarm_id, None)
             self._building.pop(swarm_id, None)
-        fetches = {
-            id(fetch): fetch for s in info_hash.swarm_ids() if (fetch := self._fetches.get(s))
-        }
-        for fetch in fetches.values():
-            if fetch.waiters:
-                fetch.stopped = True
-            else:
-                self._forget_fetch(fetch)
+        self._table.stop(info_hash)
 
     def serving(self, info_hash: InfoHash) -> bool:
         """Whether we serve ``info_hash``'s piece layers."""
@@ -618,18 +614,14 @@ class PieceLayerExchange:
                 reject_backoff=self._reject_backoff,
                 max_per_peer=self._max_per_peer,
             )
-            for swarm_id in info.info_hash.swarm_ids():
-                self._fetches[swarm_id] = fetch
+            self._table.add(fetch)
             _log.debug(
                 "fetching the piece layers of %s from peers: %d files, %d requests",
                 info.info_hash,
                 len(files),
                 len(fetch.pending),
             )
-        fetch.stopped = False  # asked for again: served once fetched
-        fetch.waiters += 1
-        self._kept.pop(id(fetch), None)
-        if fetch.waiters == 1:
+        if self._table.ask(fetch):  # asked for again: served once fetched
             # New, or kept since an earlier call: asking again, of every v2 peer.
             self._offer_all(manager, fetch)
         try:
@@ -640,12 +632,7 @@ class PieceLayerExchange:
                 elif not fetch.done.is_set():
                     await self._serve_fetched(fetch)
         finally:
-            fetch.waiters -= 1
-            if fetch.waiters == 0 and not fetch.done.is_set():
-                if fetch.stopped:
-                    self._forget_fetch(fetch)
-                else:
-                    self._keep(fetch)
+            self._table.leave(fetch)
         if fetch.failure is not None:
             raise PieceLayerServeError(fetch.failure)
         if not fetch.done.is_set():
@@ -660,13 +647,13 @@ class PieceLayerExchange:
         """A snapshot of the counters."""
         return PieceLayerExchangeStatistics(
             serving=len({id(served) for served in self._served.values()}),
-            fetching=len({id(fetch) for fetch in self._fetches.values() if fetch.waiters}),
+            fetching=self._table.waited_on(),
             requests_answered=self._answered,
             requests_rejected=self._rejected,
             chunks_fetched=self._fetched,
             requests_timed_out=self._timed_out,
             peers_banned=self._banned,
-            kept=len(self._kept),
+            kept=self._table.kept,
         )
 
     # -- PeerService -------------------------------------------------------------------------
@@ -831,7 +818,7 @@ class PieceLayerExchange:
             )
         finally:
             fetch.building = False
-        self._forget_fetch(fetch)
+        self._table.forget(fetch)
         fetch.done.set()
 
     async def _serve_off_loop(self, info: Info, piece_layers: Mapping[bytes, bytes]) -> None:
@@ -866,21 +853,6 @@ class PieceLayerExchange:
             self._served[swarm_id] = served
             self._building.pop(swarm_id, None)  # the latest serve wins over a build under way
         _log.debug("serving the piece layers of %s: %d files", info.info_hash, len(trees))
-
-    def _keep(self, fetch: _LayerFetch) -> None:
-        """Keep ``fetch``, which no caller waits on, for the next call; forget the least
-        recently asked beyond ``max_kept_fetches``."""
-        self._kept[id(fetch)] = fetch
-        self._kept.move_to_end(id(fetch))
-        while len(self._kept) > self._max_kept:
-            _, oldest = self._kept.popitem(last=False)
-            self._forget_fetch(oldest)
-
-    def _forget_fetch(self, fetch: _LayerFetch) -> None:
-        self._kept.pop(id(fetch), None)
-        for swarm_id in fetch.info_hash.swarm_ids():
-            if self._fetches.get(swarm_id) is fetch:
-                del self._fetches[swarm_id]
 
     def _spend(self, peer: Peer, now: float) -> str | None:
         """Take one request from ``peer``'s budget: None if paid, else why not ("" once said)."""

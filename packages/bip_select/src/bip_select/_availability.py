@@ -490,8 +490,6 @@ class Availability:
             if not stale:
                 self._link(piece, (-priority, self._count[piece]))
             self._num_wanted += 1
-        elif stale:
-            self._pos[piece] = -1
 
     def _link(self, piece: int, key: tuple[int, int]) -> None:
         bucket = self._buckets.get(key)

@@ -58,7 +58,7 @@ How the protocol is run:
   :class:`MalformedPacketError`.
 
 >>> import random
->>> from bip_handshake import PeerAddress
+>>> from bip_handshake import PeerAddress, printable_text
 >>> from bip_utracker._codec import ConnectResponse, AnnounceResponse, decode_request
 >>> core = TrackerClientCore(rng=random.Random(1))
 >>> tracker = PeerAddress.parse("127.0.0.1:6969")
@@ -82,13 +82,12 @@ from __future__ import annotations
 import heapq
 import logging
 import random
-import unicodedata
 from collections import deque
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import NewType
 
-from bip_handshake import PeerAddress
+from bip_handshake import PeerAddress, printable_text
 
 from ._codec import (
     AnnounceEvent,
@@ -972,31 +971,7 @@ def _counted(stats: ScrapeStats) -> ScrapeStats:
 
 
 def _tidy_message(message: str) -> str:
-    """A tracker's error message fit for an exception and a log line: at most
-    :data:`MAX_ERROR_MESSAGE` characters, control and format characters, line and paragraph
-    separators, surrogates, private-use and unassigned code points escaped as ``repr`` shows
-    them and a backslash doubled, so a newline or a terminal escape in it can neither fake a
-    log line nor move a cursor, nor the two characters ``\\n`` pass for an escaped newline.
-    Spaces (a no-break space, an ideographic space) stay as they are, as bip's ``safe_text``
-    keeps them. The cut falls between two characters' escapes, never inside one."""
-    message = message[:MAX_ERROR_MESSAGE]
-    if message.isprintable() and "\\" not in message:
-        return message
-    shown: list[str] = []
-    room = MAX_ERROR_MESSAGE
-    for char in message:
-        piece = _escaped_char(char)
-        room -= len(piece)
-        if room < 0:
-            break
-        shown.append(piece)
-    return "".join(shown)
-
-
-def _escaped_char(char: str) -> str:
-    """One character of a tracker's message as :func:`_tidy_message` shows it."""
-    if char == "\\":
-        return "\\\\"
-    if char.isprintable() or unicodedata.category(char) == "Zs":
-        return char
-    return repr(char)[1:-1]
+    """A tracker's error message as :func:`~bip_handshake.printable_text` shows it, at most
+    :data:`MAX_ERROR_MESSAGE` characters: a newline or a terminal escape in it can neither
+    fake a log line nor move a cursor."""
+    return printable_text(message, MAX_ERROR_MESSAGE)
