@@ -377,7 +377,10 @@ async def test_web_seeds_share_the_work_and_leave_when_complete(
     assert (first_seed.state, second_seed.state) == (WebSeedState.DONE, WebSeedState.DONE)
     # The empty one was given up, unless the download was done before it said so.
     assert empty_seed.state in (WebSeedState.GONE, WebSeedState.DONE)
-    assert first_seed.downloaded + second_seed.downloaded == 2_000_000
+    # Everything came from the two, and each did its share. End-game may ask both for the
+    # last blocks in flight (libtorrent's redundant bytes): a few blocks, never a second copy.
+    fetched = first_seed.downloaded + second_seed.downloaded
+    assert 2_000_000 <= fetched < 2_000_000 + 2_000_000 // 4
     assert first.requests
     assert second.requests
     # Leaving is no failure: said once per web seed, at INFO, nothing louder.
