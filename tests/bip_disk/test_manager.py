@@ -392,14 +392,20 @@ async def test_fast_resume_skips_unchanged_files_and_rechecks_changed_ones(
         resume = await disk.save_resume_data(torrent)
         assert disk.resume_data(torrent)[:40] == resume[:40]
     count = sample.info.num_pieces
+    layout = StorageLayout.from_info(sample.info)
+    # A backend that keeps no modification time (fsspec's memory one written in place:
+    # mtime_ns 0) is never trusted: every piece is hashed again.
+    first = filesystem.stat(layout.stored_files[0].path)
+    assert first is not None
+    trusted = first.mtime_ns != 0
     # Unchanged files: nothing is hashed (every piece is listed, so racy files do not matter).
     async with open_disk_manager() as disk:
         torrent = await disk.add_torrent(sample.metainfo, filesystem, resume_data=resume)
         events = await collect(disk, lambda e: isinstance(e, CheckFinished))
-        assert events[-1] == CheckFinished(torrent, good=count, checked=0, resumed=True)
+        checked = 0 if trusted else count
+        assert events[-1] == CheckFinished(torrent, good=count, checked=checked, resumed=True)
     # One file changed behind our back (its size too: some backends keep no mtime):
     # only its pieces are hashed; the first is bad now, the last cannot be had.
-    layout = StorageLayout.from_info(sample.info)
     changed = next(f for f in layout.files if f.path == "album/d/e/f.bin")
     filesystem.write(changed.path, 0, b"changed")
     filesystem.truncate(changed.path, changed.length - 1)
@@ -408,7 +414,8 @@ async def test_fast_resume_skips_unchanged_files_and_rechecks_changed_ones(
     async with open_disk_manager() as disk:
         torrent = await disk.add_torrent(sample.metainfo, filesystem, resume_data=resume)
         events = await collect(disk, lambda e: isinstance(e, CheckFinished))
-        assert events[-1] == CheckFinished(torrent, good=count - 2, checked=2, resumed=True)
+        checked = 2 if trusted else count - 1  # (the short last one is not hashed)
+        assert events[-1] == CheckFinished(torrent, good=count - 2, checked=checked, resumed=True)
         assert disk.have(torrent) == frozenset(range(count)) - {pieces[0], pieces[2]}
 
 

@@ -86,6 +86,11 @@ DEFAULT_MAX_STAGED_BYTES = 256 * 1024 * 1024
 _STRIPES = 64
 _ZERO_CHUNK = 1 << 20
 _RANDOM_WRITE_PROTOCOLS = frozenset({"file", "local", "memory"})
+# The info() keys backends put a modification time under.
+_MTIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified")
+# Backends whose modified() a write in place leaves alone: fsspec's memory one sets it
+# when a file is made whole (created, uploaded), never on an "r+b" write.
+_NO_IN_PLACE_MTIME_PROTOCOLS = frozenset({"memory"})
 # A blind try of a failed upload (nothing says the backend is back) is made at most once
 # per wait: the first, then doubled after each failed try, up to the longest.
 _RECOVER_FIRST = 1.0
@@ -643,8 +648,10 @@ class FsspecFileSystem:
         """The file's size and modification time, or ``None`` if it does not exist.
 
         ``mtime_ns`` is what the backend reports (``0`` if it reports nothing, so
-        that fast resume never vouches for the file);
-        a staged file reports the time of its last write.
+        that fast resume never vouches for the file); a creation time counts only
+        staged, where every upload makes the object again, and fsspec's memory
+        backend written in place reports ``0`` (its times never change with such a
+        write); a staged file reports the time of its last write.
         """
         parts = split_path(path)
         full = self._full(path, parts)
@@ -667,12 +674,21 @@ class FsspecFileSystem:
                 raise _error(exc, path, "stat") from None
 
     def _mtime_ns(self, full: str, info: dict[str, Any]) -> int:
-        for key in ("mtime", "LastModified", "last_modified", "updated", "modified", "created"):
+        """The backend's modification time of ``full``, or 0 if it keeps none that
+        changes with every write (fast resume then never trusts the file).
+
+        A creation time is one only staged, where every upload makes a new object; a
+        write in place changes the object without making it again.
+        """
+        keys = _MTIME_KEYS if self.random_writes else (*_MTIME_KEYS, "created")
+        for key in keys:
             value = info.get(key)
             if value is not None:
                 converted = _to_ns(value)
                 if converted is not None:
                     return converted
+        if self.random_writes and _protocols(self.fs) & _NO_IN_PLACE_MTIME_PROTOCOLS:
+            return 0
         try:
             return _to_ns(self.fs.modified(full)) or 0
         except Exception:  # the backend keeps no modification time

@@ -9,7 +9,9 @@ short in the v2 view. The layout maps that space onto relative paths:
 - Paths are the torrent's own, already made safe by bip_metainfo
   (:func:`~bip_metainfo.sanitize_path`, :func:`~bip_metainfo.resolve_duplicates`):
   ``name`` for a single-file torrent, ``name/dir/file`` for a multi-file one.
-  A ``name_override`` replaces the top component and is sanitised the same way.
+  A ``name_override`` replaces the top component and is sanitised the same way (of a
+  single file at the root, its name, even when a v2 file tree names it otherwise than
+  the torrent).
 - **Pad files** are never stored: a span that falls on one is marked ``is_pad``;
   :func:`read_span_data` returns zeros for it and :func:`write_span_data` skips it. (A peer
   that sends non-zero pad bytes makes the v1 hash fail, which is right.)
@@ -197,7 +199,19 @@ class StorageLayout:
             if not new:
                 raise PathError(f"{name_override!r} is not usable as a name")
             old = info.name
-            files = [_replace_name(entry, old, new) for entry in info.files]
+            stored = [entry for entry in info.files if not entry.is_pad]
+            if len(stored) == 1 and len(stored[0].path) == 1:
+                # A single file at the root is the torrent's name, even when it is not
+                # called so: a v2 tree's only key need not be its ``name`` (libtorrent
+                # stores the file under that key, at the root, as bip_metainfo does).
+                # Its pad file, under ``name``, is renamed along (never stored).
+                single = stored[0].path[0]
+                files = [
+                    _replace_name(entry, old if entry.is_pad else single, new)
+                    for entry in info.files
+                ]
+            else:
+                files = [_replace_name(entry, old, new) for entry in info.files]
         return cls(files, info.piece_length, v2=info.is_v2)
 
     # -- files -------------------------------------------------------------------

@@ -46,7 +46,8 @@ file while other threads write to it.
 **Durability.** :meth:`~NativeFileSystem.sync` calls ``fsync`` (``F_FULLFSYNC``
 on macOS) on the file and on its directory, so a newly created file survives a
 power loss too. ``sync()`` with no path syncs every file written, allocated or
-truncated since its last sync, even if its descriptor was evicted meanwhile.
+truncated since its last sync, even if its descriptor was evicted meanwhile, or
+still being written while that sync ran (its bytes may have come after the fsync).
 
 **Permissions.** Files are created with mode ``0o666`` and directories with
 ``0o777``, both reduced by the process umask. A torrent's BEP 47 executable files
@@ -151,6 +152,13 @@ class NativeFileSystem:
         self._lock = threading.Lock()
         self._handles: OrderedDict[str, _Handle] = OrderedDict()
         self._dirty: set[str] = set()
+        # Writes (and allocations, truncations) between taking their handle and giving it
+        # back, per path: a sync meanwhile keeps the path marked, as their bytes may land
+        # after its fsync (see _sync_one).
+        self._writing: dict[str, int] = {}
+        # Bumped by every _forget: an open that saw another value before it started may
+        # hold a file removed or moved from its path since, so it is not cached.
+        self._forgets = 0
         # Files a write created and has not told yet (see _take_created): set by the open
         # that creates one, so that a write failing after it leaves it for the next.
         self._created: set[str] = set()
@@ -275,6 +283,8 @@ class NativeFileSystem:
                 if not create:
                     raise
                 # Another thread may have made it (or a link appeared): look again.
+                # ENOENT from mkdir means ``dir_fd`` itself was removed meanwhile: it
+                # reaches _open, which walks again.
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(name, 0o777, dir_fd=dir_fd)
             except OSError as exc:
@@ -344,8 +354,16 @@ class NativeFileSystem:
         flags |= _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
         create = bool(flags & os.O_CREAT)
         found = flags & ~os.O_CREAT
+        gone: OSError | None = None  # why the last attempt failed, if a removal
         for _ in range(_MAX_ATTEMPTS):
-            dir_fd, name = self._walk(path, parts, create=create, follow_last=True)
+            gone = None
+            try:
+                dir_fd, name = self._walk(path, parts, create=create, follow_last=True)
+            except FileNotFoundError as exc:
+                if not create:
+                    raise
+                gone = exc  # a directory removed while the walk made the next one in it
+                continue
             try:
                 try:
                     return _open_regular(path, name, found, dir_fd), False
@@ -356,6 +374,11 @@ class NativeFileSystem:
                     return _open_regular(path, name, flags | os.O_EXCL, dir_fd), True
                 except FileExistsError:
                     continue  # made meanwhile (or a link put there): the next walk opens it
+                except FileNotFoundError as exc:
+                    # Its directory was removed since the walk (another torrent deleted
+                    # with its files, a move): walk again, making it, as libtorrent does.
+                    gone = exc
+                    continue
             except OSError as exc:
                 # A link created since the walk looked: walk again (it is followed
                 # then, or refused if it leads out).
@@ -364,7 +387,7 @@ class NativeFileSystem:
             finally:
                 if dir_fd is not None:
                     os.close(dir_fd)
-        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+        raise gone or OSError(errno.ELOOP, os.strerror(errno.ELOOP))
 
     # -- the handle cache -----------------------------------------------------
 
@@ -374,7 +397,11 @@ class NativeFileSystem:
         """A handle for ``path``, counted as in use until :meth:`_release`.
 
         A write handle also marks the file as changed, for :meth:`sync` with no
-        path (under the same lock, so a write costs one lock round trip here). With
+        path, and counts the write in flight until :meth:`_release` (so that a sync
+        meanwhile keeps the mark); under the same lock, so a write costs one lock
+        round trip here. A handle opened while :meth:`_forget` ran (a remove or
+        rename of the path, which may have happened after the open) is used for
+        this call only, never cached: it may hold a file no longer at ``path``. With
         ``told`` (a :meth:`write`'s open) a file it creates is kept for
         :meth:`_take_created`: only a write's own creation means a file was deleted
         behind our back. One :meth:`allocate` creates is made on purpose (the torrent's
@@ -388,13 +415,16 @@ class NativeFileSystem:
                 handle.users += 1
                 if write:
                     self._dirty.add(path)
+                    self._writing[path] = self._writing.get(path, 0) + 1
                 return handle
+            forgets = self._forgets
         flags = (os.O_RDWR | (os.O_CREAT if create else 0)) if write else os.O_RDONLY
         fd, created = self._open(path, parts, flags)
         fresh = _Handle(fd, write)
         with self._lock:
             if write:
                 self._dirty.add(path)
+                self._writing[path] = self._writing.get(path, 0) + 1
             if created and told:
                 self._created.add(path)
             handle = self._handles.get(path)
@@ -405,19 +435,32 @@ class NativeFileSystem:
                 self._handles.move_to_end(path)
                 os.close(fresh.fd)
                 return handle
+            fresh.users = 1
+            if self._forgets != forgets:
+                # A remove or rename ran meanwhile, perhaps after our open: what we
+                # opened may be gone from ``path``. Used by this call only, then closed.
+                fresh.retired = True
+                return fresh
             if handle is not None:
                 self._retire(path)  # read-only, replaced by a writable one
-            fresh.users = 1
             self._handles[path] = fresh
             while len(self._handles) > self.max_open_files:
                 self._retire(next(iter(self._handles)))
             return fresh
 
-    def _release(self, handle: _Handle) -> None:
+    def _release(self, handle: _Handle, written: str | None = None) -> None:
+        """Give back a handle :meth:`_acquire` gave; ``written``: the path, for a write
+        handle (its write in flight is over)."""
         with self._lock:
             handle.users -= 1
             if handle.retired and handle.users == 0:
                 os.close(handle.fd)
+            if written is not None:
+                left = self._writing[written] - 1
+                if left:
+                    self._writing[written] = left
+                else:
+                    del self._writing[written]
 
     def _retire(self, path: str) -> None:
         """Drop ``path``'s handle from the cache (the lock is held)."""
@@ -426,19 +469,31 @@ class NativeFileSystem:
         if handle.users == 0:
             os.close(handle.fd)
 
-    def _forget(self, path: str) -> None:
-        """Drop the handles of ``path`` and of everything under it."""
+    def _forget(self, path: str, *, marks: bool = True, move_to: str | None = None) -> None:
+        """Drop the handles of ``path`` and of everything under it.
+
+        With ``marks`` also their dirty marks and untold creations (a removal), or with
+        ``move_to`` move their dirty marks there (a rename: the files are not synced
+        yet under their new paths). Opens running meanwhile are not cached (see
+        :meth:`_acquire`), so a removal or rename calls this again once done.
+        """
         prefix = path + "/"
+
+        def under(key: str) -> bool:
+            return key == path or key.startswith(prefix)
+
         with self._lock:
-            for key in [key for key in self._handles if key == path or key.startswith(prefix)]:
+            self._forgets += 1
+            for key in [key for key in self._handles if under(key)]:
                 self._retire(key)
-            self._dirty = {
-                key for key in self._dirty if not (key == path or key.startswith(prefix))
-            }
+            if not marks:
+                return
+            moved = {key for key in self._dirty if under(key)}
+            self._dirty -= moved
+            if move_to is not None:
+                self._dirty.update(move_to + key[len(path) :] for key in moved)
             # Gone by our own hand: a creation not told yet concerns a file no longer there.
-            self._created = {
-                key for key in self._created if not (key == path or key.startswith(prefix))
-            }
+            self._created = {key for key in self._created if not under(key)}
 
     # -- the FileSystem protocol ----------------------------------------------
 
@@ -476,7 +531,7 @@ class NativeFileSystem:
             try:
                 _pwrite_all(handle, offset, view)
             finally:
-                self._release(handle)
+                self._release(handle, path)
         except (OSError, OverflowError) as exc:
             raise _error(exc, path, "write") from None
         return self._take_created(path)
@@ -531,7 +586,7 @@ class NativeFileSystem:
                         _pwrite_all(handle, offset, view)
                         offset += len(view)
             finally:
-                self._release(handle)
+                self._release(handle, path)
         except (OSError, OverflowError) as exc:
             raise _error(exc, path, "write") from None
         return self._take_created(path)
@@ -589,24 +644,39 @@ class NativeFileSystem:
         None (typed so for subclasses, see :meth:`write`).
         """
         parts = split_path(path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
         try:
-            # Not following a link at ``path``: it is left as it is, like anything there.
-            dir_fd, name = self._walk(path, parts, create=True, follow_last=False)
-            try:
-                # O_EXCL: the mode applies to a file made now, never to one found there
-                # (O_EXCL follows no link either, one put there since the walk included).
-                os.close(os.open(name, flags, 0o777, dir_fd=dir_fd))
-            except FileExistsError:
+            if not self._create_exclusive(path, parts):
                 return False
-            finally:
-                if dir_fd is not None:
-                    os.close(dir_fd)
         except OSError as exc:
             raise _error(exc, path, "create") from None
         with self._lock:
             self._dirty.add(path)  # its directory entry is new: sync() makes it durable
         return True
+
+    def _create_exclusive(self, path: str, parts: tuple[str, ...]) -> bool:
+        """Create ``path`` empty with mode ``0o777``; False if something is there."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
+        gone: OSError | None = None  # why the last attempt failed
+        for _ in range(_MAX_ATTEMPTS):
+            try:
+                # Not following a link at ``path``: it is left as it is, like anything.
+                dir_fd, name = self._walk(path, parts, create=True, follow_last=False)
+            except FileNotFoundError as exc:
+                gone = exc  # a directory removed while the walk made the next one in it
+                continue
+            try:
+                # O_EXCL: the mode applies to a file made now, never to one found there
+                # (O_EXCL follows no link either, one put there since the walk included).
+                os.close(os.open(name, flags, 0o777, dir_fd=dir_fd))
+                return True
+            except FileExistsError:
+                return False
+            except FileNotFoundError as exc:
+                gone = exc  # its directory was removed since the walk (as in _open)
+            finally:
+                if dir_fd is not None:
+                    os.close(dir_fd)
+        raise gone or OSError(errno.EAGAIN, "the directory keeps changing")
 
     def allocate(self, path: str, size: int, *, sparse: bool = True) -> None:
         """Extend the file to at least ``size`` bytes (see the module documentation)."""
@@ -622,7 +692,7 @@ class NativeFileSystem:
                 elif size > current:
                     os.ftruncate(handle.fd, size)
             finally:
-                self._release(handle)
+                self._release(handle, path)
         except (OSError, OverflowError) as exc:
             raise _error(exc, path, "allocate") from None
 
@@ -635,7 +705,7 @@ class NativeFileSystem:
             try:
                 os.ftruncate(handle.fd, size)
             finally:
-                self._release(handle)
+                self._release(handle, path)
         except (OSError, OverflowError) as exc:
             raise _error(exc, path, "truncate") from None
 
@@ -661,7 +731,10 @@ class NativeFileSystem:
 
     def _sync_one(self, path: str, parts: tuple[str, ...]) -> None:
         with self._lock:
-            self._dirty.discard(path)
+            # A write in flight may land after the fsync below: the next sync must
+            # sync the file again, so its mark stays.
+            if path not in self._writing:
+                self._dirty.discard(path)
         try:
             dir_fd, name = self._walk(path, parts, create=False, follow_last=True)
             try:
@@ -714,13 +787,16 @@ class NativeFileSystem:
         finally:
             if dir_fd is not None:
                 os.close(dir_fd)
+            # Again: a handle opened before the unlink may have been cached meanwhile.
+            self._forget(path)
 
     def rename(self, old: str, new: str) -> None:
         """Move ``old`` to ``new``, creating ``new``'s parents and replacing a file there."""
         old_parts = split_path(old)
         new_parts = split_path(new)
-        self._forget(old)
-        self._forget(new)
+        # Dirty marks stay until the move is made: then those under ``old`` move along.
+        self._forget(old, marks=False)
+        self._forget(new, marks=False)
         try:
             old_fd, old_name = self._walk(old, old_parts, create=False, follow_last=False)
         except OSError as exc:
@@ -737,6 +813,9 @@ class NativeFileSystem:
         finally:
             if old_fd is not None:
                 os.close(old_fd)
+        # Again once moved: handles opened meanwhile hold what the paths named before.
+        self._forget(old, move_to=new)
+        self._forget(new, marks=False)
         with self._lock:
             self._dirty.add(new)  # the directory entries changed
 
@@ -764,8 +843,12 @@ class NativeFileSystem:
                 raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
             if os.readlink(name, dir_fd=dir_fd) == text:
                 return
-            # Replace atomically: a new link beside it, renamed over it.
-            temporary = f"{name}.bip-link-{os.getpid()}-{threading.get_ident()}"
+            # Replace atomically: a new link beside it, renamed over it. Its name is
+            # short whatever ``name``'s length (``name`` may take NAME_MAX by itself).
+            temporary = os.path.join(
+                os.path.dirname(name),  # "" but in fallback mode (a full path)
+                f".bip-link-{os.getpid()}-{threading.get_ident()}",
+            )
             os.symlink(text, temporary, dir_fd=dir_fd)
             try:
                 os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -779,6 +862,8 @@ class NativeFileSystem:
         finally:
             if dir_fd is not None:
                 os.close(dir_fd)
+            # Again: a handle opened through the old link meanwhile holds its target.
+            self._forget(path, marks=False)
 
     def close(self) -> None:
         """Close every cached descriptor (ones in use close when their call ends)."""
