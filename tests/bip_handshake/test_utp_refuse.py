@@ -216,23 +216,60 @@ async def test_new_syn_for_a_live_connection_gets_a_reset(
         assert await stream.receive_some() == b"more"
 
 
-async def test_new_syn_replaces_a_connection_silent_for_a_keepalive_interval(
+async def test_an_idle_live_connection_survives_a_new_syn(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = UtpConfig(keepalive_interval=10.0)
-    async with acceptor(config) as (utp, sent):
+    # libtorrent sends no uTP keepalives (its BitTorrent keep-alive comes after a minute or
+    # more of idleness): a peer silent for longer than our keepalive interval, with nothing
+    # of ours to ack, may be a live one. A SYN reusing its id (forged from its address by
+    # anyone who guessed the id) is refused; the connection is not given up.
+    async with acceptor() as (utp, sent):
+        stream, ours = await accept_raw(utp, sent, 500)
+        utp.datagram_received(data_from_peer(501, (ours - 1) & 0xFFFF), PEER)
+        assert await stream.receive_some() == b"hi"
+        await stream.send_all(b"ho")
+        await settle()
+        [data] = [p for p in sent if p.type is UtpPacketType.DATA]
+        utp.datagram_received(
+            UtpPacket(UtpPacketType.STATE, ID + 1, 0, 0, 1 << 20, 502, data.seq_nr).encode(),
+            PEER,
+        )
+        # Idle both ways for a minute: two of our keepalive intervals, half the idle timeout.
+        await trio.sleep(60)
+        before = len(sent)
+        utp.datagram_received(syn(9000), PEER)
+        await settle()
+        assert [(p.type, p.connection_id, p.ack_nr) for p in sent[before:]] == [
+            (UtpPacketType.RESET, ID, 9000)
+        ]
+        stats = utp.statistics()
+        assert (stats.accepted, stats.replaced, stats.refused, stats.connections) == (1, 0, 1, 1)
+        assert stats.failed == 0
+        # The connection lives on, both ways.
+        utp.datagram_received(data_from_peer(502, data.seq_nr, b"more"), PEER)
+        assert await stream.receive_some() == b"more"
+        await stream.send_all(b"back")
+
+
+async def test_a_connection_silent_past_the_idle_timeout_is_gone_for_a_new_syn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Silence is dealt with by the idle timeout alone: the connection fails on its own, and
+    # a SYN after that opens a new one (nothing is left to replace).
+    async with acceptor(UtpConfig(idle_timeout=40.0)) as (utp, sent):
         old, ours = await accept_raw(utp, sent, 500)
         utp.datagram_received(data_from_peer(501, (ours - 1) & 0xFFFF), PEER)
         assert await old.receive_some() == b"hi"
-        await trio.sleep(9.5)
-        utp.datagram_received(syn(9000), PEER)  # not yet: a keepalive could still come
+        await trio.sleep(39.5)
+        utp.datagram_received(syn(9000), PEER)  # not yet: the peer may be idle, not gone
         await settle()
         assert sent[-1].type is UtpPacketType.RESET
         await trio.sleep(0.5)
-        await accept_raw(utp, sent, 9001)
-        assert utp.statistics().replaced == 1
         with pytest.raises(trio.BrokenResourceError):
             await old.receive_some()
+        await accept_raw(utp, sent, 9001)
+        stats = utp.statistics()
+        assert (stats.accepted, stats.replaced, stats.connections) == (2, 0, 1)
 
 
 async def test_new_syn_replaces_a_connection_whose_acks_stopped(

@@ -94,7 +94,8 @@ class UtpConfig:
             accepted connection whose initiator sent nothing but one SYN for
             ``keepalive_interval + connect_timeout`` is given up (half-open: a SYN flood's).
         idle_timeout: seconds without any packet from the peer before a connection is
-            declared dead (the peer's keepalives every ~29 s keep it open); also the
+            declared dead (keepalives keep an idle one open: ours every ~29 s,
+            libtorrent's BitTorrent keep-alives after a minute of idleness); also the
             longest written bytes may wait without the peer acknowledging any of them (a
             peer that keeps answering with a shut window fails then, with a RESET).
         receive_buffer: bytes a connection buffers for the reader, in order and out of

@@ -694,17 +694,17 @@ class UtpConnection:
         and another sequence number (the peer restarted) may take its place.
 
         It is when the peer never sent anything but its SYN, when it only lingers after a
-        clean close, when the peer was silent for ``keepalive_interval``, or when our
-        packets have waited for acks for a second (or four round trips, if longer) of the
-        peer's silence. A quiet peer with nothing of ours to ack may be a live one.
+        clean close, or when our packets have waited for acks for a second (or four round
+        trips, if longer) of the peer's silence. A quiet peer with nothing of ours to ack
+        may be a live one, however long it has been quiet: libtorrent sends no uTP
+        keepalives (only BitTorrent keep-alives, after a minute or more of idleness), and
+        BEP 29 defines none. A silent one fails on its own after ``idle_timeout``.
         """
         if not self._confirmed or self.state is UtpState.CLOSED:
             return True
-        silence = now_us - self._last_received_us
-        if silence >= self._config.keepalive_interval * 1e6:
-            return True
         if self.all_sent:
             return False
+        silence = now_us - self._last_received_us
         return silence >= max(_STALLED_US, _STALLED_RTTS * (self._rtt_us or 0))
 
     # The reader and writer.

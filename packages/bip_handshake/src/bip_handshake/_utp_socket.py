@@ -45,21 +45,26 @@ A SYN naming a connection we accepted (same address, same connection id):
 - with another one, the peer has lost that connection (it restarted, and drew the same
   id again). The SYN replaces ours when ours is over or looks dead: nothing arrived
   after its SYN (libtorrent fails such an unconfirmed connection at its first timeout),
-  it only lingers after a clean close, the peer has been silent for
-  ``keepalive_interval`` (a live peer's keepalive would have come), or for
-  a second (four round trips, if longer) while our packets wait for its acks.
-  The old connection fails with a :class:`UtpError` saying so (its stream raises
-  :class:`trio.BrokenResourceError`), without a RESET, which would name the id the new
-  connection uses; the new one is accepted as any other (counted in ``replaced``).
-  Otherwise the SYN is refused with a RESET (counted in ``refused``): a live connection
-  is never given up for a packet anyone who guessed its id could send.
+  it only lingers after a clean close, or the peer has been silent for a second (four
+  round trips, if longer) while our packets wait for its acks. A peer that is merely
+  quiet, with nothing of ours to ack, counts as alive however long it has been quiet:
+  libtorrent sends no uTP keepalives (its BitTorrent keep-alive comes after a minute or
+  more of idleness; BEP 29 defines none), and a silent connection fails on its own after
+  ``idle_timeout``. The old connection fails with a :class:`UtpError` saying so (its
+  stream raises :class:`trio.BrokenResourceError`), without a RESET, which would name the
+  id the new connection uses; the new one is accepted as any other (counted in
+  ``replaced``). Otherwise the SYN is refused with a RESET (counted in ``refused``): a
+  live connection is never given up for a packet anyone who guessed its id could send.
 
 libtorrent has no rule here (such a SYN matches no receive id, so it makes a second
 connection beside the first, which keeps the packets; libutp drops it, and the peer times
 out). Ours is closer to TCP's half-open recovery (RFC 793, 3.4): stale state gives way to
-the restarted peer, and a RESET tells a peer whose id is still in use to draw another.
-(A forged SYN's RESET reaches the real peer and ends the connection there: no more than
-a forged RESET, which needs the same address and id, could do.)
+the restarted peer, and a RESET tells a peer whose id is still in use to draw another at
+once instead of after its connect timeout. (A forged SYN's RESET reaches the real peer,
+whose connection receives on that id, and may end it there: libtorrent takes a RESET whose
+ack number is not past its latest sequence number, and ours carries the forged SYN's. That
+is no more than a RESET forged to the peer directly, which needs the same addresses, id
+and ack number, could do.)
 """
 
 from __future__ import annotations
@@ -270,6 +275,9 @@ class UtpSocket:
         # that one the system refuses as too big goes back to its connection.
         self._queue: deque[tuple[bytes, PeerAddress, _Connection | None]] = deque()
         self._queue_ready = trio.Event()
+        # Set when the sender task's datagram in hand has gone (None: it holds none). One
+        # task writes at a time: trio lets only one wait for a full socket buffer.
+        self._sender_busy: trio.Event | None = None
         self._closed = False
         self._send_failures = 0
         self._reset_tokens = _reset_burst(config.resets_per_second)
@@ -685,9 +693,15 @@ class UtpSocket:
         while True:
             await self._queue_ready.wait()
             self._queue_ready = trio.Event()
-            while self._queue:
+            # Once closed, _shutdown sends what is left: it waits for our datagram in hand.
+            while self._queue and not self._closed:
                 datagram, address, connection = self._queue.popleft()
-                await self._send_one(datagram, address, connection)
+                self._sender_busy = busy = trio.Event()
+                try:
+                    await self._send_one(datagram, address, connection)
+                finally:
+                    self._sender_busy = None
+                    busy.set()
 
     async def _send_one(
         self, datagram: bytes, address: PeerAddress, connection: _Connection | None = None
@@ -732,6 +746,10 @@ class UtpSocket:
         self._incoming_send.close()
         with trio.move_on_after(0.5) as scope:
             scope.shield = True
+            if self._sender_busy is not None:
+                # The sender task waits to write (a full socket buffer): a second writer
+                # would fail at once (trio's BusyResourceError) and lose the RESETs.
+                await self._sender_busy.wait()
             while self._queue:
                 datagram, address, _connection = self._queue.popleft()
                 await self._send_one(datagram, address)  # no resends now: RESETs only
