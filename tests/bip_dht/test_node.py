@@ -607,8 +607,9 @@ def test_external_ip_votes_give_a_bep42_id() -> None:
     assert changed[0].new == new
     assert new.is_valid_for(ip_address("1.2.3.4"))
     assert me.external_addresses[4] == PeerAddress.parse("1.2.3.4:6881")
-    # the table kept its nodes as candidates around the new id
+    # the table kept its nodes around the new id, confirmed as they were
     assert len(me.table()) == 4
+    assert all(e.state is NodeState.GOOD for e in me.table().entries(net.now))
     assert me.table().own_id == new
     net.run_for(10.0)
     # others now answer the new id; queries we send carry it

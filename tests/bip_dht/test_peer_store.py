@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from bip_bencode import encode
 from bip_dht._bloom import ScrapeBloom
 from bip_dht._errors import LocalProtocolError
-from bip_dht._peer_store import DEFAULT_PEER_TTL, PeerStore, max_values
+from bip_dht._peer_store import DEFAULT_PEER_TTL, MAX_PORTS_PER_IP, PeerStore, max_values
 from bip_handshake import PeerAddress, encode_compact_peers
 
 H1, H2, H3 = b"\x01" * 20, b"\x02" * 20, b"\x03" * 20
@@ -41,8 +41,14 @@ def _check_invariants(store: PeerStore) -> None:
     assert store.hash_count <= store.max_hashes
     assert len(store) <= store.max_peers
     for swarm in swarms.values():
-        v6 = sum(1 for packed in swarm.peers if len(packed) == 16)
+        # keyed by compact peer: 4 or 16 bytes of IP, 2 of port
+        v6 = sum(1 for key in swarm.peers if len(key) == 18)
         assert swarm.v6 == v6
+        ips: dict[bytes, int] = {}
+        for key in swarm.peers:
+            ips[key[:-2]] = ips.get(key[:-2], 0) + 1
+        assert swarm.ips == ips
+        assert max(ips.values()) <= MAX_PORTS_PER_IP
         assert v6 <= store.max_peers_per_hash
         assert len(swarm.peers) - v6 <= store.max_peers_per_hash
 
@@ -67,13 +73,20 @@ def test_announce_then_get_peers() -> None:
     assert H2 not in store
 
 
-def test_a_reannounce_replaces_the_entry() -> None:
+def test_a_reannounce_refreshes_the_entry_and_another_port_is_another_peer() -> None:
+    # A peer is its IP and port (libtorrent's dht_storage); it was one entry per IP, the
+    # second port replacing the first (see test_routing_mends.py).
     store = PeerStore()
     store.announce(H1, _v4(1, 1000), seed=False, now=0.0)
-    store.announce(H1, _v4(1, 2000), seed=True, now=10.0)
-    assert store.get_peers(H1, 4, random.Random(0), now=11.0) == [_v4(1, 2000)]
+    store.announce(H1, _v4(1, 1000), seed=True, now=10.0)
+    assert store.get_peers(H1, 4, random.Random(0), now=11.0) == [_v4(1, 1000)]
     assert store.counts(H1, now=11.0) == (1, 0)
     assert len(store) == 1
+    store.announce(H1, _v4(1, 2000), seed=False, now=20.0)
+    assert set(store.get_peers(H1, 4, random.Random(0), now=21.0)) == {_v4(1, 1000), _v4(1, 2000)}
+    assert store.counts(H1, now=21.0) == (1, 1)
+    # each port lives by its own announces: 1000 (last at 10.0) expires before 2000
+    assert store.get_peers(H1, 4, random.Random(0), now=DEFAULT_PEER_TTL + 15.0) == [_v4(1, 2000)]
 
 
 def test_mapped_ipv6_is_stored_as_ipv4() -> None:

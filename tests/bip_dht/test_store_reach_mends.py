@@ -277,8 +277,8 @@ def _check_network_counts(store: PeerStore) -> None:
     entries: dict[int, int] = {}
     for swarm in store._swarms.values():
         counts: dict[int, int] = {}
-        for packed, peer in swarm.peers.items():
-            network = _network_of(packed)
+        for key, peer in swarm.peers.items():
+            network = _network_of(key[:-2])  # keyed by compact peer: the IP, then the port
             assert peer.network == network
             if network is not None:
                 counts[network] = counts.get(network, 0) + 1
@@ -295,13 +295,13 @@ def _check_network_counts(store: PeerStore) -> None:
 
 def _expected_accept(store: PeerStore, info_hash: bytes, address: PeerAddress) -> bool:
     """The documented rule, from the stored peers alone (after a lazy expiry of the swarm):
-    a stored IP refreshes; a newcomer needs room in the swarm's family (a new hash a free
-    slot), and for its network entries in all under its share of max_peers, and room in the
-    swarm's share when the network is in the swarm already, else a hash count under its
-    share of the hash slots."""
+    a stored IP refreshes (or stores another port of its own); a newcomer needs room in the
+    swarm's family (a new hash a free slot), and for its network entries in all under its
+    share of max_peers, and room in the swarm's share when the network is in the swarm
+    already, else a hash count under its share of the hash slots."""
     packed = address.normalized().host.packed
     swarm = store._swarms.get(info_hash)
-    if swarm is not None and packed in swarm.peers:
+    if swarm is not None and any(key[:-2] == packed for key in swarm.peers):
         return True
     if swarm is None:
         if store.hash_count >= store.max_hashes:
@@ -311,13 +311,15 @@ def _expected_accept(store: PeerStore, info_hash: bytes, address: PeerAddress) -
     network = _network_of(packed)
     if network is None:
         return True
-    stored = sum(_network_of(p) == network for s in store._swarms.values() for p in s.peers)
+    stored = sum(_network_of(k[:-2]) == network for s in store._swarms.values() for k in s.peers)
     if stored >= max(1, store.max_peers // 8):
         return False
-    here = 0 if swarm is None else sum(_network_of(p) == network for p in swarm.peers)
+    here = 0 if swarm is None else sum(_network_of(k[:-2]) == network for k in swarm.peers)
     if here:
         return here < max(1, store.max_peers_per_hash // 8)
-    hashes = sum(any(_network_of(p) == network for p in s.peers) for s in store._swarms.values())
+    hashes = sum(
+        any(_network_of(k[:-2]) == network for k in s.peers) for s in store._swarms.values()
+    )
     return hashes < max(1, store.max_hashes // 8)
 
 

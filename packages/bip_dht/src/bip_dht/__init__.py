@@ -115,6 +115,7 @@ from ._peer_store import (
     DEFAULT_MAX_PEERS,
     DEFAULT_MAX_PEERS_PER_HASH,
     DEFAULT_PEER_TTL,
+    MAX_PORTS_PER_IP,
     PeerStore,
     max_values,
 )
@@ -187,6 +188,7 @@ __all__ = [
     "MAX_COUNTED_ERROR_CODES",
     "MAX_COUNTED_METHODS",
     "MAX_FAILURES",
+    "MAX_PORTS_PER_IP",
     "MAX_REPLY_SIZE",
     "MAX_SALT_SIZE",
     "MAX_SAMPLE_COUNT",

@@ -33,7 +33,12 @@ Decisions, the way libtorrent's node / rpc_manager / dht_tracker make them:
   (``responded=True``); a timeout is the node's failure in the table (``failed``) and in the
   lookup that sent it, and so, sooner, is a report that the node is unreachable
   (:meth:`DHTNode.unreachable`: an ICMP error the shell heard of). A KRPC error answer ends
-  that query as failed for the lookup, but the node is alive, so the table is not told.
+  that query as failed for the lookup; to a read or maintenance query (``ping``,
+  ``find_node``, ``get_peers``, ``get``, ``sample_infohashes``) it is also the node's
+  failure in the table, as libtorrent's rpc_manager takes an error for a timeout (a node that
+  answers every query with an error serves no lookup). A refused write (``announce_peer``,
+  ``put``: a stale token, a CAS or ``seq`` conflict) judges what we sent, not the node, and
+  is not charged.
 - Bootstrap works from addresses whose ids we do not know (a router's name, a config file):
   ``find_node`` of our own id to each, then a lookup of our id seeded with what they
   returned. The addresses are remembered (bounded), and while a table stays empty the node
@@ -53,9 +58,11 @@ Decisions, the way libtorrent's node / rpc_manager / dht_tracker make them:
   leads clearly; after that it changes only as libtorrent's ip_voter lets it (50 votes or five
   minutes, :mod:`._node_voting`). With ``bep42_own_id``, a believed address that is not local
   and that our id does not match gives us a new id (:class:`~bip_dht.NodeIdChanged`), at most
-  once per :data:`MIN_ID_CHANGE_INTERVAL`: the tables are rebuilt around it from their
-  saved nodes (all back to unconfirmed, to be pinged), the QueryHandler answers as the new id
-  and a lookup of the new id refills the neighbourhood. IPv4 decides when we run IPv4.
+  once per :data:`MIN_ID_CHANGE_INTERVAL`: the tables re-file their nodes around it, each
+  keeping what we know of it (:meth:`RoutingTable.change_own_id`, as libtorrent's
+  ``update_node_id``), the QueryHandler answers as the new id and a lookup of the new id
+  refills the neighbourhood (queued ahead of the caller's operations when every lookup slot
+  is taken). IPv4 decides when we run IPv4.
 - BEP 43 read-only: ``ro=1`` on every query we send, and no query answered.
 - IP filter (:class:`~bip_handshake.IPFilter`, given at creation or by
   :meth:`DHTNode.set_ip_filter`), as libtorrent applies its session's filter to DHT nodes: a
@@ -138,6 +145,14 @@ code is 0)."""
 
 _IP = IPv4Address | IPv6Address
 
+# The queries whose KRPC error answer is the node's failure in the table, as a timeout is:
+# the reads and the maintenance queries, which any working node answers. A refused write
+# (announce_peer: a token that expired or another IP's, 203; put: a CAS mismatch 301, a seq
+# too low 302, a bad signature 206, too big 205...) judges what we wrote, not the node, whose
+# get_peers or get has just answered in the same operation: charging it would mark good
+# nodes bad for our own stale token or item.
+_CHARGED_ERRORS = frozenset({b"ping", b"find_node", b"get_peers", b"get", b"sample_infohashes"})
+
 # DEBUG only, and off the per-datagram path: a simulator runs thousands of these cores, so the
 # core never logs above DEBUG (the trio shell logs the lifecycle) and checks the level once
 # per timer rather than per query. What peers send in is counted (statistics()), not logged.
@@ -146,10 +161,12 @@ _DEBUG = logging.DEBUG
 _IPV4_ONLY: tuple[Family, ...] = (4,)
 
 MIN_ID_CHANGE_INTERVAL = 300.0
-"""Seconds at least between two BEP 42 node id changes. Each change sends every node of the
-tables back to unconfirmed, so even responders enough to sway the vote quickly (50 votes
-decide at once, as libtorrent's ip_voter) cannot keep the node rebuilding; a change held back
-happens at the first maintenance tick after the floor."""
+"""Seconds at least between two BEP 42 node id changes. Each change re-files every node of
+the tables around the new id (they keep their state, but the buckets' layout and the
+neighbourhood are new), starts a lookup of the new id, and leaves the network's tables holding
+us under the old id until they hear from us again, so even responders enough to sway the vote
+quickly (50 votes decide at once, as libtorrent's ip_voter) cannot keep the node rebuilding; a
+change held back happens at the first maintenance tick after the floor."""
 
 
 def _target(value: object, name: str) -> NodeId:
@@ -1136,6 +1153,11 @@ class DHTNode:
                     int(message.code),
                     message.message[:80],
                 )
+            if tx.node_id is not None and tx.query.method in _CHARGED_ERRORS:
+                # as libtorrent's rpc_manager (an error is the query's timeout): a node that
+                # answers every read with an error serves no lookup, yet left uncharged it
+                # stayed questionable, took its bucket's ping every tick and was handed out
+                table.failed(NodeInfo(tx.node_id, tx.address), now)
             if op is not None:
                 op.on_failure(tx, int(message.code), now)
             return
@@ -1212,19 +1234,26 @@ class DHTNode:
         old = self._own
         self._own = new
         self._last_id_change = now
-        for family, table in list(self._tables.items()):
-            self._tables[family] = RoutingTable.load(
-                table.save(now), own_id=new, now=now, **self._table_options()
-            )
+        for table in self._tables.values():
+            # each node keeps what we know of it (libtorrent's update_node_id): rebuilt from
+            # a save, every node came back unconfirmed and our answers carried none
+            table.change_own_id(new, now)
         tables = list(self._tables.values())
         self._handler.rebind(new, tables[0], tables[1] if len(tables) > 1 else None)
         self._items.node_id = new.value  # a full store keeps the items nearest our id
         self._events.append(NodeIdChanged(old=old, new=new))
         # refill the neighbourhood of the new id (libtorrent re-bootstraps too)
+        if any(isinstance(op, BootstrapOp) and op.internal for op in self._queue):
+            return  # an earlier change's refill still waits: it looks up our id as it starts
         refill = BootstrapOp(
             self, self._op_id(), [], slow_after=self._config.slow_after, internal=True
         )
-        self._start_internal(refill, now)
+        if not self._start_internal(refill, now):
+            # every lookup slot is taken: first in the queue, it starts as soon as one frees
+            # (dropped, the neighbourhood of the new id was never looked up). One at most
+            # waits (above), so it is not held to max_queued as the caller's operations are.
+            self._queue.appendleft(refill)
+            self._bootstrap_ops.add(refill.id)
 
     # -- maintenance -------------------------------------------------------------------------
 

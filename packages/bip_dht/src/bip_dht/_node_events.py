@@ -108,7 +108,7 @@ class PutFinished(DHTEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeIdChanged(DHTEvent):
     """Our node id changed (BEP 42: the external address the network reports does not match
-    it). The routing tables were rebuilt around ``new``, keeping their nodes as candidates."""
+    it). The routing tables re-filed their nodes around ``new``, each keeping its state."""
 
     operation: int = 0
     old: NodeId

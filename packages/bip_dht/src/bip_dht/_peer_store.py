@@ -5,15 +5,21 @@ A DHT node stores, for each info-hash, the address (IP and port) and the seed fl
 as libtorrent), and answers ``get_peers`` with a random sample small enough for a UDP
 datagram, or with BEP 33 scrape bloom filters.
 
-Memory is bounded whatever the network announces: one entry per IP per info-hash (a
-re-announce from the same IP replaces the port and refreshes the entry), at most
-``max_peers_per_hash`` IPv4 and as many IPv6 peers per info-hash (each family its own cap, as
-libtorrent's ``peers4`` / ``peers6``), ``max_hashes`` info-hashes and ``max_peers`` in all.
-When a cap is hit:
+A peer is its IP and port, as libtorrent's ``dht_storage`` keys them: two clients behind
+one NAT (or on one host) announcing the same info-hash are two peers, and a re-announce of an
+IP and port refreshes its entry. One IP holds at most :data:`MAX_PORTS_PER_IP` entries per
+info-hash: a newcomer port beyond that (or in a swarm's family that is full) takes the place of
+that IP's least recently announced entry, so a client that restarts on a new port replaces its
+own stale entry, and one host cannot fill a swarm's list from many ports.
+
+Memory is bounded whatever the network announces: at most ``max_peers_per_hash`` IPv4 and as
+many IPv6 peers per info-hash (each family its own cap, as libtorrent's ``peers4`` /
+``peers6``), ``max_hashes`` info-hashes and ``max_peers`` in all. When a cap is hit:
 
 - an info-hash's family full, or ``max_hashes`` reached by a new info-hash: the newcomer is
   refused and what is stored stays, as libtorrent's ``announce_peer`` does ("we're at
-  capacity, drop the announce"); a peer already stored still refreshes its entry. The node
+  capacity, drop the announce"); a peer already stored still refreshes its entry (and an IP
+  already stored may move one of its entries to a new port, as above). The node
   gives no write token to a ``get_peers`` whose announce would be refused
   (:meth:`PeerStore.accepts`), so the requester announces to other nodes near the hash
   instead. Evicting instead would let one host empty the store: 500 addresses of one IPv6
@@ -47,7 +53,8 @@ API (sans-IO: time is passed in, randomness from the caller's ``random.Random``)
 - ``announce(info_hash, address, *, seed, now) -> bool`` (False: not stored: the address
   is not connectable, or the store refuses a newcomer at a cap);
 - ``accepts(info_hash, address, now) -> bool``: whether an announce from that IP would be
-  stored (the node's condition for a write token: caps and network bounds alike);
+  stored, whatever its port (the node's condition for a write token: caps and network bounds
+  alike);
 - ``get_peers(info_hash, family, rng, now, *, max_count=None, noseed=False) ->
   list[PeerAddress]``: at most ``max_count`` (default :func:`max_values`) random live
   peers of the family;
@@ -73,6 +80,7 @@ from __future__ import annotations
 
 import random
 from ipaddress import IPv4Address, IPv6Address
+from typing import TypeVar
 
 from bip_handshake import PeerAddress
 
@@ -85,6 +93,7 @@ __all__ = [
     "DEFAULT_MAX_PEERS",
     "DEFAULT_MAX_PEERS_PER_HASH",
     "DEFAULT_PEER_TTL",
+    "MAX_PORTS_PER_IP",
     "PeerStore",
     "max_values",
 ]
@@ -102,7 +111,21 @@ DEFAULT_MAX_HASHES = 2000
 DEFAULT_MAX_PEERS = 50_000
 """The most peers a :class:`PeerStore` keeps in all by default (its memory bound)."""
 
+MAX_PORTS_PER_IP = 4
+"""The most entries (ports) one IP holds in one info-hash's list. Enough for the few clients
+of one household or office behind a NAT, or a seedbox running several, in the same swarm;
+small beside a swarm's cap (500) and its network's share (a /24 or /64 holds an eighth), so one
+host weighs at most four times an honest peer in the random sample a ``get_peers`` answer
+gives, and cannot fill the list from many ports. libtorrent sets no such bound; without one,
+keying by port would let one IP take its network's whole share of a swarm."""
+
 _INFO_HASH_SIZE = 20
+
+_Key = TypeVar("_Key", int, bytes)  # a network key or a packed IP (_add's counts)
+
+# A stored peer's key is its compact form: 4 or 16 bytes of IP, 2 of port.
+_COMPACT_V4 = 6
+_COMPACT_V6 = 18
 
 # A network's share (see the module docstring): 1/8 of the hash slots and 1/8 of the entries
 # over the store, 1/8 of a swarm's family cap in one swarm: it takes eight networks or more to
@@ -133,6 +156,11 @@ def _network_key(host: IPv4Address | IPv6Address) -> int | None:
     return prefix << 1 | (host.version == 6)
 
 
+def _ip_of(key: bytes) -> bytes:
+    """The packed IP of a stored peer's key (its compact form: the IP, then the port)."""
+    return key[:-2]
+
+
 class _Peer:
     __slots__ = ("announced_at", "network", "port", "seed")
 
@@ -144,12 +172,16 @@ class _Peer:
 
 
 class _Swarm:
-    """The peers of one info-hash, keyed by packed IP, least recently announced first."""
+    """The peers of one info-hash, keyed by compact peer (packed IP and port), least recently
+    announced first."""
 
-    __slots__ = ("index", "networks", "peers", "v6")
+    __slots__ = ("index", "ips", "networks", "peers", "v6")
 
     def __init__(self, index: int) -> None:
         self.peers: dict[bytes, _Peer] = {}
+        # packed IP -> how many of peers it has (at most MAX_PORTS_PER_IP); an IP is here iff
+        # it has a peer here
+        self.ips: dict[bytes, int] = {}
         self.index = index  # position in PeerStore._hash_list, for O(1) random sampling
         self.v6 = 0  # how many of peers are IPv6 (the rest IPv4): each family has its own cap
         # peers per network key (non-local ones; the key holds the family): at most
@@ -161,9 +193,9 @@ class _Swarm:
         return self.v6 if packed_size == 16 else len(self.peers) - self.v6
 
 
-def _add(counts: dict[int, int], key: int, change: int) -> int:
+def _add(counts: dict[_Key, int], key: _Key, change: int) -> int:
     """Add ``change`` to ``counts[key]`` and return the new count; a count reaching zero is
-    deleted, so the dict holds only networks with entries (it stays bounded)."""
+    deleted, so the dict holds only networks (or IPs) with entries (it stays bounded)."""
     left = counts.get(key, 0) + change
     if left:
         counts[key] = left
@@ -265,11 +297,12 @@ class PeerStore:
         if left == 0 or (left == 1 and change == 1):
             _add(self._networks, network, -1 if left == 0 else 1)
 
-    def _drop_peer(self, info_hash: bytes, swarm: _Swarm, packed: bytes) -> None:
+    def _drop_peer(self, info_hash: bytes, swarm: _Swarm, key: bytes) -> None:
         count = len(swarm.peers)
-        peer = swarm.peers.pop(packed)
+        peer = swarm.peers.pop(key)
+        _add(swarm.ips, _ip_of(key), -1)
         self._count_network(swarm, peer.network, -1)
-        if len(packed) == 16:
+        if len(key) == _COMPACT_V6:
             swarm.v6 -= 1
         self._total -= 1
         self._regroup(info_hash, count, count - 1)
@@ -289,10 +322,10 @@ class PeerStore:
         removed = 0
         peers = swarm.peers
         while peers:
-            packed = next(iter(peers))
-            if now - peers[packed].announced_at < self.peer_ttl:
+            key = next(iter(peers))
+            if now - peers[key].announced_at < self.peer_ttl:
                 break
-            self._drop_peer(info_hash, swarm, packed)
+            self._drop_peer(info_hash, swarm, key)
             removed += 1
         return removed
 
@@ -305,11 +338,11 @@ class PeerStore:
         return swarm
 
     def _has_room(self, swarm: _Swarm | None, packed: bytes, network: int | None) -> bool:
-        """Whether a newcomer at ``packed`` of ``network`` (not in ``swarm`` yet) may join
-        it: a new hash needs a free hash slot, a known one room in the newcomer's family and
-        for its network there; its network's entries in all must be under their share; and a
-        newcomer that would add a hash to its network's count (none of its network in the
-        swarm yet) needs that count under its share."""
+        """Whether a new entry at IP ``packed`` of ``network`` (not in ``swarm`` yet, or
+        there at other ports) may join it: a new hash needs a free hash slot, a known one
+        room in the newcomer's family and for its network there; its network's entries in
+        all must be under their share; and a newcomer that would add a hash to its network's
+        count (none of its network in the swarm yet) needs that count under its share."""
         if swarm is None:
             if len(self._swarms) >= self.max_hashes:
                 return False
@@ -353,17 +386,29 @@ class PeerStore:
         nobody could connect to (port 0, unspecified or multicast host), and for a newcomer
         the store has no room for (its family of the swarm full, a new info-hash with
         ``max_hashes`` stored, or its network at its share): see the module docstring. A
-        stored IP always refreshes.
+        stored IP and port always refreshes; a new port of a stored IP is always stored too,
+        in place of that IP's oldest entry when it holds :data:`MAX_PORTS_PER_IP` or the
+        swarm has no room for one more.
         """
-        packed, network = self._key(info_hash, address)
+        key, network = self._key(info_hash, address)
         if not address.is_connectable:
             return False
+        packed = _ip_of(key)
         swarm = self._live_swarm(info_hash, now)
-        if swarm is not None and packed in swarm.peers:
-            # A re-announce: refresh, and move to the back of the announce order.
-            del swarm.peers[packed]
-            swarm.peers[packed] = _Peer(address.port, bool(seed), now, network)
-            return True
+        if swarm is not None:
+            if key in swarm.peers:
+                # A re-announce: refresh, and move to the back of the announce order.
+                del swarm.peers[key]
+                swarm.peers[key] = _Peer(address.port, bool(seed), now, network)
+                return True
+            held = swarm.ips.get(packed, 0)
+            if held and (held >= MAX_PORTS_PER_IP or not self._has_room(swarm, packed, network)):
+                # The IP's least recently announced entry gives way (a restarted client's old
+                # port, most often): every count stays as it is. Bounded: the swarm's list.
+                oldest = next(k for k in swarm.peers if _ip_of(k) == packed)
+                del swarm.peers[oldest]
+                swarm.peers[key] = _Peer(address.port, bool(seed), now, network)
+                return True
         if not self._has_room(swarm, packed, network):
             return False  # at capacity: drop the announce, keep what is stored (libtorrent)
         # Make room in all. The eviction may remove a whole swarm, ours included (when it
@@ -376,7 +421,8 @@ class PeerStore:
             self._swarms[info_hash] = swarm
             self._hash_list.append(info_hash)
         count = len(swarm.peers)
-        swarm.peers[packed] = _Peer(address.port, bool(seed), now, network)
+        swarm.peers[key] = _Peer(address.port, bool(seed), now, network)
+        _add(swarm.ips, packed, 1)
         self._count_network(swarm, network, 1)
         if len(packed) == 16:
             swarm.v6 += 1
@@ -386,29 +432,31 @@ class PeerStore:
 
     def accepts(self, info_hash: bytes, address: PeerAddress, now: float) -> bool:
         """Whether an announce of ``info_hash`` from the IP of ``address`` would be stored at
-        ``now`` (its port is not looked at): the IP is in the swarm already (a re-announce
-        refreshes), or the swarm's family, or for a new info-hash the store, has room, and
-        the IP's network is under its shares (see the module docstring).
+        ``now`` (its port is not looked at: the announce may name another): the IP is in the
+        swarm already (a re-announce refreshes, a new port takes a place of its own), or the
+        swarm's family, or for a new info-hash the store, has room, and the IP's network is
+        under its shares (see the module docstring).
 
         The node gives a ``get_peers`` requester a write token only then, as libtorrent
         does: a full swarm's newcomers announce to other nodes near the hash instead.
         """
-        packed, network = self._key(info_hash, address)
+        key, network = self._key(info_hash, address)
+        packed = _ip_of(key)
         swarm = self._live_swarm(info_hash, now)
-        if swarm is not None and packed in swarm.peers:
+        if swarm is not None and packed in swarm.ips:
             return True
         return self._has_room(swarm, packed, network)
 
     @staticmethod
     def _key(info_hash: bytes, address: PeerAddress) -> tuple[bytes, int | None]:
-        """The checked arguments' stored key (the IP packed, IPv4-mapped IPv6 as IPv4) and
-        its network key (None: a local address)."""
+        """The checked arguments' stored key (the compact peer: the IP packed, IPv4-mapped
+        IPv6 as IPv4, then the port) and its network key (None: a local address)."""
         if not isinstance(info_hash, bytes) or len(info_hash) != _INFO_HASH_SIZE:
             raise LocalProtocolError(f"an info-hash is 20 bytes, got {info_hash!r}")
         if not isinstance(address, PeerAddress):
             raise LocalProtocolError(f"a peer is a PeerAddress, got {address!r}")
         host = address.normalized().host
-        return host.packed, _network_key(host)
+        return host.packed + address.port.to_bytes(2, "big"), _network_key(host)
 
     def get_peers(
         self,
@@ -432,15 +480,15 @@ class PeerStore:
         swarm = self._live_swarm(info_hash, now)
         if swarm is None:
             return []
-        size = 4 if family == 4 else 16
+        size = _COMPACT_V4 if family == 4 else _COMPACT_V6
         candidates = [
-            (packed, peer)
-            for packed, peer in swarm.peers.items()
-            if len(packed) == size and not (noseed and peer.seed)
+            (key, peer)
+            for key, peer in swarm.peers.items()
+            if len(key) == size and not (noseed and peer.seed)
         ]
         if len(candidates) > limit:
             candidates = rng.sample(candidates, limit)
-        return [PeerAddress(_host(packed), peer.port) for packed, peer in candidates]
+        return [PeerAddress(_host(_ip_of(key)), peer.port) for key, peer in candidates]
 
     def counts(self, info_hash: bytes, now: float) -> tuple[int, int]:
         """How many live seeds and downloaders ``info_hash`` has (exact, unlike a scrape)."""
@@ -460,8 +508,9 @@ class PeerStore:
         seeds, downloaders = ScrapeBloom(), ScrapeBloom()
         swarm = self._live_swarm(info_hash, now)
         if swarm is not None:
-            for packed, peer in swarm.peers.items():
-                (seeds if peer.seed else downloaders).insert(_host(packed))
+            # the blooms hold IPs (BEP 33): an IP's several ports insert the same bits
+            for key, peer in swarm.peers.items():
+                (seeds if peer.seed else downloaders).insert(_host(_ip_of(key)))
         return seeds, downloaders
 
     def expire(self, now: float) -> int:

@@ -58,7 +58,8 @@ a bad node does not hold its network. An optional ``node_filter`` (for instance
 
 :meth:`~RoutingTable.save` bencodes our id and the nodes worth keeping; :meth:`RoutingTable.load`
 validates such bytes strictly and rebuilds a table whose nodes are known but unconfirmed, ready
-to be pinged to bootstrap after a restart.
+to be pinged to bootstrap after a restart. A new id while running (BEP 42) is
+:meth:`~RoutingTable.change_own_id`, which re-files the nodes keeping what we know of them.
 
 >>> from random import Random
 >>> from bip_handshake import PeerAddress
@@ -1155,6 +1156,66 @@ class RoutingTable:
         self._drop(entry)
         self._refill(bucket, now)
         return True
+
+    def change_own_id(self, own_id: NodeId, now: float) -> None:
+        """Take *own_id* as our id (BEP 42 gave us a new one) and re-file every node around
+        it, each keeping what the table knows of it: its last response and query, its
+        failures and when it was last seen, as libtorrent's ``routing_table::update_node_id``
+        re-adds its entries. A node that had answered us is still handed out in our replies,
+        and still outranks newcomers that never answered.
+
+        The bucket nodes go back first, then the replacements, so a bucket node of the old
+        layout is not pushed out by an old replacement; then the candidates, oldest first.
+        Each is filed as a newcomer with its state would be: a replacement that never
+        answered us enters no bucket (a candidate where there is room, as :meth:`heard_from`
+        files a querier), one the new layout has no room for is dropped (a full bucket's
+        replacement cache keeps the best), as are bad nodes (which :meth:`save` leaves out
+        too: they only wait to be replaced), a node that holds *own_id* itself and one the
+        ``node_filter`` refuses now (it may read what changed with the id: the node's own
+        external address, say). The buckets' refresh clocks start at *now*.
+        """
+        if not isinstance(own_id, NodeId):
+            raise LocalProtocolError(f"own_id is a NodeId, got {own_id!r}")
+        max_failures = self._max_failures
+        old = self._buckets
+        nodes = [
+            e
+            for b in old
+            for e in b.nodes.values()
+            if e.state(now, max_failures) is not NodeState.BAD
+        ]
+        replacements = [e for b in old for e in b.replacements.values()]
+        candidates = sorted((c for b in old for c in b.candidates.values()), key=lambda c: c.serial)
+        self._own = own_id
+        self._own_int = int(own_id)
+        self._buckets = [_Bucket(now)]
+        self._ips.clear()
+        self._candidate_ips.clear()
+        raw_own, node_filter = own_id.value, self._filter
+        # bounded: at most 3 * k entries per old bucket, each filed once
+        was_bucket_node = len(nodes)
+        for index, entry in enumerate(nodes + replacements):
+            node = entry.node
+            if node.node_id == raw_own or (node_filter is not None and not node_filter(node)):
+                continue
+            if index < was_bucket_node or entry.last_response is not None:
+                self._insert(entry, now, _host(node))
+            else:
+                self._file_unanswered(entry, now)
+        for candidate in candidates:
+            self._add_candidate(candidate.node, now, candidate.querier)
+
+    def _file_unanswered(self, entry: _Entry, now: float) -> None:
+        """File a node that has never answered us (it only queried us, or was loaded from a
+        save) as :meth:`heard_from` files a querier: a candidate for a bucket with room,
+        else in its full bucket's replacement cache, never in a bucket."""
+        node = entry.node
+        index = self._index(node.node_id)
+        bucket = self._buckets[index]
+        if len(bucket.nodes) < self._k or index == len(self._buckets) - 1:
+            self._add_candidate(node, now, querier=entry.last_query is not None)
+        elif not self._network_taken(bucket, node.node_id, entry.network, now):
+            self._to_replacements(bucket, entry, _host(node))
 
     # -- persistence -----------------------------------------------------------------------
 
