@@ -32,7 +32,10 @@ back. BEP 3 counts the optimistic peer as one of the four; ``regular_slots=3`` r
 rate to each unchoked peer; ``SeedChoking.ROUND_ROBIN`` (libtorrent's default
 ``seed_choking_algorithm``) keeps the unchoked peers until each has had its share
 (``round_robin_quota`` bytes and at least ``round_robin_min_time`` seconds unchoked), then
-rotates the peers that waited longest in. Snubbing does not apply when seeding.
+rotates the peers that waited longest in. A peer waits from its last unchoke or, never
+unchoked, from when it joined (as libtorrent): a newcomer queues behind the peers already
+waiting, so reconnecting does not jump the queue (the optimistic slot's new-peer weight still
+starts newcomers quickly). Snubbing does not apply when seeding.
 
 **Anti-fibrillation**: between rechokes nobody who still wants data is choked. Only a peer
 leaving or losing interest changes anything: it is choked (if it lost interest) and its slot
@@ -78,7 +81,6 @@ DEFAULT_RECHOKE_INTERVAL: Final = 10.0
 DEFAULT_OPTIMISTIC_INTERVAL: Final = 30.0
 """Seconds an optimistic unchoke lasts before it rotates (BEP 3: every 30 seconds)."""
 
-_NEVER: Final = -math.inf
 _log: Final = logging.getLogger("bip_select.choking")
 
 
@@ -125,21 +127,29 @@ class _Peer:
         "optimistic_since",
         "order",
         "snubbed",
+        "turn_stamp",
         "unchoked",
         "upload",
         "uploaded_since_unchoke",
     )
 
-    def __init__(self, key: PeerKey, order: int, now: float, window: float) -> None:
+    def __init__(self, key: PeerKey, order: int, stamp: int, now: float, window: float) -> None:
         self.key = key
-        self.order = order  # join order: the deterministic last tie-break
+        self.order = order  # join order: the order of a decision's peers
         self.joined_at = now
         self.interested = False
         self.snubbed = False
         self.unchoked = False
         # Set while the peer holds an optimistic slot: when it got it.
         self.optimistic_since: float | None = None
-        self.last_unchoke = _NEVER  # never unchoked waits longest
+        # A newcomer's wait starts when it joins, as libtorrent's (``m_last_unchoke`` starts
+        # at the connection's creation): counted as "never unchoked, waited longest", a peer
+        # that reconnects each time it is choked would go before everyone who waited (and
+        # the new-peer weight of the optimistic slot still starts a newcomer quickly).
+        self.last_unchoke = now
+        # Which came first of two peers whose ``last_unchoke`` is the same instant (joined,
+        # or unchoked): the event count then (see Choker._stamp).
+        self.turn_stamp = stamp
         self.uploaded_since_unchoke = 0
         self.download = RateMeter(window, now=now)
         self.upload = RateMeter(window, now=now)
@@ -216,6 +226,10 @@ class Choker:
         """Rank as a seed (by upload) from the next rechoke on; the brain sets it on completion."""
         self._peers: dict[PeerKey, _Peer] = {}  # insertion order is join order
         self._order = 0
+        # Counts joins and unchokes: a peer that joined at the instant another was unchoked
+        # queues behind it if it joined after (a reconnection follows the choke that caused
+        # it), ahead of it if before, as libtorrent's distinct timestamps would order them.
+        self._stamp = 0
         self._regular: set[PeerKey] = set()
         self._optimistic: set[PeerKey] = set()
         self._next_rechoke: float | None = None
@@ -273,8 +287,9 @@ class Choker:
             raise LocalProtocolError(f"a peer key is hashable, not {peer!r}") from None
         if known:
             raise LocalProtocolError(f"peer {peer!r} was already added to the choker")
-        self._peers[peer] = _Peer(peer, self._order, now, self._rate_window)
+        self._peers[peer] = _Peer(peer, self._order, self._stamp, now, self._rate_window)
         self._order += 1
+        self._stamp += 1
 
     def remove_peer(self, peer: PeerKey, now: float) -> ChokeDecision:
         """``peer`` is gone: its slot goes to the best waiting peer (returned to unchoke).
@@ -431,6 +446,8 @@ class Choker:
     def _unchoke(self, record: _Peer, now: float) -> None:
         record.unchoked = True
         record.last_unchoke = now
+        record.turn_stamp = self._stamp
+        self._stamp += 1
         record.uploaded_since_unchoke = 0
 
     def _choke(self, record: _Peer) -> None:
@@ -462,7 +479,9 @@ class Choker:
         # A choked peer's rate is what was still in flight when it was choked: count zero so
         # it does not jump the queue on that residue. A peer unchoked less than a rechoke ago
         # has had no time to show a rate and keeps its slot; one that had the time and took
-        # nothing yields it to whoever waited longest (libtorrent's order).
+        # nothing yields it to whoever waited longest (libtorrent's order): since its last
+        # unchoke, or since it joined. Of the same instant, a waiting peer goes before an
+        # idle unchoked one, then whichever came first (see _stamp).
         def uploading(r: _Peer) -> float:
             return r.upload.rate(now) if r.unchoked else 0.0
 
@@ -480,7 +499,8 @@ class Choker:
                     -uploading(r),
                     not settling(r),
                     r.last_unchoke,
-                    r.order,
+                    r.unchoked,
+                    r.turn_stamp,
                 ),
             )
         return sorted(
@@ -491,7 +511,8 @@ class Choker:
                 -uploading(r),
                 not settling(r),
                 r.last_unchoke,
-                r.order,
+                r.unchoked,
+                r.turn_stamp,
             ),
         )
 

@@ -252,6 +252,7 @@ class _PeerView:
     """What we know a peer has, and what we told it we have."""
 
     __slots__ = (
+        "announced",
         "assigned",
         "fast",
         "holding_since",
@@ -271,6 +272,11 @@ class _PeerView:
         self.revealed = _PieceBits(num_pieces)  # what we told it we have
         self.assigned: int | None = None  # super-seeding: the piece awaiting propagation
         self.holding_since: float | None = None  # when the peer announced ``assigned`` itself
+        # Super-seeding: the peer told us what it has (its first bitfield, have all, have
+        # none or have; adopted peers did, to the strategy before). Only that first message
+        # can have crossed our first reveal: a later one claiming the piece revealed to it
+        # is news of having got it from us, not proof it had it before.
+        self.announced = False
         # Super-seeding: adopted from a strategy that had told it every piece we have; it is
         # served honestly from then on (told every piece we verify, never assigned one).
         self.told_all = False
@@ -808,10 +814,12 @@ class SuperSeeding(RevelationStrategy):
     We pose as a peer with nothing (no bitfield, or *have none* to a fast peer) and reveal to
     each joining peer one piece. A peer gets its next piece only when its current one shows up
     at *another* peer (a have or a bitfield from someone else): until then it has nothing more
-    from us to ask for. A peer whose bitfield shows it already had the piece revealed to it
-    gets another one at once, a seed gets nothing (until it lacks a piece again: a *don't
-    have*, *have none* or a late bitfield), and a piece is never revealed to a peer that has
-    it.
+    from us to ask for. A peer whose first bitfield (or *have all*, crossing our first have)
+    shows it already had the piece revealed to it gets another one at once; a later bitfield
+    or *have all* claiming the piece counts as a *have* (it got the piece from us: it waits
+    for it to show up elsewhere, or a lone peer re-sending its bitfield would be revealed
+    every piece). A seed gets nothing (until it lacks a piece again: a *don't have*, *have
+    none* or a late bitfield), and a piece is never revealed to a peer that has it.
 
     Which piece: BEP 16 says "a piece that was never sent, or if all pieces were already sent,
     very rare". Until every piece we have has reached some peer, a peer is only revealed a
@@ -951,6 +959,7 @@ class SuperSeeding(RevelationStrategy):
         return actions
 
     def _adopted(self, view: _PeerView, now: float) -> list[Action]:
+        view.announced = True  # (its connection is under way: it told the other strategy)
         # What it has counts as any peer's copies.
         if view.seed:
             self._add_whole(view)
@@ -995,7 +1004,7 @@ class SuperSeeding(RevelationStrategy):
         # lacked of a have all before, the pieces assigned), not O(num_pieces).
         if view.whole:
             # It sent have all before and lost a few pieces since (a bitset of the rest):
-            # they come back one by one.
+            # they come back one by one (a later message: its piece is news, see _had_it).
             lacked = list(view.pieces.complement())
             view.seed = True
             view.pieces.clear()
@@ -1009,13 +1018,18 @@ class SuperSeeding(RevelationStrategy):
                         released[key] = self._peers[key]
         own = view.assigned
         if own is not None and own not in had:
-            released[view.key] = view  # (a have all is a bitfield: it had it before)
+            if self._had_it(view):
+                released[view.key] = view  # (a have all is a bitfield: it had it before)
+            else:
+                view.holding_since = now  # it got it from us: BEP 16 waits, as for a have
+        view.announced = True
         self._add_whole(view)
         view.seed = True
         view.pieces.clear()  # ``seed`` answers for every piece now
         return self._release(view, released)
 
     def _lost_all(self, view: _PeerView, now: float) -> list[Action]:
+        view.announced = True  # (a bitfield after a have none is a late one)
         if not view.whole:
             return self._keep_only(view, _PieceBits(self.num_pieces))
         lacks_more = view.seed or len(view.pieces)
@@ -1083,12 +1097,25 @@ class SuperSeeding(RevelationStrategy):
                 if key != view.key:
                     released[key] = self._peers[key]  # seen elsewhere: BEP 16's signal
         if own is not None and own in pieces:
-            if bitfield or not self._strict:
-                # It had the piece before we revealed it (a bitfield), or loose mode: move on.
+            if (bitfield and self._had_it(view)) or not self._strict:
+                # It had the piece before we revealed it (its first bitfield), or loose mode:
+                # move on.
                 released[view.key] = view
             else:
                 view.holding_since = now  # BEP 16: now wait for it to show up elsewhere
+        view.announced = True
         return self._release(view, released)
+
+    def _had_it(self, view: _PeerView) -> bool:
+        """Whether the bitfield or have all now claiming ``view``'s piece shows it had the
+        piece before we revealed it (so it gets another at once) rather than got it from us.
+
+        Only the peer's first message (a bitfield or have all, which may cross our first
+        have on the wire) while the piece is the first we revealed to it: in strict mode a
+        later one counts as a have (BEP 16: wait for the piece to show up at another peer),
+        or a lone peer re-sending its bitfield with each piece we reveal would be revealed
+        them all. Loose mode moves on at either anyway."""
+        return not view.announced and len(view.revealed) == 1
 
     def _release(self, view: _PeerView, released: dict[PeerKey, _PeerView]) -> list[Action]:
         """``view`` gained pieces, which let the ``released`` peers (their piece showed up
