@@ -1,7 +1,8 @@
 """create_torrent mends: a file renamed over between the walk and its hashing is refused, not
 hashed in its stead; stored links do not make the walk refuse directories that share an
 inode number with an ancestor; identical files count one piece layer against the value
-limit, as readers count it."""
+limit, as readers count it; no piece length libtorrent 2.1.1 refuses to load is made; text
+that is not UTF-8 is one CreateError naming its argument, before any hashing."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bip_metainfo import CreateError, _create, _create_walk, create_torrent
+from bip_bencode import encode
+from bip_metainfo import CreateError, Info, _create, _create_walk, create_torrent
 from bip_metainfo._create_hashing import _open_regular
 from bip_metainfo._tokens import _count_values
 
@@ -171,3 +174,94 @@ def test_a_hashing_thread_stuck_in_a_read_does_not_hold_the_process_at_exit(
     except subprocess.TimeoutExpired:
         pytest.fail("the process did not exit: it waited for the stuck hashing thread")
     assert (done.returncode, done.stdout) == (0, "cancelled\n"), done.stderr
+
+
+# libtorrent 2.1.1's file_storage::max_piece_size: its piece picker counts a piece's blocks
+# in 15 bits, so 32767 blocks of 16 KiB (2**29 - 16 KiB); it refuses to load anything larger.
+LIBTORRENT_MAX_PIECE_LENGTH = 536854528
+
+
+@pytest.mark.parametrize(
+    ("version", "piece_length"),
+    [
+        ("v1", LIBTORRENT_MAX_PIECE_LENGTH + 16384),
+        ("v1", 2**30 - 16384),
+        ("v2", 2**29),
+        ("hybrid", 2**29),
+    ],
+)
+def test_a_piece_length_libtorrent_refuses_to_load_is_refused(
+    tmp_path: Path, version: Any, piece_length: int
+) -> None:
+    """Before: made (bip read it back), and libtorrent 2.1.1 refused the torrent ("invalid
+    or missing 'piece length' entry")."""
+    (tmp_path / "f").write_bytes(b"f" * 1100)
+    progress = _Progress()
+    with pytest.raises(CreateError, match=f"piece length {piece_length} is above 536854528 "):
+        create_torrent(
+            tmp_path / "f", version=version, piece_length=piece_length, progress=progress
+        )
+    assert progress.calls == []
+
+
+@pytest.mark.parametrize(
+    ("version", "piece_length"),
+    [("v1", LIBTORRENT_MAX_PIECE_LENGTH), ("v2", 2**28), ("hybrid", 2**28)],
+)
+def test_the_largest_piece_lengths_libtorrent_loads_are_made(
+    tmp_path: Path, version: Any, piece_length: int
+) -> None:
+    (tmp_path / "f").write_bytes(b"f" * 1100)
+    torrent = create_torrent(tmp_path / "f", version=version, piece_length=piece_length)
+    assert torrent.info.piece_length == piece_length
+    lt = pytest.importorskip("libtorrent")
+    assert lt.torrent_info(torrent.to_bytes()).piece_length() == piece_length
+
+
+def test_reading_keeps_the_older_bound_on_piece_length() -> None:
+    """Creating stays within what libtorrent 2.1.1 loads; reading does not refuse what older
+    libtorrents (INT_MAX / 2) and other clients load, so such a torrent can still be shown
+    and verified."""
+    fields: dict[str, str | int | bytes] = {"name": "f", "length": 1100, "pieces": bytes(20)}
+    for piece_length in (2**29, 2**30 - 1):
+        raw = encode({**fields, "piece length": piece_length})
+        assert Info.from_bytes(raw).piece_length == piece_length
+
+
+_NOT_UTF8 = "caf\udce9"  # os.fsdecode(b"caf\xe9"): Latin-1 typed in a UTF-8 locale
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("comment", _NOT_UTF8, "comment"),
+        ("source", _NOT_UTF8, "source"),
+        ("created_by", _NOT_UTF8, "created_by"),
+        ("web_seeds", ["http://w.example/", "http://w.example/" + _NOT_UTF8], "web_seeds"),
+        ("http_seeds", ["http://h.example/" + _NOT_UTF8], "http_seeds"),
+        ("collections", [_NOT_UTF8], "collections"),
+        ("nodes", [("127.0.0.1", 1), (_NOT_UTF8, 6881)], "nodes"),
+        ("trackers", ["udp://t.example:1/" + _NOT_UTF8], "trackers"),
+        ("trackers", [["udp://t.example:1/", "udp://u.example:1/" + _NOT_UTF8]], "trackers"),
+    ],
+)
+def test_text_that_is_not_utf8_is_refused_naming_its_argument(
+    tmp_path: Path, option: str, value: object, named: str
+) -> None:
+    """Before: a bare UnicodeEncodeError (bip create: "internal error", exit 70)."""
+    (tmp_path / "f").write_bytes(b"f" * 1100)
+    progress = _Progress()
+    with pytest.raises(CreateError, match=f"^{named}: .*udce9.* is not valid UTF-8"):
+        create_torrent(tmp_path / "f", progress=progress, **{option: value})  # type: ignore[arg-type]
+    assert progress.calls == []
+
+
+def test_long_text_that_is_not_utf8_is_shown_around_the_bad_character(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"f" * 1100)
+    comment = "a" * 10_000 + _NOT_UTF8 + "z" * 10_000
+    with pytest.raises(CreateError) as caught:
+        create_torrent(tmp_path / "f", comment=comment)
+    assert str(caught.value) == (
+        f"comment: ...{'a' * 37 + _NOT_UTF8 + 'z' * 39!r}... is not valid UTF-8, which a "
+        "torrent cannot hold"
+    )

@@ -40,11 +40,27 @@ _STOP_GRACE = 10.0
 
 
 def _size(text: str) -> int:
-    """argparse type for ``--piece-size``."""
+    """argparse type for ``--piece-size``: a size of more than 0 bytes."""
     try:
-        return parse_size(text)
+        size = parse_size(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"a piece size must be positive, not {text!r}")
+    return size
+
+
+def _node(text: str) -> tuple[str, int]:
+    """A ``--node`` value as ``(host, port)``.
+
+    Raises:
+        CLIError: not ``HOST:PORT``, or port 0 (no node listens there; ``parse_endpoint``
+            takes it, as a port to bind).
+    """
+    host, port = parse_endpoint(text)
+    if port == 0:
+        raise CLIError(f"--node {safe_text(text)}: port 0 is no port a DHT node listens on")
+    return host, port
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -194,9 +210,40 @@ def _output_path(output: str | None, path: str, name: str | None, *, force: bool
     parent = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(parent):
         raise CLIError(f"{output}: no such directory {parent!r}")
+    _check_outside(output, path)
     if os.path.exists(output) and not force:
         raise CLIError(f"{output}: already exists (use --force to overwrite)")
     return output
+
+
+def _check_outside(output: str, path: str) -> None:
+    """Refuse to write the torrent into the directory it shares (or over the shared file).
+
+    The torrent is written once the files are hashed, so it would lie among the files it
+    describes: the next run there (``bip create . -f``) would hash the old torrent into the
+    new one, then replace it, and the new torrent would fail its own check. Refusing any
+    output inside is simpler to act on than leaving that one file out of the walk.
+
+    Raises:
+        CLIError: ``output`` lies inside the directory ``path`` or is the file ``path``.
+    """
+    # The directory resolved, not the file: os.replace writes over a link, not through it.
+    parent = os.path.realpath(os.path.dirname(os.path.abspath(output)))
+    target = os.path.normcase(os.path.join(parent, os.path.basename(output)))
+    shared = os.path.normcase(os.path.realpath(path))
+    if target == shared:
+        raise CLIError(
+            f"{safe_text(output)}: is the shared file; write the torrent elsewhere (-o OUT)"
+        )
+    try:
+        inside = os.path.commonpath([target, shared]) == shared
+    except ValueError:  # on another drive (Windows)
+        inside = False
+    if inside and os.path.isdir(shared):
+        raise CLIError(
+            f"{safe_text(output)}: inside the shared directory {safe_text(path)!r}, where the "
+            "next run would hash it into the torrent; write it elsewhere (-o OUT)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     tiers = _tiers(args.tracker)
     for url in args.web_seed:
         check_url(url, _WEB_SEED_SCHEMES, "web seed")
-    nodes = [parse_endpoint(text) for text in args.node]
+    nodes = [_node(text) for text in args.node]
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be at least 1, not {args.threads}")
     output = _output_path(args.output, path, args.name, force=args.force)
@@ -256,9 +303,11 @@ def _create_with_progress(
     cancel = threading.Event()
     outcome: list[Metainfo] = []
     failure: list[BaseException] = []
+    hashing = threading.Event()  # set at the first progress call, once every check passed
     bar = None if quiet else ProgressBar(f"hashing {label}", None)
 
     def progress(done: int, total: int) -> None:
+        hashing.set()
         if bar is not None:
             bar.update(done, total=total)
 
@@ -290,9 +339,13 @@ def _create_with_progress(
         if bar is not None:
             bar.__exit__(type(failure[0]), failure[0], None)
         error = failure[0]
-        if isinstance(error, CreateError):
-            # The files or the choices (bad piece size, no files, a name that is not
-            # UTF-8): the user's to fix.
+        # CreateError: the files or the choices (bad piece size, no files, text that is not
+        # UTF-8), the user's to fix. create_torrent checks its arguments before it hashes:
+        # a ValueError then is an option it refused that no check here repeats, the user's
+        # too. A ValueError once hashing started is a bug, and keeps its traceback.
+        if isinstance(error, CreateError) or (
+            isinstance(error, ValueError) and not hashing.is_set()
+        ):
             raise CLIError(f"cannot create a torrent of {safe_text(path)}: {error}") from error
         raise error
     if bar is not None:

@@ -43,7 +43,7 @@ from . import _info
 from ._create_pipeline import CreateCancelled, Progress, _default_threads, _hash_files
 from ._create_walk import _check_names, _check_utf8, _Entry, _scan
 from ._errors import CreateError
-from ._info import DEFAULT_MAX_FILES, DEFAULT_MAX_PIECES, MAX_PIECE_LENGTH
+from ._info import DEFAULT_MAX_FILES, DEFAULT_MAX_PIECES, MAX_CREATE_PIECE_LENGTH
 from ._merkle import BLOCK_SIZE
 from ._metainfo import MAX_URLS, Metainfo
 from ._tokens import DEFAULT_MAX_VALUES
@@ -125,8 +125,28 @@ def _check_piece_length(piece_length: int, version: Version) -> None:
             f"a {version} piece length must be a power of two of at least {BLOCK_SIZE} bytes, "
             f"not {piece_length}"
         )
-    if piece_length > MAX_PIECE_LENGTH:
-        raise CreateError(f"piece length {piece_length} is above the limit of {MAX_PIECE_LENGTH}")
+    # libtorrent 2.1.1 refuses to load a torrent of larger pieces; readers (ours included)
+    # take up to INT_MAX / 2, as older libtorrents did, but no torrent made here needs them.
+    if piece_length > MAX_CREATE_PIECE_LENGTH:
+        raise CreateError(
+            f"piece length {piece_length} is above {MAX_CREATE_PIECE_LENGTH} (512 MiB less "
+            "16 KiB, 256 MiB as a power of two), the largest libtorrent 2.1 loads"
+        )
+
+
+def _check_text(value: str, what: str) -> None:
+    """Refuse text a torrent cannot hold: its strings are UTF-8, and a lone surrogate (what
+    Python makes of bytes that are not UTF-8 in a command line) has no UTF-8 form. Checked
+    before any hashing, naming the argument, rather than failing as the torrent is encoded."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        # A comment may be long: the message shows the text around the first bad character.
+        start, end = max(0, error.start - 40), error.start + 40
+        shown = f"{'...' if start else ''}{value[start:end]!r}{'...' if end < len(value) else ''}"
+        raise CreateError(
+            f"{what}: {shown} is not valid UTF-8, which a torrent cannot hold"
+        ) from None
 
 
 def _tiers(trackers: Sequence[str | Sequence[str]]) -> list[list[str]]:
@@ -138,6 +158,7 @@ def _tiers(trackers: Sequence[str | Sequence[str]]) -> list[list[str]]:
         for url in tier:
             if not isinstance(url, str) or not url.strip():
                 raise ValueError(f"a tracker URL must be a non-empty string, not {url!r}")
+            _check_text(url, "trackers")
         if tier:
             tiers.append(tier)
     return tiers
@@ -149,6 +170,7 @@ def _strings(values: Sequence[str], what: str) -> list[str]:
     for value in values:
         if not isinstance(value, str) or not value:
             raise ValueError(f"each of {what} must be a non-empty string, not {value!r}")
+        _check_text(value, what)
     return list(values)
 
 
@@ -470,7 +492,14 @@ def create_torrent(
     **Piece length.** ``None`` picks :func:`auto_piece_length` of the total
     size (libtorrent's rule: 16 KiB to 16 MiB, at most about
     ``sqrt(total) / 10`` pieces). An explicit v2 or hybrid piece length must be
-    a power of two of at least 16 KiB; a v1 one a multiple of 16 KiB.
+    a power of two of at least 16 KiB; a v1 one a multiple of 16 KiB. None may be
+    above 512 MiB less 16 KiB (so 256 MiB for v2 and hybrid), the most
+    libtorrent 2.1.1 loads.
+
+    **Text** (``comment``, ``source``, ``created_by``, URLs, node hosts,
+    ``collections``, the name) must be valid UTF-8, as every string in a
+    torrent: a lone surrogate, which Python makes of bytes that are not UTF-8
+    in a command line, is refused naming its argument.
 
     **Hashing** runs on ``threads`` threads (default: every core this process
     may use). The calling thread cuts the data into jobs of whole pieces (about
@@ -527,25 +556,25 @@ def create_torrent(
             nowhere.
         OSError: a file cannot be read, changed size while it was hashed, or
             (following links) a link loops.
-        CreateError: the content or the choices cannot make a torrent: a piece
-            length that is invalid for the version, a name that is not a file name,
-            not UTF-8 or one readers would change, no files or only empty ones,
-            more pieces, files (pad files included) or bencoded values than readers
-            accept, a .torrent larger than libtorrent 2.1.1 loads by default (more than
-            10,000,000 bytes, or 3,000,000 bencoded tokens: its values and the end of
-            each list and dictionary; qBittorrent raises both, other programs may
-            not), a file of 16 TiB less 16 KiB or more (libtorrent's limit), a
-            file deeper than libtorrent loads (100 directories, the top one
-            included, in a v1 torrent, 95 in a v2 or hybrid one, 94 for a symlink) or a
-            symlink's target of more than 100 components, more than
-            :data:`~bip_metainfo.MAX_URLS` trackers (or web seeds, HTTP seeds,
-            nodes), a directory reached twice through followed links, or a path
-            that is neither a file nor a directory (or no longer a regular file,
-            or another file, when it is read). All of these but the last are found
-            before any hashing, but for a size or count pushed over a limit by
-            files of one length that turn out to differ (identical files share one
-            piece layer): when that may happen, a warning is logged (logger
-            ``bip_metainfo.create``) before hashing.
+        CreateError: the content or the choices cannot make a torrent: a piece length
+            that is invalid for the version or above what libtorrent 2.1.1 loads, text
+            that is not UTF-8 (the message names the argument), a name that is not a
+            file name or one readers would change, no files or only empty ones, more
+            pieces, files (pad files included) or bencoded values than readers accept, a
+            .torrent larger than libtorrent 2.1.1 loads by default (more than 10,000,000
+            bytes, or 3,000,000 bencoded tokens: its values and the end of each list and
+            dictionary; qBittorrent raises both, other programs may not), a file of 16
+            TiB less 16 KiB or more (libtorrent's limit), a file deeper than libtorrent
+            loads (100 directories, the top one included, in a v1 torrent, 95 in a v2 or
+            hybrid one, 94 for a symlink) or a symlink's target of more than 100
+            components, more than :data:`~bip_metainfo.MAX_URLS` trackers (or web seeds,
+            HTTP seeds, nodes), a directory reached twice through followed links, or a
+            path that is neither a file nor a directory (or no longer a regular file, or
+            another file, when it is read). All of these but the last are found before
+            any hashing, but for a size or count pushed over a limit by files of one
+            length that turn out to differ (identical files share one piece layer): when
+            that may happen, a warning is logged (logger ``bip_metainfo.create``) before
+            hashing.
         ValueError: other invalid arguments (a bad ``version``, ``threads``...).
         CreateCancelled: ``cancel`` was set.
     """
@@ -573,6 +602,10 @@ def create_torrent(
         host, port = node
         if not isinstance(host, str) or not host or type(port) is not int or not 0 < port < 65536:
             raise ValueError(f"a DHT node must be (host, port), not {node!r}")
+        _check_text(host, "nodes")
+    for text, what in ((source, "source"), (comment, "comment"), (created_by, "created_by")):
+        if isinstance(text, str):
+            _check_text(text, what)
     if creation_date == "now":
         creation_date = int(time.time())
     elif creation_date is not None and (type(creation_date) is not int or creation_date < 0):

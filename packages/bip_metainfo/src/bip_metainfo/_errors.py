@@ -147,9 +147,10 @@ class CreateError(ValueError):
     """What was given to :func:`~bip_metainfo.create_torrent` cannot become a torrent.
 
     The content or the choices are at fault, not the program: the path is neither a file nor
-    a directory, it holds no files or only empty ones, a name is not UTF-8 or is not a file
-    name, or the piece length is invalid or too small for the data (too many pieces). A tool
-    shows its message to the user as it is.
+    a directory, it holds no files or only empty ones, a name is not a file name, a name or
+    other text (a comment, a URL) is not UTF-8, or the piece length is invalid, larger than
+    libtorrent loads or too small for the data (too many pieces). A tool shows its message
+    to the user as it is.
     """
 
 

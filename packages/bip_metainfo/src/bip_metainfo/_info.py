@@ -58,7 +58,17 @@ before any per-file work. libtorrent bounds the same thing indirectly: its
 """
 
 MAX_PIECE_LENGTH = 2**31 // 2 - 1
-"""The largest piece length accepted (libtorrent's INT_MAX / 2)."""
+"""The largest piece length a torrent read here may have: ``INT_MAX / 2``, the bound of
+libtorrent up to 2.0 (and of other clients that load such torrents).
+
+libtorrent 2.1 loads no piece length above :data:`MAX_CREATE_PIECE_LENGTH`, which is all
+:func:`~bip_metainfo.create_torrent` makes. Reading keeps the looser bound so that a torrent
+made elsewhere with larger pieces can still be shown and checked, not refused outright."""
+
+MAX_CREATE_PIECE_LENGTH = 32767 * 16 * 1024
+"""The largest piece length :func:`~bip_metainfo.create_torrent` makes: 512 MiB less 16 KiB,
+the largest libtorrent 2.1.1 loads (its ``file_storage::max_piece_size``: its piece picker
+counts a piece's 16 KiB blocks in 15 bits). As a power of two, 256 MiB for v2 and hybrid."""
 
 MIN_V2_PIECE_LENGTH = 16 * 1024
 """BEP 52: a v2 piece length is a power of two and at least 16 KiB."""

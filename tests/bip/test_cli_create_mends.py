@@ -1,0 +1,161 @@
+"""``bip create`` mends: a piece size or a node port of 0, text that is not UTF-8 and any
+other argument create_torrent refuses are the user's errors, not "internal error" (exit 70);
+the torrent is never written inside the directory it shares (a later run would hash the old
+torrent into the new one, which then fails its own check)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from bip import _cmd_create
+from bip._cli import main
+from bip_metainfo import Metainfo
+
+_NOT_UTF8 = "caf\udce9"  # os.fsdecode(b"caf\xe9"): Latin-1 typed in a UTF-8 locale
+
+
+def _share(root: Path) -> Path:
+    folder = root / "share"
+    folder.mkdir()
+    (folder / "data.bin").write_bytes(bytes(range(256)) * 400)
+    return folder
+
+
+def _error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("bip: error: "), err
+    assert "internal error" not in err
+    assert "Traceback" not in err
+    return lines[-1]
+
+
+@pytest.mark.parametrize("size", ["0", "0k", "0 MiB", "0.0k"])
+def test_a_piece_size_of_zero_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], size: str
+) -> None:
+    """Before: exit 70, "internal error: ValueError: piece length must be a positive
+    integer, not 0"."""
+    out = tmp_path / "x.torrent"
+    assert main(["create", str(_share(tmp_path)), "-o", str(out), "-q", "-l", size]) == 2
+    assert "--piece-size: a piece size must be positive" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("node", ["127.0.0.1:0", "[::1]:0", "node.example:0"])
+def test_a_node_on_port_zero_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], node: str
+) -> None:
+    """Before: exit 70, "internal error: ValueError: a DHT node must be (host, port)"."""
+    out = tmp_path / "x.torrent"
+    assert main(["create", str(_share(tmp_path)), "-o", str(out), "-q", "--node", node]) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert f"--node {node}: port 0 is no port a DHT node listens on" in line
+    assert not out.exists()
+
+
+def test_an_argument_create_torrent_refuses_is_the_users_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ValueError from create_torrent's checks of its arguments (before any hashing) names
+    the argument: the user's to fix, whatever check bip create does not repeat."""
+
+    def refuses(path: object, **options: object) -> Metainfo:
+        raise ValueError("a DHT node must be (host, port), not ('h', 0)")
+
+    monkeypatch.setattr(_cmd_create, "create_torrent", refuses)
+    out = tmp_path / "x.torrent"
+    assert main(["create", str(_share(tmp_path)), "-o", str(out), "-q"]) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert line.endswith("a DHT node must be (host, port), not ('h', 0)")
+    assert "cannot create a torrent of" in line
+
+
+def test_a_value_error_once_hashing_started_is_still_a_bug(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fails_while_hashing(
+        path: object, *, progress: object, cancel: threading.Event, **options: object
+    ) -> Metainfo:
+        progress(0, 100)  # type: ignore[operator]
+        raise ValueError("a bug in the hashing")
+
+    monkeypatch.setattr(_cmd_create, "create_torrent", fails_while_hashing)
+    assert main(["create", str(_share(tmp_path)), "-o", str(tmp_path / "x"), "-q"]) == 70
+    assert "internal error: ValueError: a bug in the hashing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["-c", _NOT_UTF8], "comment"),
+        (["-s", _NOT_UTF8], "source"),
+        (["-w", "http://w.example/" + _NOT_UTF8], "web_seeds"),
+        (["-t", "wss://t.example/" + _NOT_UTF8], "trackers"),
+    ],
+)
+def test_text_that_is_not_utf8_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], named: str
+) -> None:
+    """Before: exit 70, "internal error: UnicodeEncodeError"."""
+    out = tmp_path / "x.torrent"
+    assert main(["create", str(_share(tmp_path)), "-o", str(out), "-q", *extra]) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert f"{named}: " in line
+    assert "is not valid UTF-8" in line
+    assert not out.exists()
+
+
+def test_run_again_inside_the_shared_directory_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: the second run hashed the first run's share.torrent into the new torrent, then
+    overwrote it: ``bip verify`` of the result found share.torrent incomplete (exit 1)."""
+    share = _share(tmp_path)
+    old = share / "share.torrent"
+    old.write_bytes(b"the first run's torrent")
+    monkeypatch.chdir(share)  # the default output, NAME.torrent here, lies in the share
+    assert main(["create", ".", "-q", "-f", "-c", "second"]) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert "share.torrent: inside the shared directory" in line
+    assert "-o" in line
+    assert old.read_bytes() == b"the first run's torrent"
+    assert sorted(p.name for p in share.iterdir()) == ["data.bin", "share.torrent"]
+
+
+@pytest.mark.parametrize("where", ["share", "share/sub/x.torrent", "share/../share/x.torrent"])
+def test_an_output_inside_the_shared_directory_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    share = _share(tmp_path)
+    (share / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["create", "share", "-o", where, "-q"]) == 1
+    assert "inside the shared directory" in _error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in share.iterdir()) == ["data.bin", "sub"]
+
+
+def test_the_shared_file_itself_is_no_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _share(tmp_path) / "data.bin"
+    before = data.read_bytes()
+    assert main(["create", str(data), "-o", str(data), "-q", "-f"]) == 1
+    assert "is the shared file" in _error_line(capsys.readouterr().err)
+    assert data.read_bytes() == before
+
+
+def test_an_output_beside_the_shared_directory_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    share = _share(tmp_path)
+    (tmp_path / "share2").mkdir()  # a sibling whose name starts like the share's
+    monkeypatch.chdir(tmp_path)
+    assert main(["create", "share", "-q", "--no-date"]) == 0
+    assert main(["create", "share", "-o", "share2", "-q", "--no-date"]) == 0
+    first = Metainfo.from_bytes((tmp_path / "share.torrent").read_bytes())
+    assert (tmp_path / "share2" / "share.torrent").read_bytes() == first.to_bytes()
+    assert [f.path_str() for f in first.files if not f.is_pad] == ["share/data.bin"]
+    assert sorted(p.name for p in share.iterdir()) == ["data.bin"]
