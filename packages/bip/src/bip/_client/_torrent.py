@@ -2439,6 +2439,26 @@ class Torrent:
             self.swarm.web_seed_input(seed, event, trio.current_time())
             self._check_complete()
 
+    def _web_seed_lacks(self, swarm: Swarm, piece: int) -> bool:
+        """Whether bad ``piece`` came from one web seed alone that then stops offering it
+        (:meth:`WebSeed.lacks_bad_piece`: its copy of the piece's file differs), and still
+        offers something: the brain is then to fetch the piece again blaming nobody, rather
+        than ban the web seed as the piece's sole source. As libtorrent's web seeds: a
+        mirror with one file changed serves its other files. A piece shared with others is
+        judged as any (trust), and peers' bad pieces as ever: they never come here."""
+        brain = swarm.brain
+        sources = brain.picker.requests.sources(piece)  # read before the verdict drops it
+        if len(sources) != 1:
+            return False
+        [seed] = sources
+        if not isinstance(seed, WebSeed) or seed not in swarm.web_seeds:
+            return False
+        if not seed.lacks_bad_piece(piece):
+            return False
+        # Nothing left to offer (every piece marked lacked, one by one): banned, as
+        # libtorrent bans a web seed with no piece left.
+        return seed in swarm.web_seeds and brain.picker.availability.peer_piece_count(seed) > 0
+
     async def _web_block(self, seed: WebSeed, block: Block, data: bytes) -> None:
         """A block a web seed fetched: stored, then told to the brain, as a peer's."""
         swarm, handle = self.swarm, self.handle
@@ -2586,7 +2606,12 @@ class Torrent:
                 # Per piece, and a lying peer controls how many: DEBUG, as bip_disk logs it.
                 logger.debug("%s: piece %d failed its hash check", self._name, event.piece)
             if swarm is not None:
-                swarm.feed(PieceVerified(event.piece, event.good), trio.current_time())
+                if not event.good and self._web_seed_lacks(swarm, event.piece):
+                    # Its web seed's copy of the file differs: the piece is fetched again
+                    # from others, and nobody is blamed (nor the web seed banned).
+                    swarm.feed(BrainPieceDiscarded(event.piece), trio.current_time())
+                else:
+                    swarm.feed(PieceVerified(event.piece, event.good), trio.current_time())
                 self._check_complete()
         elif isinstance(event, DiskPieceDiscarded):
             # Not stored (its write failed, or a fault stopped the storage first), or blocks of

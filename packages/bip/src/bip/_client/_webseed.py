@@ -7,22 +7,32 @@ brain's requests queue here; each of at most :data:`MAX_WEB_SEED_REQUESTS` worke
 oldest queued block with the queued blocks that follow it in the piece space (up to
 :data:`MAX_RUN` bytes), fetches the file ranges they cover (:class:`WebSeedLayout`; pad bytes
 are zeros) with :class:`WebSeedClient`, and hands each block still wanted to the torrent as if
-a peer had sent it. A piece that then fails its hash check counts against the web seed as
-against a peer: the brain bans it after its failures, and it stops.
+a peer had sent it. A piece that then fails its hash check and came from the web seed alone
+is taken, as libtorrent's ``web_peer_connection::received_invalid_data`` takes it, as a sign
+that the server's copy of its file differs from the torrent's (a mirror with one file updated
+since): the web seed no longer offers that file (or that piece, if it spans files), and the
+brain fetches it from others, blaming nobody (:meth:`WebSeed.lacks_bad_piece`, which the
+torrent asks before the brain hears the verdict). Once it has nothing left to offer (a
+single-file torrent's one file) the verdict goes to the brain, which bans it as the piece's
+sole source, and it stops. A bad piece it shared with peers counts against it as against
+them.
 
-When a fetch fails its blocks go back to the brain (rejected); a fetch none of whose blocks
-is wanted any more (cancelled, timed out, choked) is abandoned and its connection closed. A
-file the server does not have (404, 410) is no longer offered: the brain is told the web seed
-lacks its pieces (BEP 54's "don't have"), and those come from peers. A request our own rules
-refuse (libtorrent's ``ssrf_mitigation`` and ``allow_idna``: :class:`WebSeedBlockedError`)
-would be refused again: the web seed leaves at once. Any other failure makes
-the web seed choke us for a delay growing from :data:`RETRY_DELAY` (libtorrent's
+When a fetch fails its blocks go back to the brain (rejected); a fetch none of whose blocks is
+wanted any more (cancelled, timed out, choked) is abandoned and its connection closed. A file
+the server does not have or will not give (404, 410, 403... any 4xx but 429: see
+``_webseed_http``), or that keeps failing (a 5xx, say) :data:`MAX_FILE_FAILURES` times in a
+row while other files are served meanwhile, is no longer offered: the brain is told the web
+seed lacks its pieces (BEP 54's "don't have"), and those come from peers. A request our own
+rules refuse (libtorrent's ``ssrf_mitigation`` and ``allow_idna``:
+:class:`WebSeedBlockedError`) would be refused again: the web seed leaves at once. Any other
+failure makes the web seed choke us for a delay growing from :data:`RETRY_DELAY` (libtorrent's
 ``urlseed_wait_retry``; longer if a busy server's ``Retry-After`` asks, up to
 :data:`MAX_RETRY_DELAY`), after which it is tried again; after :data:`MAX_FAILURES` failures in
-a row it leaves the brain for this run. Once the torrent is complete it needs nothing more
-from its web seeds (libtorrent disconnects them then): :meth:`WebSeed.finish` stops the
-workers, and the torrent tells the brain it left. Each change of state is logged once, at
-INFO on the ``bip.client`` logger.
+a row it leaves the brain for this run. One outage is one failure, however many requests it
+failed: a request begun before the last delay, or failing during it, counts nothing. Once the
+torrent is complete it needs nothing more from its web seeds (libtorrent disconnects them
+then): :meth:`WebSeed.finish` stops the workers, and the torrent tells the brain it left. Each
+change of state is logged once, at INFO on the ``bip.client`` logger.
 """
 
 from __future__ import annotations
@@ -62,6 +72,7 @@ from ._webseed_layout import WebSeedFilesError, WebSeedLayout, WebSeedUrlError, 
 
 __all__ = [
     "MAX_FAILURES",
+    "MAX_FILE_FAILURES",
     "MAX_RUN",
     "MAX_WEB_SEED_REQUESTS",
     "RETRY_DELAY",
@@ -86,7 +97,15 @@ MAX_RETRY_DELAY: Final = 300.0
 """Seconds a failing web seed waits at most before it is tried again, whatever its
 ``Retry-After`` says."""
 MAX_FAILURES: Final = 5
-"""Failures in a row after which a web seed is given up for this run."""
+"""Failures in a row after which a web seed is given up for this run (one per outage: see
+:class:`WebSeed`)."""
+MAX_FILE_FAILURES: Final = 3
+"""Failures in a row of one file (a 5xx, a wrong range, a trickle... each the first of its
+outage, so each after a delay), other files served since the first, after which the web
+seed no longer offers that file (libtorrent gives a file up on its first error status).
+Without it, the other files' successes would start the count of failures afresh each time,
+and the file would choke the whole web seed every :data:`RETRY_DELAY` seconds for ever. A
+server failing every file serves nothing meanwhile: it backs off, and is given up."""
 
 
 class WebSeedState(enum.Enum):
@@ -143,6 +162,13 @@ class WebSeed:
         self._runs: dict[trio.CancelScope, list[Block]] = {}  # the runs being fetched
         self._missing: set[int] = set()  # files the server does not have
         self._failures = 0
+        # How many times it was tried again: a failure of a fetch begun before the last
+        # delay is of the outage already counted.
+        self._period = 0
+        self._served = 0  # file ranges fetched whole
+        # Files failing in a row: file -> (failures, _served at the first). One entry per
+        # outage at most (per delay), dropped when the file is served.
+        self._file_failures: dict[int, tuple[int, int]] = {}
         self._work = trio.Event()
         self._stopped = trio.Event()
         self.downloaded = 0
@@ -310,6 +336,8 @@ class WebSeed:
         data = bytearray()
         error: WebSeedError | None = None
         missing_file: int | None = None
+        failing_file: int | None = None  # the file being fetched when it failed
+        period = self._period
         scope = trio.CancelScope()  # cancelled when none of the blocks is wanted any more
         self._runs[scope] = blocks
         try:
@@ -326,11 +354,15 @@ class WebSeed:
                     # Made per request (as libtorrent): nothing is held per file. None is
                     # too long (ready checked the longest), so none is refused here.
                     url = self.layout.file_url(part.file_index)
+                    failing_file = part.file_index
                     try:
                         data += await self._client.fetch(url, part.offset, part.length)
                     except WebSeedFileMissingError:
                         missing_file = part.file_index
                         raise
+                    failing_file = None
+                    self._served += 1
+                    self._file_failures.pop(part.file_index, None)
         except WebSeedError as failure:
             error = failure
         except ValueError as failure:  # pragma: no cover - blocks the brain gave are in files
@@ -360,6 +392,13 @@ class WebSeed:
             self._leave(str(error))
         elif missing_file is not None:
             self._file_missing(missing_file, error)
+        elif period != self._period or self.state is not WebSeedState.ACTIVE:
+            # Begun before the last delay, or failed during it: the same outage (a server
+            # going down fails every request in flight at once), counted once, its delay
+            # begun. Counted again, one outage would give the web seed up at once.
+            return
+        elif failing_file is not None and self._file_keeps_failing(failing_file):
+            self._file_missing(failing_file, f"{error}, {MAX_FILE_FAILURES} times")
         else:
             await self._failed(error)
 
@@ -368,13 +407,58 @@ class WebSeed:
         if self.state is WebSeedState.ACTIVE:
             self._failures = 0
 
-    def _file_missing(self, file_index: int, error: WebSeedError) -> None:
+    def _file_keeps_failing(self, file_index: int) -> bool:
+        """Count a failure of ``file_index``; whether it is its :data:`MAX_FILE_FAILURES`-th
+        in a row with other files served since the first: the server works, but not for
+        this file (a 500 for one file of a mirror), which is then taken as missing (a
+        server failing every file is not: it backs off)."""
+        failures, served = self._file_failures.get(file_index, (0, self._served))
+        failures += 1
+        if failures >= MAX_FILE_FAILURES and self._served > served:
+            del self._file_failures[file_index]
+            return True
+        self._file_failures[file_index] = (failures, served)
+        return False
+
+    def lacks_bad_piece(self, piece: int) -> bool:
+        """It alone sent ``piece``, which failed its hash check: stop offering what it was
+        cut from, as libtorrent's ``web_peer_connection::received_invalid_data``.
+
+        Its copy of the piece's file is taken as another than the torrent's (a mirror with
+        that file updated since): a piece within one file (pad files aside) marks that file
+        as missing, as a 404 would; a piece across files marks that piece only (the brain is
+        told it lacks them). The caller then has the piece fetched again from others,
+        blaming nobody.
+
+        Returns:
+            Whether it stays. False when it has nothing else to offer (the torrent's only
+            file with bytes, or its last one not missing yet) or has stopped: the verdict is
+            then the brain's, which bans it as the piece's sole source.
+        """
+        if not self.usable:
+            return False
+        files = self.layout.piece_files(piece)
+        if len(files) == 1:
+            [file_index] = files
+            if file_index not in self._missing:
+                if len(self._missing) + 1 >= self.layout.fetchable:
+                    return False  # nothing would be left: banned, not merely gone
+                self._file_missing(file_index, f"piece {piece} failed its hash check")
+        else:
+            logger.debug(
+                "web seed %s: lacks piece %d (it failed its hash check)", self.shown, piece
+            )
+            self._feed(self, PeerDontHave(self, piece))
+        return True
+
+    def _file_missing(self, file_index: int, reason: object) -> None:
         if file_index in self._missing:
             return
         self._missing.add(file_index)
+        self._file_failures.pop(file_index, None)
         # Said once per web seed at INFO: a server may lack thousands of files.
         level = logging.INFO if len(self._missing) == 1 else logging.DEBUG
-        logger.log(level, "web seed %s: lacks file %d (%s)", self.shown, file_index, error)
+        logger.log(level, "web seed %s: lacks file %d (%s)", self.shown, file_index, reason)
         # Counted, not scanned: only files it serves are ever missing (never pad files).
         if len(self._missing) >= self.layout.fetchable:
             self._leave("it has none of the files")
@@ -391,12 +475,11 @@ class WebSeed:
         self._clear()
 
     async def _failed(self, error: WebSeedError) -> None:
+        # Active, and the first failure of this period (see _fetch_run): one per outage.
         self._failures += 1
         if self._failures >= MAX_FAILURES:
             self._leave(f"given up after {self._failures} failures: {error}")
             return
-        if self.state is WebSeedState.WAITING:
-            return  # another worker failed meanwhile: one delay is enough
         delay = min(RETRY_DELAY * 2 ** (self._failures - 1), MAX_RETRY_DELAY)
         if error.retry_after is not None:
             # A busy server may ask for longer (within bounds), never for a hammering: a
@@ -410,5 +493,6 @@ class WebSeed:
             await self._stopped.wait()
         if self._waiting():  # not stopped meanwhile
             self.state = WebSeedState.ACTIVE
+            self._period += 1
             logger.info("web seed %s: trying again", self.shown)
             self._feed(self, PeerUnchokedUs(self))

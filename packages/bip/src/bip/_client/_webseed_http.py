@@ -12,10 +12,13 @@ than the range asked for:
   arrive), else refused;
 - ``503`` and ``429`` may say when to come back (``Retry-After``, in seconds or as an
   HTTP-date): :attr:`WebSeedError.retry_after`, which the web seed honours within its bounds;
-- ``404`` and ``410`` say the file is not there (:class:`WebSeedFileMissingError`); every other
-  answer, a connection refused, a TLS failure, a silence longer than the timeout, an answer
-  slower than the low-speed limit, redirects and a head longer than their deadline, or a body
-  shorter than the range is a :class:`WebSeedError`;
+- ``404``, ``410`` and every other ``4xx`` but ``429`` (``403 Forbidden``, ``401``, ``416``: the
+  range is past the server's copy of the file...) say this file will not come from there,
+  whatever we ask (:class:`WebSeedFileMissingError`), as libtorrent's ``web_peer_connection``
+  marks a file not had on any such answer; every other answer (``429``, ``5xx``), a
+  connection refused, a TLS failure, a silence longer than the timeout, an answer slower than
+  the low-speed limit, redirects and a head longer than their deadline, or a body shorter
+  than the range is a :class:`WebSeedError`;
 - a request libtorrent's ``ssrf_mitigation`` or ``allow_idna`` rules refuse (a query string
   for a web seed on a local network, an ``xn--`` host name) is never sent: a
   :class:`WebSeedBlockedError`, which the web seed takes as final.
@@ -90,7 +93,6 @@ MAX_SKIP: Final = 4 * 1024 * 1024
 and sends the whole file: beyond, the range is refused (reading gigabytes to keep a few
 blocks would cost more than fetching them from peers)."""
 _MAX_REDIRECTS: Final = 5
-_MISSING: Final = frozenset({404, 410})
 _BUSY: Final = frozenset({429, 503})  # the statuses that may carry a Retry-After
 _MAX_RETRY_AFTER_DIGITS: Final = 12
 # RFC 9110, 14.4: "bytes first-last/complete" or ".../*" (length unknown). The unit is
@@ -115,7 +117,8 @@ class WebSeedError(Exception):
 
 
 class WebSeedFileMissingError(WebSeedError):
-    """The web seed answered 404 or 410 for a file: it does not have it."""
+    """The web seed answered 404, 410 or another 4xx but 429 for a file: it does not have
+    it, or will not give it to us (403, 401), or not as the torrent has it (416: shorter)."""
 
 
 class WebSeedBlockedError(WebSeedError):
@@ -216,7 +219,7 @@ class WebSeedClient:
         """The ``length`` bytes at ``offset`` of the file at ``url`` (``length`` > 0).
 
         Raises:
-            WebSeedFileMissingError: 404 or 410.
+            WebSeedFileMissingError: 404, 410 or another 4xx but 429.
             WebSeedBlockedError: the request (or a redirect's) is refused by our rules.
             WebSeedError: anything else that did not give exactly those bytes.
         """
@@ -318,8 +321,14 @@ class WebSeedClient:
 def _payload(url: HttpTrackerUrl, response: HttpResponse, offset: int, length: int) -> bytes:
     """The range's bytes from a final answer, or the error it stands for."""
     status = response.status
-    if status in _MISSING:
-        raise WebSeedFileMissingError(f"HTTP {status} for {url.shown}")
+    if 400 <= status < 500 and status not in _BUSY:
+        # As libtorrent: any refusal of the request itself is about this file (a 403 for
+        # one file of a mirror, a 416 for a shorter copy), and asking again gets the same;
+        # but a 429 says the server is busy, and asks us to come back.
+        reason = response.reason.strip()[:80]
+        raise WebSeedFileMissingError(
+            f"HTTP {status}{' ' + reason if reason else ''} for {url.shown}"
+        )
     if status == 206:
         # Without a Content-Range nothing says which bytes came (libtorrent refuses it too).
         content_range = response.header("content-range") or ""

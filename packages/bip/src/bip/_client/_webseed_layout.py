@@ -9,6 +9,8 @@ fetch (:meth:`WebSeedLayout.ranges`). BEP 19's rules, as libtorrent applies them
   a file of the torrent's name;
 - a multi-file torrent: the URL names a directory (a ``/`` is added if missing) holding the
   torrent's name as a directory, then each file's path, every component percent-encoded;
+- a ``#fragment`` of the URL is dropped (never sent, and no part of the path files are
+  appended to);
 - BEP 47 pad files are zeros by definition: never fetched.
 
 The names are the torrent's own bytes (``name.utf-8``/``name``, ``path.utf-8``/``path``, the v2
@@ -126,7 +128,9 @@ class FileRange:
 
 def _escaped(url: str) -> str:
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=quote(parts.path, safe=_PATH_SAFE)))
+    # A fragment is never sent (it is the client's), and file paths are appended to the
+    # base: kept, every file's path would land after its "#", all files one URL.
+    return urlunsplit(parts._replace(path=quote(parts.path, safe=_PATH_SAFE), fragment=""))
 
 
 def _file_url(base: str, path: tuple[str | bytes, ...]) -> str:
@@ -459,6 +463,20 @@ class WebSeedLayout:
     def file_pieces(self, file_index: int) -> range:
         """The pieces holding bytes of file ``file_index``."""
         return self.files.info.geometry.file_pieces(file_index)
+
+    def piece_files(self, piece: int) -> list[int]:
+        """The files piece ``piece`` holds bytes of that a web seed serves (pad files, zeros
+        by definition, aside), in order.
+
+        Raises:
+            IndexError: there is no such piece.
+        """
+        entries = self.files.info.files
+        return [
+            part.file_index
+            for part in self.files.info.geometry.slices(piece)
+            if not entries[part.file_index].is_pad
+        ]
 
     def ranges(self, start: int, length: int) -> list[FileRange]:
         """The file ranges of ``length`` bytes of the piece space from ``start``, in order.
