@@ -164,6 +164,21 @@ class TestStrictSuperSeedingLateBitfield:
             reveal.peer_bitfield("a", sorted(claimed), float(step))
         assert reveal.revealed("a") == {piece}
 
+    def test_the_first_bitfield_racing_our_second_reveal_still_counts(self) -> None:
+        # Its first piece was released by another peer's bitfield before its own first
+        # bitfield came: that bitfield, sent before it saw either have, shows the second
+        # piece; it had it all along and gets another (it was held on it as on a have).
+        reveal = SuperSeeding(8, range(8), rng=random.Random(1), strict=True)
+        ((_, first),) = haves(reveal.peer_joined("a", 0.0))
+        reveal.peer_joined("b", 0.0)
+        second = next(
+            p for peer, p in haves(reveal.peer_bitfield("b", [first], 0.05)) if peer == "a"
+        )
+        ((peer, third),) = haves(reveal.peer_bitfield("a", [second], 0.06))
+        assert peer == "a"
+        assert third not in {first, second}
+        assert reveal.assigned("a") == third
+
     def test_the_first_bitfield_racing_our_first_reveal_still_counts(self) -> None:
         reveal = SuperSeeding(4, range(4), rng=random.Random(4), strict=True)
         ((_, piece),) = haves(reveal.peer_joined("a", 0.0))

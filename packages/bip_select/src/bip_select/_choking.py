@@ -226,9 +226,11 @@ class Choker:
         """Rank as a seed (by upload) from the next rechoke on; the brain sets it on completion."""
         self._peers: dict[PeerKey, _Peer] = {}  # insertion order is join order
         self._order = 0
-        # Counts joins and unchokes: a peer that joined at the instant another was unchoked
-        # queues behind it if it joined after (a reconnection follows the choke that caused
-        # it), ahead of it if before, as libtorrent's distinct timestamps would order them.
+        # Counts joins and unchokes: at the same instant, between peers both waiting or both
+        # unchoked, the one stamped first goes first (a reconnection follows the choke that
+        # caused it), as libtorrent's distinct timestamps would order them. A waiting peer
+        # still goes before an idle unchoked one of the same instant (the ranking's
+        # ``unchoked`` key): it yields its slot to one that waited.
         self._stamp = 0
         self._regular: set[PeerKey] = set()
         self._optimistic: set[PeerKey] = set()

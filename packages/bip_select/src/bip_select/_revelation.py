@@ -1110,12 +1110,12 @@ class SuperSeeding(RevelationStrategy):
         """Whether the bitfield or have all now claiming ``view``'s piece shows it had the
         piece before we revealed it (so it gets another at once) rather than got it from us.
 
-        Only the peer's first message (a bitfield or have all, which may cross our first
-        have on the wire) while the piece is the first we revealed to it: in strict mode a
+        Only the peer's first message (a bitfield or have all, which may cross our haves on
+        the wire, the first or a later one another peer's pieces earned it): in strict mode a
         later one counts as a have (BEP 16: wait for the piece to show up at another peer),
         or a lone peer re-sending its bitfield with each piece we reveal would be revealed
         them all. Loose mode moves on at either anyway."""
-        return not view.announced and len(view.revealed) == 1
+        return not view.announced
 
     def _release(self, view: _PeerView, released: dict[PeerKey, _PeerView]) -> list[Action]:
         """``view`` gained pieces, which let the ``released`` peers (their piece showed up
