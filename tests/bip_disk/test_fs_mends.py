@@ -2,8 +2,10 @@
 unsynced, fsspec's creation time taken for a modification time, an exclusive create in a
 directory removed meanwhile, a handle cached across a remove, a renamed directory's dirty
 marks dropped, a long link name replaced through a temporary name too long, and a v2
-single-file torrent's ``name_override`` ignored. Races are forced with events and patched
-calls, never sleeps."""
+single-file torrent's ``name_override`` ignored. Then a review's: a mark left for a path gone
+failing every later sync, a write's count in flight left behind by a rename, a failed removal
+dropping marks, a removal scanning every mark, a failing close leaking counts. Races are
+forced with events and patched calls, never sleeps."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -94,6 +96,7 @@ def test_fsspec_in_place_memory_reports_no_mtime() -> None:
     before = fs.stat("t/f.bin")
     fs.write("t/f.bin", 10, b"b" * 10)  # same size, other bytes
     after = fs.stat("t/f.bin")
+    fs.close()
     assert before is not None
     assert after is not None
     assert after.mtime_ns == 0
@@ -112,6 +115,7 @@ def test_fsspec_staged_memory_reports_upload_time() -> None:
     fs.write("t/f.bin", 0, b"a" * 100)
     fs.sync()
     found = fs.stat("t/f.bin")
+    fs.close()
     assert found is not None
     assert found.size == 100
     assert found.mtime_ns > 0
@@ -125,6 +129,7 @@ def test_fsspec_in_place_keeps_a_real_mtime(tmp_path: Path) -> None:
     fs = FsspecFileSystem(fsspec.filesystem("file"), str(tmp_path))
     fs.write("f.bin", 0, b"x")
     found = fs.stat("f.bin")
+    fs.close()
     assert found is not None
     assert found.mtime_ns != 0
 
@@ -155,6 +160,8 @@ def test_create_in_directory_removed_meanwhile(
     assert fs.write("Season 1/b.mkv", 0, b"piece of B") is True
     assert not armed[0]
     assert (root / "Season 1" / "b.mkv").read_bytes() == b"piece of B"
+    fs.close()
+    other.close()
 
 
 def test_create_whose_directory_keeps_vanishing_fails_with_enoent(
@@ -171,8 +178,7 @@ def test_create_whose_directory_keeps_vanishing_fails_with_enoent(
         return real(path, name, flags, dir_fd, **kw)
 
     monkeypatch.setattr(native, "_open_regular", vanishing)
-    fs = NativeFileSystem(tmp_path / "root")
-    with pytest.raises(StorageError) as caught:
+    with NativeFileSystem(tmp_path / "root") as fs, pytest.raises(StorageError) as caught:
         fs.write("d/f.bin", 0, b"x")
     assert caught.value.errno == errno.ENOENT
     assert calls[0] == native._MAX_ATTEMPTS
@@ -193,8 +199,8 @@ def test_mkdir_in_directory_removed_meanwhile(tmp_path: Path) -> None:
             return NativeFileSystem._open_directory(name, dir_fd, create)
 
     (root / "outer").mkdir(parents=True)
-    fs = Racing(root)
-    assert fs.write("outer/inner/f.bin", 0, b"data") is True
+    with Racing(root) as fs:
+        assert fs.write("outer/inner/f.bin", 0, b"data") is True
     assert removed[0]
     assert (root / "outer" / "inner" / "f.bin").read_bytes() == b"data"
 
@@ -219,6 +225,7 @@ def test_create_executable_in_directory_removed_meanwhile(
     assert fs.create_executable("d/x.sh") is True
     assert not armed[0]
     assert (root / "d" / "x.sh").is_file()
+    fs.close()
 
 
 # -- 4. a handle opened while its file is removed ---------------------------------------
@@ -257,6 +264,9 @@ def test_handle_opened_during_remove_is_not_cached(tmp_path: Path) -> None:
     with pytest.raises(StorageError) as caught:
         fs.read("t/a.bin", 0, 8)
     assert caught.value.errno == errno.ENOENT
+    # The write marked the path after the removal: sync() passes over it (before the file
+    # is written again, which would hide a mark left for the path gone).
+    fs.sync()
     assert fs.write("t/a.bin", 0, b"NEW") is True  # the file is gone: created again
     assert fs.read("t/a.bin", 0, 8) == b"NEW"
     fs.close()
@@ -299,8 +309,10 @@ def test_handle_opened_during_rename_is_not_cached(tmp_path: Path) -> None:
 def test_write_racing_remove_leaves_no_mark(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A write in flight while its file is removed leaves no dirty mark for a path that
-    is gone: ``sync()`` (which fails on a missing file) still succeeds afterwards."""
+    """A write in flight (its cached handle taken, its bytes not written yet) while its
+    file is removed: the removal drops the path's dirty mark once the file is gone, and
+    ``sync()`` succeeds afterwards. (A write that opened the file before the removal and
+    marks the path after it: see test_sync_after_a_write_opened_before_a_remove.)"""
     fs = NativeFileSystem(tmp_path / "root")
     fs.write("t/a.bin", 0, b"data")
     entered, go = threading.Event(), threading.Event()
@@ -323,6 +335,7 @@ def test_write_racing_remove_leaves_no_mark(
         writer.join(WAIT)
     assert not writer.is_alive()
     assert fs.stat("t/a.bin") is None
+    assert "t/a.bin" not in fs._dirty
     fs.sync()
     fs.close()
 
@@ -362,6 +375,7 @@ def test_replace_link_with_long_name(tmp_path: Path) -> None:
     fs.write("t/b", 0, b"b")
     fs.symlink(f"t/{name}", "t/a")
     fs.symlink(f"t/{name}", "t/b")
+    fs.close()
     assert os.readlink(tmp_path / "root" / "t" / name) == "b"
     assert sorted(os.listdir(tmp_path / "root" / "t")) == sorted(["a", "b", name])
 
@@ -396,3 +410,425 @@ def test_v2_single_file_named_as_torrent_override() -> None:
     info = _v2_single(b"movie")
     layout = StorageLayout.from_info(info, name_override="other")
     assert [file.path for file in layout.files if not file.is_pad] == ["other"]
+
+
+# -- 6. marks of paths that are gone; writes in flight across a rename ------------------
+#
+# A second review: a dirty mark left for a path removed meanwhile failed every later
+# sync() (a shared FileSystem: every torrent's resume data), a rename left the count of
+# a write in flight under the old path, a removal that failed had dropped the marks
+# under it, a removal scanned every mark, a failing close leaked a write's count.
+
+
+class _GatedOpen(NativeFileSystem):
+    """Holds the first ``_open`` of a thread other than the main one, once ``gate`` is
+    set, after it opened (its descriptor not cached yet) until ``go``."""
+
+    gate = False
+
+    def __init__(self, root: Path, **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
+        self.opened, self.go = threading.Event(), threading.Event()
+        self.fds: list[int] = []  # what the held open returned
+
+    def _open(self, path: str, parts: tuple[str, ...], flags: int) -> tuple[int, bool]:
+        result = super()._open(path, parts, flags)
+        if self.gate and threading.current_thread() is not threading.main_thread():
+            self.gate = False
+            self.fds.append(result[0])
+            self.opened.set()
+            assert self.go.wait(WAIT)
+        return result
+
+
+class _GatedWrites:
+    """Holds each write thread named in ``held`` just before its ``pwrite`` (its handle
+    taken, its write counted in flight) until its event is set."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+        self.entered = {name: threading.Event() for name in names}
+        self.go = {name: threading.Event() for name in names}
+        self.threads: list[threading.Thread] = []
+        real = native._pwrite_all
+
+        def gated(handle: Any, offset: int, view: memoryview) -> None:
+            name = threading.current_thread().name
+            if name in self.go:
+                self.entered[name].set()
+                assert self.go[name].wait(WAIT)
+            real(handle, offset, view)
+
+        monkeypatch.setattr(native, "_pwrite_all", gated)
+
+    def start(self, name: str, fs: NativeFileSystem, path: str, data: bytes) -> None:
+        """Start a write of ``data`` at ``path`` on a thread ``name``; wait until it is held."""
+        thread = threading.Thread(target=fs.write, args=(path, 0, data), name=name)
+        self.threads.append(thread)
+        thread.start()
+        assert self.entered[name].wait(WAIT)
+
+    def finish(self, name: str) -> None:
+        """Let the write on ``name`` go and wait until it is done."""
+        self.go[name].set()
+        for thread in self.threads:
+            if thread.name == name:
+                thread.join(WAIT)
+                assert not thread.is_alive()
+
+    def finish_all(self) -> None:
+        """Let every write go (the tests' ``finally``)."""
+        for name in self.go:
+            self.finish(name)
+
+
+def _relative(synced: list[str], root: Path) -> set[str]:
+    real = os.path.realpath(root)
+    return {os.path.relpath(path, real) for path in synced}
+
+
+def test_sync_after_a_write_opened_before_a_remove(tmp_path: Path) -> None:
+    """A write opens the file, a remove unlinks it and returns, then the write marks the
+    path dirty: ``sync()`` passes over the path that is gone (it raised ENOENT, then and
+    at every later sync: a shared FileSystem could save no torrent's resume data)."""
+    fs = _GatedOpen(tmp_path / "root")
+    fs.write("t/a.bin", 0, b"old data")
+    fs.write("t/b.bin", 0, b"other")
+    fs.sync()
+    fs.close()
+    fs.gate = True
+    writer = threading.Thread(target=fs.write, args=("t/a.bin", 0, b"mid"))
+    writer.start()
+    try:
+        assert fs.opened.wait(WAIT)
+        fs.remove("t/a.bin")
+    finally:
+        fs.go.set()
+        writer.join(WAIT)
+    assert not writer.is_alive()
+    assert fs.stat("t/a.bin") is None
+    fs.write("t/b.bin", 0, b"OTHER")
+    fs.sync()
+    fs.sync()
+    assert not fs._dirty
+    fs.close()
+
+
+@pytest.mark.parametrize("move", [False, True], ids=["remove", "rename"])
+def test_sync_passes_over_a_path_removed_while_it_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, move: bool
+) -> None:
+    """``sync()`` lists the changed paths, then another thread removes (or renames) one
+    before its turn: that sync and the later ones succeed, and a renamed file is synced
+    at its new path."""
+    armed = [True]
+
+    class Racing(NativeFileSystem):
+        def _walk(
+            self, path: str, parts: tuple[str, ...], *, create: bool, follow_last: bool
+        ) -> tuple[int | None, str]:
+            if armed[0] and path == "t/b.bin" and follow_last and not create:
+                armed[0] = False  # sync's turn: what another thread's call would do now
+                if move:
+                    self.rename("t/b.bin", "t/c.bin")
+                else:
+                    self.remove("t/b.bin")
+            return super()._walk(path, parts, create=create, follow_last=follow_last)
+
+    fs = Racing(tmp_path / "root")
+    fs.write("t/a.bin", 0, b"a")
+    fs.write("t/b.bin", 0, b"b")
+    fs.sync()
+    assert not armed[0]
+    synced = _fsynced(monkeypatch)
+    fs.sync()
+    assert ("t/c.bin" in _relative(synced, tmp_path / "root")) is move
+    fs.sync()
+    assert not fs._dirty
+    fs.close()
+
+
+def test_sync_between_a_rename_and_its_bookkeeping_keeps_the_marks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync that finds a file gone after the rename moved it but before the rename
+    moved its mark leaves the mark for the rename to move: the file is synced at its
+    new path by the next sync."""
+    fs = NativeFileSystem(tmp_path / "root")
+    fs.write("t/a.bin", 0, b"data")
+    real_replace = os.replace
+    armed = [True]
+
+    def replace_then_sync(*args: Any, **kwargs: Any) -> None:
+        real_replace(*args, **kwargs)
+        if armed[0]:
+            armed[0] = False
+            fs.sync()  # another thread's, between the move and its bookkeeping
+
+    monkeypatch.setattr(os, "replace", replace_then_sync)
+    fs.rename("t", "u")
+    assert not armed[0]
+    synced = _fsynced(monkeypatch)
+    fs.sync()
+    assert "u/a.bin" in _relative(synced, tmp_path / "root")
+    fs.close()
+
+
+def test_a_write_in_flight_across_a_rename_keeps_the_new_path_marked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write counted in flight when its directory is renamed counts under the new
+    path: a sync meanwhile keeps the moved mark, as its bytes may land after the fsync."""
+    fs = NativeFileSystem(tmp_path / "root")
+    fs.write("t/a.bin", 0, b"first")
+    fs.sync()
+    writes = _GatedWrites(monkeypatch, "w")
+    try:
+        writes.start("w", fs, "t/a.bin", b"second")
+        fs.rename("t", "u")
+        fs.sync()  # the write's bytes are not written yet
+        assert "u/a.bin" in fs._dirty
+    finally:
+        writes.finish_all()
+    synced = _fsynced(monkeypatch)
+    fs.sync()
+    assert (tmp_path / "root" / "u" / "a.bin").read_bytes() == b"second"
+    assert "u/a.bin" in _relative(synced, tmp_path / "root")
+    assert not fs._dirty
+    assert not fs._writing
+    fs.close()
+
+
+def test_writes_in_flight_onto_a_rename_destination_and_twice_renamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes in flight at both ends of a rename count together at the destination, and
+    a count renamed twice follows: the mark stays until the last of them is done."""
+    fs = NativeFileSystem(tmp_path / "root")
+    fs.write("a.bin", 0, b"a")
+    fs.write("b.bin", 0, b"b")
+    fs.sync()
+    writes = _GatedWrites(monkeypatch, "on a", "on b")
+    try:
+        writes.start("on a", fs, "a.bin", b"A")
+        writes.start("on b", fs, "b.bin", b"B")
+        fs.rename("a.bin", "b.bin")  # "on b" writes to the replaced file
+        fs.rename("b.bin", "c.bin")
+        writes.finish("on b")
+        fs.sync()
+        assert "c.bin" in fs._dirty  # "on a" is still in flight
+        writes.finish("on a")
+    finally:
+        writes.finish_all()
+    synced = _fsynced(monkeypatch)
+    fs.sync()
+    assert "c.bin" in _relative(synced, tmp_path / "root")
+    assert (tmp_path / "root" / "c.bin").read_bytes() == b"A"
+    fs.sync()
+    assert not fs._dirty
+    assert not fs._writing
+    fs.close()
+
+
+# -- 7. a removal that fails keeps the marks under its path ------------------------------
+
+
+def test_failed_remove_and_symlink_keep_the_marks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removing a directory that still holds another torrent's file fails (ENOTEMPTY,
+    which deleting a torrent's files expects of shared folders), and so does a link
+    where a directory is (EEXIST): the files under either are still synced."""
+    fs = NativeFileSystem(tmp_path / "root")
+    fs.write("common/b.bin", 0, b"torrent B's piece")
+    fs.write("common/a.bin", 0, b"A")
+    fs.write("x/c.bin", 0, b"C")
+    fs.remove("common/a.bin")
+    with pytest.raises(StorageError) as caught:
+        fs.remove("common")
+    assert caught.value.errno == errno.ENOTEMPTY
+    if hasattr(os, "symlink"):
+        with pytest.raises(StorageError) as caught:
+            fs.symlink("x", "common/b.bin")
+        assert caught.value.errno == errno.EEXIST
+    synced = _fsynced(monkeypatch)
+    fs.sync()
+    assert {"common/b.bin", "x/c.bin"} <= _relative(synced, tmp_path / "root")
+    fs.close()
+
+
+def test_removed_directory_drops_the_marks_under_it(tmp_path: Path) -> None:
+    """A removal that succeeds drops the marks under its path, a directory's too."""
+    fs = NativeFileSystem(tmp_path / "root")
+    fs.write("d/f.bin", 0, b"x")
+    fs.write("dd.bin", 0, b"y")  # "d" is a prefix of its name, not its directory
+    os.unlink(tmp_path / "root" / "d" / "f.bin")  # behind our back: the mark stays
+    fs.remove("d")
+    assert set(fs._dirty) == {"dd.bin"}
+    fs.close()
+
+
+# -- 8. removing a file looks at no other file's marks ------------------------------------
+
+
+class _CountedPath(str):
+    """A path that counts the prefix tests made on it (a scan of every mark makes one)."""
+
+    __slots__ = ()
+    tests: ClassVar[list[int]] = [0]
+
+    def startswith(self, *args: Any) -> bool:
+        self.tests[0] += 1
+        return super().startswith(*args)
+
+
+def test_removing_a_file_scans_no_other_marks(tmp_path: Path) -> None:
+    """Deleting a torrent's N files removes them one by one: each removal must not look
+    at every other unsynced file (quadratic: 8000 files took 15 s). The handle cache is
+    looked at, but it holds at most ``max_open_files``: one here, the last file written."""
+    fs = NativeFileSystem(tmp_path / "root", max_open_files=1)
+    for index in range(20):
+        fs.write(_CountedPath(f"t/f{index}.bin"), 0, b"x")
+    fs.write("t/gone.bin", 0, b"x")
+    _CountedPath.tests[0] = 0
+    fs.remove("t/gone.bin")
+    fs.remove("t/missing.bin")
+    assert _CountedPath.tests[0] == 0
+    assert len(fs._dirty) == 20
+    fs.close()
+
+
+# -- 9. a close that fails leaks no count -------------------------------------------------
+
+
+def _failing_close(monkeypatch: pytest.MonkeyPatch, fds: list[int]) -> None:
+    """``os.close`` closes, then reports EIO for the descriptors in ``fds`` (NFS and FUSE
+    report deferred write errors at close)."""
+    real = os.close
+
+    def failing(fd: int) -> None:
+        real(fd)
+        if fd in fds:
+            fds.remove(fd)
+            raise OSError(errno.EIO, "deferred write error reported at close")
+
+    monkeypatch.setattr(os, "close", failing)
+
+
+def test_failing_close_after_a_write_leaks_no_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``close()`` retires the handle a write uses; the write closes it when done, and
+    that close fails: the write is reported failed, its count in flight is over (it
+    stayed, and the path's mark could never be dropped again)."""
+    fs = NativeFileSystem(tmp_path / "root")
+    fs.write("t/a.bin", 0, b"x")
+    errors: list[StorageError] = []
+
+    def write() -> None:
+        try:
+            fs.write("t/a.bin", 0, b"y")
+        except StorageError as error:
+            errors.append(error)
+
+    entered, go = threading.Event(), threading.Event()
+    real_pwrite_all = native._pwrite_all
+
+    def gated(handle: Any, offset: int, view: memoryview) -> None:
+        entered.set()
+        assert go.wait(WAIT)
+        real_pwrite_all(handle, offset, view)
+
+    monkeypatch.setattr(native, "_pwrite_all", gated)
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert entered.wait(WAIT)
+        _failing_close(monkeypatch, [fs._handles["t/a.bin"].fd])
+        fs.close()  # retires the handle in use: the writer closes it
+    finally:
+        go.set()
+        writer.join(WAIT)
+    assert not writer.is_alive()
+    assert [error.errno for error in errors] == [errno.EIO]
+    fs.sync()
+    assert not fs._dirty  # no write left counted in flight, which would keep the mark
+    assert not fs._writing
+    fs.close()
+
+
+def test_failing_close_of_a_spare_descriptor_leaks_no_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writes open the file at once; the later to come back uses the other's
+    descriptor and closes its own, which fails: its counts are given back."""
+    fs = _GatedOpen(tmp_path / "root")
+    fs.write("a.bin", 0, b"x")
+    fs.close()
+    fs.gate = True
+    errors: list[StorageError] = []
+
+    def write() -> None:
+        try:
+            fs.write("a.bin", 0, b"y")
+        except StorageError as error:
+            errors.append(error)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert fs.opened.wait(WAIT)
+        fs.write("a.bin", 1, b"z")  # opens and caches its own descriptor
+        _failing_close(monkeypatch, list(fs.fds))
+    finally:
+        fs.go.set()
+        writer.join(WAIT)
+    assert not writer.is_alive()
+    assert [error.errno for error in errors] == [errno.EIO]
+    assert fs._handles["a.bin"].users == 0
+    fs.sync()
+    assert not fs._dirty  # no write left counted in flight, which would keep the mark
+    assert not fs._writing
+    fs.close()
+
+
+def test_failing_close_of_an_evicted_descriptor_leaks_no_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write's open evicts an idle descriptor whose close fails: the write fails with
+    that error, and gives back what it took."""
+    fs = NativeFileSystem(tmp_path / "root", max_open_files=1)
+    fs.write("a.bin", 0, b"a")
+    _failing_close(monkeypatch, [fs._handles["a.bin"].fd])
+    with pytest.raises(StorageError) as caught:
+        fs.write("b.bin", 0, b"b")
+    assert caught.value.errno == errno.EIO
+    assert fs._handles["b.bin"].users == 0
+    fs.sync()
+    assert not fs._dirty  # no write left counted in flight, which would keep the mark
+    assert not fs._writing
+    fs.close()
+
+
+def test_fsspec_sync_passes_over_a_file_removed_while_it_ran() -> None:
+    """The same race on staged fsspec storage: ``sync()`` lists the staged files, another
+    thread removes one before its upload; that sync still succeeds."""
+    fsspec = pytest.importorskip("fsspec")
+    from bip_disk._fsspec import FsspecFileSystem
+
+    armed = [True]
+
+    class Racing(FsspecFileSystem):
+        def sync(self, path: str | None = None) -> None:
+            if armed[0] and path == "t/b.bin":
+                armed[0] = False
+                self.remove("t/b.bin")  # what another thread's call would do now
+            super().sync(path)
+
+    fs = Racing(fsspec.filesystem("memory"), f"/bip-mend-{uuid.uuid4().hex}", random_writes=False)
+    fs.write("t/a.bin", 0, b"a")
+    fs.write("t/b.bin", 0, b"b")
+    fs.sync()
+    assert not armed[0]
+    assert fs.read("t/a.bin", 0, 1) == b"a"
+    assert fs.stat("t/b.bin") is None
+    fs.close()

@@ -136,7 +136,9 @@ class FileSystem(Protocol):
     def sync(self, path: str | None = None) -> None:
         """Make what was written durable: one file, or everything written so far.
 
-        Syncing a missing file raises ``StorageError`` with ``errno.ENOENT``.
+        Syncing a missing file raises ``StorageError`` with ``errno.ENOENT``. With no
+        path, a file written and removed (or moved) since is no error: nothing is left
+        there to make durable.
         """
         ...
 

@@ -755,7 +755,9 @@ class FsspecFileSystem:
 
         Syncing a missing file raises ``StorageError`` with ``ENOENT``. With no
         path every staged file is uploaded even if one fails; the first failure is
-        raised at the end.
+        raised at the end. One removed by another thread's call meanwhile is passed
+        over (a sync raising for it would fail a save of every torrent sharing this
+        filesystem).
         """
         if path is not None:
             parts = split_path(path)
@@ -779,6 +781,10 @@ class FsspecFileSystem:
             try:
                 self.sync(item)
             except StorageError as exc:
+                if exc.errno == errno.ENOENT:
+                    with self._state:
+                        if item not in self._staged:
+                            continue  # removed since listed: nothing left to upload
                 first = first or exc
         if first is not None:
             raise first

@@ -47,7 +47,10 @@ file while other threads write to it.
 on macOS) on the file and on its directory, so a newly created file survives a
 power loss too. ``sync()`` with no path syncs every file written, allocated or
 truncated since its last sync, even if its descriptor was evicted meanwhile, or
-still being written while that sync ran (its bytes may have come after the fsync).
+still being written while that sync ran (its bytes may have come after the fsync),
+or renamed since (at its new path, writes in flight included). One no longer at
+its path (removed, or deleted behind our back) is passed over: nothing is there to
+make durable.
 
 **Permissions.** Files are created with mode ``0o666`` and directories with
 ``0o777``, both reduced by the process umask. A torrent's BEP 47 executable files
@@ -66,7 +69,7 @@ import stat
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -112,6 +115,24 @@ class _Handle:
         self.lock = None if _HAS_PREAD else threading.Lock()
 
 
+class _Flight:
+    """The writes in flight of one path (guarded by the cache lock).
+
+    Registered in ``NativeFileSystem._writing`` under ``path`` from the path's first
+    write until its dirty mark is dropped (``count`` 0 then: not made again per write).
+    Each write holds the one it counted in until it is done, so that a rename moves the
+    count with the file its bytes go to: to the new ``path``, or ``into`` the one of
+    the writes in flight there already (the two counts then go on together).
+    """
+
+    __slots__ = ("count", "into", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.count = 0
+        self.into: _Flight | None = None
+
+
 class NativeFileSystem:
     """A :class:`~bip_disk.FileSystem` on a local directory (see the module documentation).
 
@@ -151,14 +172,19 @@ class NativeFileSystem:
         self._secure = _SECURE
         self._lock = threading.Lock()
         self._handles: OrderedDict[str, _Handle] = OrderedDict()
-        self._dirty: set[str] = set()
+        # Paths changed since their last sync, each with the serial number of its latest
+        # marking: a sync drops a mark only if nothing marked the path again meanwhile.
+        self._dirty: dict[str, int] = {}
+        self._serial = 0
         # Writes (and allocations, truncations) between taking their handle and giving it
         # back, per path: a sync meanwhile keeps the path marked, as their bytes may land
         # after its fsync (see _sync_one).
-        self._writing: dict[str, int] = {}
+        self._writing: dict[str, _Flight] = {}
         # Bumped by every _forget: an open that saw another value before it started may
         # hold a file removed or moved from its path since, so it is not cached.
         self._forgets = 0
+        # Renames between their move and their moving the marks (see _sync_one).
+        self._renaming = 0
         # Files a write created and has not told yet (see _take_created): set by the open
         # that creates one, so that a write failing after it leaves it for the next.
         self._created: set[str] = set()
@@ -393,38 +419,44 @@ class NativeFileSystem:
 
     def _acquire(
         self, path: str, parts: tuple[str, ...], *, write: bool, create: bool, told: bool = False
-    ) -> _Handle:
+    ) -> tuple[_Handle, _Flight | None]:
         """A handle for ``path``, counted as in use until :meth:`_release`.
 
         A write handle also marks the file as changed, for :meth:`sync` with no
         path, and counts the write in flight until :meth:`_release` (so that a sync
-        meanwhile keeps the mark); under the same lock, so a write costs one lock
-        round trip here. A handle opened while :meth:`_forget` ran (a remove or
-        rename of the path, which may have happened after the open) is used for
-        this call only, never cached: it may hold a file no longer at ``path``. With
-        ``told`` (a :meth:`write`'s open) a file it creates is kept for
-        :meth:`_take_created`: only a write's own creation means a file was deleted
-        behind our back. One :meth:`allocate` creates is made on purpose (the torrent's
-        files at a start, a moved file none of whose chunks the copy had to write, all
-        zeros): the next write must not take the pieces it holds for lost.
+        meanwhile keeps the mark), in the :class:`_Flight` returned with the handle
+        (None for a read); under the same lock, so a write costs one lock round trip
+        here. A handle opened while :meth:`_forget` ran (a remove or rename of the
+        path, which may have happened after the open) is used for this call only,
+        never cached: it may hold a file no longer at ``path``. With ``told`` (a
+        :meth:`write`'s open) a file it creates is kept for :meth:`_take_created`:
+        only a write's own creation means a file was deleted behind our back. One
+        :meth:`allocate` creates is made on purpose (the torrent's files at a start, a
+        moved file none of whose chunks the copy had to write, all zeros): the next
+        write must not take the pieces it holds for lost.
         """
         with self._lock:
             handle = self._handles.get(path)
             if handle is not None and (handle.writable or not write):
                 self._handles.move_to_end(path)
                 handle.users += 1
-                if write:
-                    self._dirty.add(path)
-                    self._writing[path] = self._writing.get(path, 0) + 1
-                return handle
+                if not write:
+                    return handle, None
+                # _start_write inlined: every block write comes this way.
+                self._serial += 1
+                self._dirty[path] = self._serial
+                flight = self._writing.get(path)
+                if flight is None:
+                    flight = self._writing[path] = _Flight(path)
+                flight.count += 1
+                return handle, flight
             forgets = self._forgets
         flags = (os.O_RDWR | (os.O_CREAT if create else 0)) if write else os.O_RDONLY
         fd, created = self._open(path, parts, flags)
         fresh = _Handle(fd, write)
+        idle: list[int] = []  # descriptors to close once the lock is released
         with self._lock:
-            if write:
-                self._dirty.add(path)
-                self._writing[path] = self._writing.get(path, 0) + 1
+            flight = self._start_write(path) if write else None
             if created and told:
                 self._created.add(path)
             handle = self._handles.get(path)
@@ -433,67 +465,134 @@ class NativeFileSystem:
                 # created the file, if ours did: this call still made it).
                 handle.users += 1
                 self._handles.move_to_end(path)
-                os.close(fresh.fd)
-                return handle
-            fresh.users = 1
-            if self._forgets != forgets:
-                # A remove or rename ran meanwhile, perhaps after our open: what we
-                # opened may be gone from ``path``. Used by this call only, then closed.
-                fresh.retired = True
-                return fresh
-            if handle is not None:
-                self._retire(path)  # read-only, replaced by a writable one
-            self._handles[path] = fresh
-            while len(self._handles) > self.max_open_files:
-                self._retire(next(iter(self._handles)))
-            return fresh
-
-    def _release(self, handle: _Handle, written: str | None = None) -> None:
-        """Give back a handle :meth:`_acquire` gave; ``written``: the path, for a write
-        handle (its write in flight is over)."""
-        with self._lock:
-            handle.users -= 1
-            if handle.retired and handle.users == 0:
-                os.close(handle.fd)
-            if written is not None:
-                left = self._writing[written] - 1
-                if left:
-                    self._writing[written] = left
+                idle.append(fresh.fd)
+            else:
+                fresh.users = 1
+                if self._forgets != forgets:
+                    # A remove or rename ran meanwhile, perhaps after our open: what we
+                    # opened may be gone from ``path``. Used by this call only, then closed.
+                    fresh.retired = True
                 else:
-                    del self._writing[written]
+                    if handle is not None:
+                        self._retire(path, idle)  # read-only, replaced by a writable one
+                    self._handles[path] = fresh
+                    while len(self._handles) > self.max_open_files:
+                        self._retire(next(iter(self._handles)), idle)
+                handle = fresh
+        if idle:
+            try:
+                _close_all(idle)
+            except OSError:
+                # This call counts as a user (and a write in flight) already: given back,
+                # or they would stay for ever.
+                self._release(handle, flight)
+                raise
+        return handle, flight
 
-    def _retire(self, path: str) -> None:
-        """Drop ``path``'s handle from the cache (the lock is held)."""
+    def _start_write(self, path: str) -> _Flight:
+        """Mark ``path`` changed and count a write in flight on it (the lock is held)."""
+        self._serial += 1
+        self._dirty[path] = self._serial
+        flight = self._writing.get(path)
+        if flight is None:
+            flight = self._writing[path] = _Flight(path)
+        flight.count += 1
+        return flight
+
+    def _mark(self, path: str) -> None:
+        """Mark ``path`` changed, for :meth:`sync` with no path (the lock is held)."""
+        self._serial += 1
+        self._dirty[path] = self._serial
+
+    def _release(self, handle: _Handle, flight: _Flight | None = None) -> None:
+        """Give back a handle :meth:`_acquire` gave, with its write in flight (over now).
+
+        Both counts drop first; the descriptor of a retired handle is closed after, once
+        the lock is released: a close that fails (NFS and FUSE report deferred write
+        errors there) raises, having left no count behind.
+        """
+        with self._lock:
+            if flight is not None:
+                while flight.into is not None:  # merged by a rename (see _move_marks)
+                    flight = flight.into
+                flight.count -= 1
+                if not flight.count and flight.path not in self._dirty:
+                    del self._writing[flight.path]  # its mark went meanwhile (a removal)
+            handle.users -= 1
+            last = handle.retired and not handle.users
+        if last:
+            os.close(handle.fd)
+
+    def _retire(self, path: str, idle: list[int]) -> None:
+        """Drop ``path``'s handle from the cache (the lock is held).
+
+        Its descriptor goes onto ``idle`` if no call uses it, for the caller to close
+        once the lock is released (see :func:`_close_all`); else its last user closes it.
+        """
         handle = self._handles.pop(path)
         handle.retired = True
         if handle.users == 0:
-            os.close(handle.fd)
+            idle.append(handle.fd)
 
-    def _forget(self, path: str, *, marks: bool = True, move_to: str | None = None) -> None:
+    def _forget(
+        self, path: str, *, marks: bool = False, move_to: str | None = None, scan: bool = True
+    ) -> None:
         """Drop the handles of ``path`` and of everything under it.
 
-        With ``marks`` also their dirty marks and untold creations (a removal), or with
-        ``move_to`` move their dirty marks there (a rename: the files are not synced
-        yet under their new paths). Opens running meanwhile are not cached (see
-        :meth:`_acquire`), so a removal or rename calls this again once done.
+        With ``marks`` also their dirty marks and untold creations (a removal done), or
+        with ``move_to`` move their dirty marks and writes in flight there (a rename
+        done: the files are not synced yet under their new paths, and the writes' bytes
+        may land after a sync there). Without ``scan`` only the dirty mark of ``path``
+        itself is dropped, not those of every path under it: a file's removal, which
+        must not look at every file not synced yet (removing a torrent's files would be
+        quadratic). The handles (at most ``max_open_files``) and the untold creations
+        (none but during a write) are looked at all the same. Opens running meanwhile
+        are not cached (see :meth:`_acquire`), so a removal or rename calls this again
+        once done.
         """
         prefix = path + "/"
 
         def under(key: str) -> bool:
             return key == path or key.startswith(prefix)
 
+        idle: list[int] = []
         with self._lock:
             self._forgets += 1
             for key in [key for key in self._handles if under(key)]:
-                self._retire(key)
-            if not marks:
-                return
-            moved = {key for key in self._dirty if under(key)}
-            self._dirty -= moved
+                self._retire(key, idle)
             if move_to is not None:
-                self._dirty.update(move_to + key[len(path) :] for key in moved)
-            # Gone by our own hand: a creation not told yet concerns a file no longer there.
-            self._created = {key for key in self._created if not under(key)}
+                self._move_marks(path, move_to, under)
+            elif marks and scan:
+                for key in [key for key in self._dirty if under(key)]:
+                    self._drop_mark(key)
+            elif marks:
+                self._drop_mark(path)
+            if (marks or move_to is not None) and self._created:
+                # Gone by our own hand: a creation not told yet concerns a file no longer there.
+                self._created = {key for key in self._created if not under(key)}
+        _close_all(idle)
+
+    def _move_marks(self, old: str, new: str, under: Callable[[str], bool]) -> None:
+        """Move the dirty marks and writes in flight under ``old`` to ``new`` (the lock is
+        held); ``under`` tells the paths under ``old``."""
+        moved = [key for key in self._dirty if under(key)]
+        for key in moved:
+            del self._dirty[key]
+        for key in moved:
+            # Marked anew: a sync of the new path running now keeps the mark.
+            self._mark(new + key[len(old) :])
+        flights = [self._writing.pop(key) for key in list(self._writing) if under(key)]
+        for flight in flights:
+            target = new + flight.path[len(old) :]
+            present = self._writing.get(target)
+            if present is None:
+                flight.path = target
+                self._writing[target] = flight
+            else:
+                # Writes in flight there already (to the file replaced, or to this one
+                # since it moved): counted together, their writes given back to it.
+                present.count += flight.count
+                flight.into = present
 
     # -- the FileSystem protocol ----------------------------------------------
 
@@ -503,7 +602,7 @@ class NativeFileSystem:
         check_offset(path, offset)
         check_offset(path, length, "length")
         try:
-            handle = self._acquire(path, parts, write=False, create=False)
+            handle, _ = self._acquire(path, parts, write=False, create=False)
             try:
                 return _pread_all(handle, offset, length)
             finally:
@@ -527,11 +626,11 @@ class NativeFileSystem:
         check_offset(path, offset)
         view = memoryview(data).cast("B")
         try:
-            handle = self._acquire(path, parts, write=True, create=True, told=True)
+            handle, flight = self._acquire(path, parts, write=True, create=True, told=True)
             try:
                 _pwrite_all(handle, offset, view)
             finally:
-                self._release(handle, path)
+                self._release(handle, flight)
         except (OSError, OverflowError) as exc:
             raise _error(exc, path, "write") from None
         return self._take_created(path)
@@ -577,7 +676,7 @@ class NativeFileSystem:
         check_offset(path, offset)
         views = [view for view in (memoryview(data).cast("B") for data in buffers) if view]
         try:
-            handle = self._acquire(path, parts, write=True, create=True, told=True)
+            handle, flight = self._acquire(path, parts, write=True, create=True, told=True)
             try:
                 if _HAS_PWRITEV and handle.lock is None:
                     _pwritev_all(handle.fd, offset, views)
@@ -586,7 +685,7 @@ class NativeFileSystem:
                         _pwrite_all(handle, offset, view)
                         offset += len(view)
             finally:
-                self._release(handle, path)
+                self._release(handle, flight)
         except (OSError, OverflowError) as exc:
             raise _error(exc, path, "write") from None
         return self._take_created(path)
@@ -650,7 +749,7 @@ class NativeFileSystem:
         except OSError as exc:
             raise _error(exc, path, "create") from None
         with self._lock:
-            self._dirty.add(path)  # its directory entry is new: sync() makes it durable
+            self._mark(path)  # its directory entry is new: sync() makes it durable
         return True
 
     def _create_exclusive(self, path: str, parts: tuple[str, ...]) -> bool:
@@ -684,7 +783,7 @@ class NativeFileSystem:
         check_offset(path, size, "size")
         full = not sparse or self.preallocate == "full"
         try:
-            handle = self._acquire(path, parts, write=True, create=True)
+            handle, flight = self._acquire(path, parts, write=True, create=True)
             try:
                 current = os.fstat(handle.fd).st_size
                 if full and size:
@@ -692,7 +791,7 @@ class NativeFileSystem:
                 elif size > current:
                     os.ftruncate(handle.fd, size)
             finally:
-                self._release(handle, path)
+                self._release(handle, flight)
         except (OSError, OverflowError) as exc:
             raise _error(exc, path, "allocate") from None
 
@@ -701,11 +800,11 @@ class NativeFileSystem:
         parts = split_path(path)
         check_offset(path, size, "size")
         try:
-            handle = self._acquire(path, parts, write=True, create=False)
+            handle, flight = self._acquire(path, parts, write=True, create=False)
             try:
                 os.ftruncate(handle.fd, size)
             finally:
-                self._release(handle, path)
+                self._release(handle, flight)
         except (OSError, OverflowError) as exc:
             raise _error(exc, path, "truncate") from None
 
@@ -713,28 +812,35 @@ class NativeFileSystem:
         """Flush one file (and its directory), or every file changed since its last sync.
 
         With no path, every changed file is synced even if one fails; the first
-        failure is raised at the end.
+        failure is raised at the end. A changed file no longer at its path then (removed
+        or renamed by another thread's call meanwhile, or deleted behind our back) is
+        passed over: nothing is there to make durable, and a renamed file is synced at
+        its new path. (The DiskManager learns of a file deleted behind its back from its
+        next read or write of it, or from the stat its resume data records.) ``sync`` of
+        a path where nothing is raises ``StorageError`` with ``errno.ENOENT``.
         """
         if path is not None:
-            self._sync_one(path, split_path(path))
+            self._sync_one(path, split_path(path), missing_ok=False)
             return
         with self._lock:
             pending = sorted(self._dirty)
         first: StorageError | None = None
         for item in pending:
             try:
-                self._sync_one(item, split_path(item))
+                self._sync_one(item, split_path(item), missing_ok=True)
             except StorageError as exc:
                 first = first or exc
         if first is not None:
             raise first
 
-    def _sync_one(self, path: str, parts: tuple[str, ...]) -> None:
+    def _sync_one(self, path: str, parts: tuple[str, ...], *, missing_ok: bool) -> None:
+        """fsync the file at ``path`` and its directory, then drop its mark, unless the
+        path was marked again meanwhile; ``missing_ok``: nothing there is no error."""
         with self._lock:
-            # A write in flight may land after the fsync below: the next sync must
-            # sync the file again, so its mark stays.
-            if path not in self._writing:
-                self._dirty.discard(path)
+            # A write in flight may land after the fsync below: the next sync must sync
+            # the file again, so its mark stays (None: kept whatever happens).
+            flight = self._writing.get(path)
+            mark = None if flight is not None and flight.count else self._dirty.get(path)
         try:
             dir_fd, name = self._walk(path, parts, create=False, follow_last=True)
             try:
@@ -754,53 +860,107 @@ class NativeFileSystem:
             finally:
                 if dir_fd is not None:
                     os.close(dir_fd)
-        except (OSError, StorageError) as exc:
-            with self._lock:
-                self._dirty.add(path)  # still not durable
-            if isinstance(exc, StorageError):
-                raise
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            # Nothing there to make durable: the mark goes (kept, it would fail every
+            # sync() from now on), unless a rename may have moved the file and not yet
+            # its marks (the rename moves this one then, see rename).
+            self._unmark(path, mark, gone=True)
+            if missing_ok:
+                return
             raise _error(exc, path, "sync") from None
+        except PathError:
+            self._unmark(path, mark)  # a link out of the root there now: none of ours
+            raise
+        except OSError as exc:
+            raise _error(exc, path, "sync") from None  # still not durable: the mark stays
+        self._unmark(path, mark)
+
+    def _unmark(self, path: str, mark: int | None, *, gone: bool = False) -> None:
+        """Drop ``path``'s dirty mark if it is still ``mark``, the one a sync started with
+        (a write or rename marked it again since: the next sync's)."""
+        with self._lock:
+            if mark is None or self._dirty.get(path) != mark or (gone and self._renaming):
+                return
+            self._drop_mark(path)
+
+    def _drop_mark(self, path: str) -> None:
+        """Drop ``path``'s dirty mark, and its :class:`_Flight` if no write is in flight
+        (the lock is held)."""
+        self._dirty.pop(path, None)
+        flight = self._writing.get(path)
+        if flight is not None and not flight.count:
+            del self._writing[path]
 
     def remove(self, path: str) -> None:
         """Remove a file, a symlink or an empty directory; missing is no error."""
         parts = split_path(path)
-        self._forget(path)
+        try:
+            # Its handle is closed first (Windows unlinks no open file). The marks stay
+            # until the removal is made: one that fails (a directory still holding
+            # another torrent's files) leaves the files under it to sync.
+            self._forget(path)
+            directory = self._remove(path, parts)
+            # Again once gone, with the marks (every mark looked at for a directory only):
+            # a handle opened before the unlink may have been cached meanwhile, and a
+            # write racing it may have marked the path again.
+            self._forget(path, marks=True, scan=directory)
+        except OSError as exc:
+            raise _error(exc, path, "remove") from None
+
+    def _remove(self, path: str, parts: tuple[str, ...]) -> bool:
+        """Unlink ``path``, or remove it if an empty directory; whether it was a directory."""
         try:
             dir_fd, name = self._walk(path, parts, create=False, follow_last=False)
         except (FileNotFoundError, NotADirectoryError):
-            return
-        except OSError as exc:
-            raise _error(exc, path, "remove") from None
+            return False
         try:
             try:
                 os.unlink(name, dir_fd=dir_fd)
+                return False
             except (IsADirectoryError, PermissionError) as exc:
                 # unlink refuses directories (EISDIR on Linux, EPERM elsewhere).
                 info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                 if not stat.S_ISDIR(info.st_mode):
                     raise exc from None
-                os.rmdir(name, dir_fd=dir_fd)
+            os.rmdir(name, dir_fd=dir_fd)
+            return True
         except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise _error(exc, path, "remove") from None
+            return False
         finally:
             if dir_fd is not None:
                 os.close(dir_fd)
-            # Again: a handle opened before the unlink may have been cached meanwhile.
-            self._forget(path)
 
     def rename(self, old: str, new: str) -> None:
         """Move ``old`` to ``new``, creating ``new``'s parents and replacing a file there."""
         old_parts = split_path(old)
         new_parts = split_path(new)
-        # Dirty marks stay until the move is made: then those under ``old`` move along.
-        self._forget(old, marks=False)
-        self._forget(new, marks=False)
+        with self._lock:
+            # Until the marks are moved too: a sync finding a file gone meanwhile keeps
+            # its mark, for the move below (see _sync_one).
+            self._renaming += 1
         try:
-            old_fd, old_name = self._walk(old, old_parts, create=False, follow_last=False)
+            # Dirty marks stay until the move is made: then those under ``old`` move along.
+            self._forget(old)
+            self._forget(new)
+            self._move(old, old_parts, new, new_parts)
+            try:
+                # Again once moved: handles opened meanwhile hold what the paths named before.
+                self._forget(old, move_to=new)
+            finally:
+                self._forget(new)
+                with self._lock:
+                    self._mark(new)  # the directory entries changed
         except OSError as exc:
             raise _error(exc, old, "rename") from None
+        finally:
+            with self._lock:
+                self._renaming -= 1
+
+    def _move(
+        self, old: str, old_parts: tuple[str, ...], new: str, new_parts: tuple[str, ...]
+    ) -> None:
+        """``os.replace`` of ``old`` by ``new``, reached by walks (``new``'s parents made)."""
+        old_fd, old_name = self._walk(old, old_parts, create=False, follow_last=False)
         try:
             new_fd, new_name = self._walk(new, new_parts, create=True, follow_last=False)
             try:
@@ -808,16 +968,9 @@ class NativeFileSystem:
             finally:
                 if new_fd is not None:
                     os.close(new_fd)
-        except OSError as exc:
-            raise _error(exc, old, "rename") from None
         finally:
             if old_fd is not None:
                 os.close(old_fd)
-        # Again once moved: handles opened meanwhile hold what the paths named before.
-        self._forget(old, move_to=new)
-        self._forget(new, marks=False)
-        with self._lock:
-            self._dirty.add(new)  # the directory entries changed
 
     def symlink(self, path: str, target: str) -> None:
         """Create (or replace) a link at ``path`` to the root-relative ``target``.
@@ -828,21 +981,35 @@ class NativeFileSystem:
         parts = split_path(path)
         goal = split_path(target)
         text = posixpath.relpath("/" + "/".join(goal), "/" + "/".join(parts[:-1]))
-        self._forget(path)
+        changed = False
         try:
-            dir_fd, name = self._walk(path, parts, create=True, follow_last=False)
-        except OSError as exc:
+            try:
+                # The marks under ``path`` stay until a link is made there: one that
+                # cannot be (a directory or a file there) leaves them to sync.
+                self._forget(path)
+                changed = self._link(path, parts, text)
+            finally:
+                # Again: a handle opened through the old link meanwhile holds its target.
+                self._forget(path, marks=changed)
+        except (OSError, NotImplementedError) as exc:
+            if isinstance(exc, NotImplementedError):
+                exc = OSError(errno.ENOTSUP, os.strerror(errno.ENOTSUP))
             raise _error(exc, path, "create a symlink at") from None
+
+    def _link(self, path: str, parts: tuple[str, ...], text: str) -> bool:
+        """Make ``path`` a link holding ``text``; whether it made or replaced one (False:
+        the same link was there)."""
+        dir_fd, name = self._walk(path, parts, create=True, follow_last=False)
         try:
             try:
                 info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except FileNotFoundError:
                 os.symlink(text, name, dir_fd=dir_fd)
-                return
+                return True
             if not stat.S_ISLNK(info.st_mode):
                 raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
             if os.readlink(name, dir_fd=dir_fd) == text:
-                return
+                return False
             # Replace atomically: a new link beside it, renamed over it. Its name is
             # short whatever ``name``'s length (``name`` may take NAME_MAX by itself).
             temporary = os.path.join(
@@ -855,24 +1022,40 @@ class NativeFileSystem:
             except OSError:
                 os.unlink(temporary, dir_fd=dir_fd)
                 raise
-        except (OSError, NotImplementedError) as exc:
-            if isinstance(exc, NotImplementedError):
-                exc = OSError(errno.ENOTSUP, os.strerror(errno.ENOTSUP))
-            raise _error(exc, path, "create a symlink at") from None
+            return True
         finally:
             if dir_fd is not None:
                 os.close(dir_fd)
-            # Again: a handle opened through the old link meanwhile holds its target.
-            self._forget(path, marks=False)
 
     def close(self) -> None:
-        """Close every cached descriptor (ones in use close when their call ends)."""
+        """Close every cached descriptor (ones in use close when their call ends).
+
+        Every one is closed even if closing one fails; the first failure is raised then.
+        """
+        idle: list[int] = []
         with self._lock:
             for path in list(self._handles):
-                self._retire(path)
+                self._retire(path, idle)
+        _close_all(idle)
 
 
 # -- helpers -------------------------------------------------------------------------
+
+
+def _close_all(fds: list[int]) -> None:
+    """Close every descriptor of ``fds``; the first failure is raised once all are closed.
+
+    Called once the cache lock is released: a close may block (NFS flushes there), and
+    one that fails must leave the cache's counts right.
+    """
+    first: OSError | None = None
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError as exc:
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 def _error(exc: OSError | OverflowError, path: str, action: str) -> StorageError:
