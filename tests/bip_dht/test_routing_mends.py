@@ -1,7 +1,9 @@
 """Mends for defects a routing hunt found: a table node answering every query with a KRPC
 error never charged (F1), a BEP 42 id change forgetting what the tables knew and dropping its
 refill when every lookup slot was taken (F2), and the peer store keeping one peer per IP per
-info-hash (F3)."""
+info-hash (F3); then the review's: F1 charged errors to BEP 44 / 51 queries and 204 (honest
+nodes that predate them turned bad), F2's refill took a caller's max_queued place, and F3
+scanned the swarm for an IP's oldest entry."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from test_store_reach_mends import _address, _check_network_counts
 
 from bip_bencode import encode
 from bip_dht import DHTConfig, DHTNode, ImmutableItem, NodeId, PeerStore
+from bip_dht import _peer_store as peer_store_module
 from bip_dht._krpc import (
     ErrorReply,
     FindNode,
@@ -94,9 +97,13 @@ STARTS: dict[str, Callable[[DHTNode, float], object]] = {
     "get": lambda node, now: node.get(bytes(20), now),
     "sample_infohashes": lambda node, now: node.sample_infohashes(bytes(20), now),
 }
+# BEP 5's own queries, which every node answers: an error to them is the node's failure
+CHARGED = ("find_node", "get_peers")
+# BEP 44 and BEP 51, which a node that predates them answers with an error
+UNCHARGED = ("get", "sample_infohashes")
 
 
-@pytest.mark.parametrize("method", sorted(STARTS))
+@pytest.mark.parametrize("method", CHARGED)
 def test_an_error_answer_to_a_lookup_query_counts_as_the_nodes_failure(method: str) -> None:
     # Before: the ErrorReply branch told the lookup only; the table never heard of it.
     node = plain_node()
@@ -111,10 +118,11 @@ def test_an_error_answer_to_a_lookup_query_counts_as_the_nodes_failure(method: s
     assert node.table().closest(NodeId(bytes(20)), 1.0, confirmed_only=True) == []
 
 
-def test_an_error_answer_to_a_maintenance_ping_counts_as_a_failure() -> None:
+def pinging_node() -> tuple[DHTNode, NodeInfo]:
+    """A node at t=1000 whose full bucket's stalest node (returned) gets the upkeep ping."""
     node = plain_node()
-    error_node = far(1)
-    node.warm_table([error_node], 0.0)  # heard from first: its bucket's stalest
+    stalest = far(1)
+    node.warm_table([stalest], 0.0)  # heard from first: its bucket's stalest
     node.warm_table([far(i) for i in range(2, 9)], 1.0)
     node.warm_table([NodeInfo(bytes(19) + b"\x01", PeerAddress.parse("20.1.0.1:6881"))], 1.0)
     assert not node.table().has_room(0)  # a full bucket: its stalest node is pinged
@@ -123,6 +131,11 @@ def test_an_error_answer_to_a_maintenance_ping_counts_as_a_failure() -> None:
     for bucket in range(table.bucket_count):
         table.refresh_started(bucket, 999.0)  # no refresh lookup: the ping alone
     node.handle_timer(1000.0)  # 15 minutes on: every node questionable
+    return node, stalest
+
+
+def test_an_error_answer_to_a_maintenance_ping_counts_as_a_failure() -> None:
+    node, error_node = pinging_node()
     assert serve(node, error_node, 1000.0, error(202)) == ["ping"]
     assert entry_of(node, error_node, 1000.0).failures == 1
 
@@ -446,3 +459,136 @@ def test_ports_keep_every_count_and_bound_under_any_sequence(
         if expire:
             store.expire(now)
         _check_network_counts(store)  # and test_peer_store's invariants, ips counts included
+
+
+# -- review of F1: what a node lacks is not its failure ------------------------------------------
+
+
+@pytest.mark.parametrize("method", UNCHARGED)
+def test_an_error_answer_to_a_bep44_or_bep51_query_is_not_the_nodes_failure(method: str) -> None:
+    # Before: get and sample_infohashes were charged, so a node predating BEP 44 or 51 (most of
+    # the network for BEP 51) turned bad for what it never claimed to serve.
+    node = plain_node()
+    peer = far(1)
+    node.warm_table([peer], 0.0)
+    STARTS[method](node, 1.0)
+    assert method in serve(node, peer, 1.0, error(202))
+    entry = entry_of(node, peer, 1.0)
+    assert entry.failures == 0
+    assert entry.state is NodeState.GOOD
+
+
+@pytest.mark.parametrize("method", sorted(STARTS))
+def test_a_method_unknown_answer_is_never_the_nodes_failure(method: str) -> None:
+    # 204 says the node does not speak the query, not that it is gone: it answered
+    node = plain_node()
+    peer = far(1)
+    node.warm_table([peer], 0.0)
+    STARTS[method](node, 1.0)
+    assert method in serve(node, peer, 1.0, error(204))
+    assert entry_of(node, peer, 1.0).failures == 0
+
+
+def test_a_method_unknown_answer_to_a_maintenance_ping_is_not_a_failure() -> None:
+    node, pinged = pinging_node()
+    assert serve(node, pinged, 1000.0, error(204)) == ["ping"]
+    assert entry_of(node, pinged, 1000.0).failures == 0
+
+
+@pytest.mark.parametrize("method", UNCHARGED)
+def test_a_burst_of_lookups_the_network_does_not_serve_keeps_the_table_good(method: str) -> None:
+    # The review's sweep: 40 sample_infohashes (or get) lookups against nodes predating BEP 51
+    # (BEP 44) made all 49 table nodes bad for good, and our find_node answers carried none.
+    node = plain_node()
+    peers = [far(i) for i in range(1, 9)]
+    by_address = {p.address: p for p in peers}
+    node.warm_table(peers, 0.0)
+    rng = random.Random(3)
+    start = node.get if method == "get" else node.sample_infohashes
+    for _ in range(2 * MAX_FAILURES):
+        start(rng.randbytes(20), 1.0)  # a crawler's sweep: random targets
+    asked = 0
+    for _ in range(20):
+        out = node.datagrams_to_send(1.0)
+        if not out:
+            break
+        for data, address in out:
+            query = decode_message(data)
+            if isinstance(query, Query) and address in by_address:
+                asked += 1
+                node.receive_datagram(error(204)(query), address, 1.0)  # type: ignore[arg-type]
+    assert asked > MAX_FAILURES * len(peers)  # each node refused more than MAX_FAILURES
+    assert all(entry_of(node, p, 1.0).failures == 0 for p in peers)
+    assert len(node.table().closest(NodeId(bytes(20)), 1.0, 8, confirmed_only=True)) == 8
+
+
+# -- review of F3: an IP's oldest entry is found without a scan ---------------------------------
+
+
+def test_a_port_cycling_ip_in_a_full_swarm_costs_no_scan_of_the_swarm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before: each announce scanned the swarm's list for the IP's oldest entry (near its end):
+    # 304 us against 19.9 us for a plain re-announce in a swarm of 500 + 500 peers.
+    store = PeerStore(max_peers_per_hash=200)
+    h = bytes(20)
+    # its first port got in before the swarm filled: its oldest entry is at the list's head
+    cycler = IPv4Address("30.0.0.1")
+    assert store.announce(h, PeerAddress(cycler, 1000), seed=False, now=0.0)
+    for index in range(199):
+        host = IPv4Address(f"20.{index // 20}.{index % 20}.1")  # 20 per /24: within its share
+        assert store.announce(h, PeerAddress(host, 6881), seed=False, now=0.0)
+    assert not store.accepts(h, PeerAddress(IPv4Address("40.0.0.1"), 1), now=0.0)
+    packed = 0
+    real = peer_store_module._ip_of
+
+    def counted(key: bytes) -> bytes:
+        nonlocal packed
+        packed += 1
+        return real(key)
+
+    monkeypatch.setattr(peer_store_module, "_ip_of", counted)
+    for port in range(1001, 1101):
+        assert store.announce(h, PeerAddress(cycler, port), seed=False, now=1.0)
+    assert packed <= 100 * 2  # a key or two looked at per announce, not the swarm's 200
+    found = store.get_peers(h, 4, random.Random(0), now=2.0, max_count=999)
+    assert [p.port for p in found if p.host == cycler] == [1100]
+    assert len(store) == 200
+    _check_network_counts(store)
+
+
+# -- review of F2: the id change's refill takes none of the caller's queue places ---------------
+
+
+def test_a_queued_refill_takes_none_of_the_callers_max_queued_places() -> None:
+    # Before: the refill counted in the queue that _start holds to max_queued: of the caller's
+    # 2 places 1 was left, and its second operation was refused at once.
+    rng = random.Random(5)
+    config = DHTConfig(max_lookups=2, max_queued=2)
+    node = DHTNode(rng=random.Random(1), now=0.0, node_id=bytes(20), config=config)
+    node.warm_table(
+        [
+            NodeInfo(rng.randbytes(20), PeerAddress(IPv4Address(f"20.{i}.0.1"), 6881))
+            for i in range(40)
+        ],
+        0.0,
+    )
+    running = [node.get_peers(rng.randbytes(20), 1.0) for _ in range(2)]  # both slots
+    node.datagrams_to_send(1.0)
+    node._change_id(new_id(), 2.0)
+    assert node.statistics().queued == 1  # the refill
+    waiting = [node.get_peers(rng.randbytes(20), 2.0) for _ in range(2)]
+    assert node.statistics().refused == 0
+    assert node.statistics().queued == 3
+    # one more than the caller's places is refused, refill or not
+    node.get_peers(rng.randbytes(20), 2.0)
+    assert node.statistics().refused == 1
+    # a slot frees: the refill starts first, then the caller's operations in their order
+    node.cancel(running[0])
+    assert node.statistics().queued == 2
+    assert node.bootstrapping
+    node.cancel(running[1])
+    assert node.statistics().queued == 1
+    node.cancel(waiting[0])
+    assert node.statistics().queued == 0
+    assert node.statistics().lookups == 2  # the refill and waiting[1]

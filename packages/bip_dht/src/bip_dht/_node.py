@@ -33,12 +33,13 @@ Decisions, the way libtorrent's node / rpc_manager / dht_tracker make them:
   (``responded=True``); a timeout is the node's failure in the table (``failed``) and in the
   lookup that sent it, and so, sooner, is a report that the node is unreachable
   (:meth:`DHTNode.unreachable`: an ICMP error the shell heard of). A KRPC error answer ends
-  that query as failed for the lookup; to a read or maintenance query (``ping``,
-  ``find_node``, ``get_peers``, ``get``, ``sample_infohashes``) it is also the node's
-  failure in the table, as libtorrent's rpc_manager takes an error for a timeout (a node that
-  answers every query with an error serves no lookup). A refused write (``announce_peer``,
-  ``put``: a stale token, a CAS or ``seq`` conflict) judges what we sent, not the node, and
-  is not charged.
+  that query as failed for the lookup; to one of BEP 5's reads (``ping``, ``find_node``,
+  ``get_peers``) it is also the node's failure in the table, as libtorrent's traversal takes
+  an error for a timeout (a node that answers every query with an error serves no lookup).
+  Not charged: an error to BEP 44's ``get`` or BEP 51's ``sample_infohashes``, which honest
+  nodes that predate them refuse; error 204 (method unknown) to any query, which says what
+  the node lacks, not that it is gone; a refused write (``announce_peer``, ``put``: a stale
+  token, a CAS or ``seq`` conflict), which judges what we sent, not the node.
 - Bootstrap works from addresses whose ids we do not know (a router's name, a config file):
   ``find_node`` of our own id to each, then a lookup of our id seeded with what they
   returned. The addresses are remembered (bounded), and while a table stays empty the node
@@ -61,8 +62,8 @@ Decisions, the way libtorrent's node / rpc_manager / dht_tracker make them:
   once per :data:`MIN_ID_CHANGE_INTERVAL`: the tables re-file their nodes around it, each
   keeping what we know of it (:meth:`RoutingTable.change_own_id`, as libtorrent's
   ``update_node_id``), the QueryHandler answers as the new id and a lookup of the new id
-  refills the neighbourhood (queued ahead of the caller's operations when every lookup slot
-  is taken). IPv4 decides when we run IPv4.
+  refills the neighbourhood (when every lookup slot is taken, queued ahead of the caller's
+  operations, taking none of their ``max_queued`` places). IPv4 decides when we run IPv4.
 - BEP 43 read-only: ``ro=1`` on every query we send, and no query answered.
 - IP filter (:class:`~bip_handshake.IPFilter`, given at creation or by
   :meth:`DHTNode.set_ip_filter`), as libtorrent applies its session's filter to DHT nodes: a
@@ -76,10 +77,10 @@ Decisions, the way libtorrent's node / rpc_manager / dht_tracker make them:
   ``want`` for both families when we run both. Datagrams from a family we do not run are
   dropped. IPv4-mapped IPv6 sources count as IPv4.
 - Bounds: ``max_outstanding`` transactions (lookups wait for room); ``max_lookups``
-  lookup-based operations at once, ``max_queued`` more waiting, beyond which an operation ends
-  at once with its Finished event (``refused``); ``max_events`` queued events (progress
-  events are dropped past it, Finished events never); ``max_outbox`` datagrams waiting to be
-  sent. The stores have their own caps (:class:`~bip_dht.DHTConfig`).
+  lookup-based operations at once, ``max_queued`` more of the caller's waiting, beyond which
+  an operation ends at once with its Finished event (``refused``); ``max_events`` queued
+  events (progress events are dropped past it, Finished events never); ``max_outbox``
+  datagrams waiting to be sent. The stores have their own caps (:class:`~bip_dht.DHTConfig`).
 
 Layout: the knobs are :mod:`._node_config`, the events :mod:`._node_events`, the operations
 :mod:`._node_ops`, our queries :mod:`._transactions`, the BEP 42 voting :mod:`._node_voting`,
@@ -103,6 +104,7 @@ from ._items import ImmutableItem, ItemStore, MutableItem
 from ._krpc import (
     WANT_N4,
     WANT_N6,
+    ErrorCode,
     ErrorReply,
     FindNode,
     KRPCQueryError,
@@ -146,12 +148,14 @@ code is 0)."""
 _IP = IPv4Address | IPv6Address
 
 # The queries whose KRPC error answer is the node's failure in the table, as a timeout is:
-# the reads and the maintenance queries, which any working node answers. A refused write
-# (announce_peer: a token that expired or another IP's, 203; put: a CAS mismatch 301, a seq
-# too low 302, a bad signature 206, too big 205...) judges what we wrote, not the node, whose
-# get_peers or get has just answered in the same operation: charging it would mark good
-# nodes bad for our own stale token or item.
-_CHARGED_ERRORS = frozenset({b"ping", b"find_node", b"get_peers", b"get", b"sample_infohashes"})
+# BEP 5's reads, which any working node answers. Not BEP 44's get nor BEP 51's
+# sample_infohashes: nodes that predate them (most of the network for BEP 51) refuse them, and
+# a burst of such lookups charged every honest node in the table bad for good (libtorrent
+# sends sample_infohashes as one query without a node id, never charging a table node). A
+# refused write (announce_peer: a token that expired or another IP's, 203; put: a CAS
+# mismatch 301, a seq too low 302, a bad signature 206, too big 205...) judges what we wrote,
+# not the node, whose get_peers or get has just answered in the same operation.
+_CHARGED_ERRORS = frozenset({b"ping", b"find_node", b"get_peers"})
 
 # DEBUG only, and off the per-datagram path: a simulator runs thousands of these cores, so the
 # core never logs above DEBUG (the trio shell logs the lifecycle) and checks the level once
@@ -882,6 +886,16 @@ class DHTNode:
     def _lookups_running(self) -> int:
         return sum(1 for op in self._running.values() if op.uses_lookup_slot)
 
+    def _refill_waits(self) -> bool:
+        """Whether an id change's refill waits for a lookup slot: at the queue's head, where
+        _change_id puts it and nothing else goes; one at most (_change_id)."""
+        return bool(self._queue) and self._queue[0].internal
+
+    def _queued_for_callers(self) -> int:
+        """How many of the caller's operations wait for a lookup slot: ``max_queued`` bounds
+        these, and a waiting refill takes none of their places."""
+        return len(self._queue) - int(self._refill_waits())
+
     def _start(self, op: Operation, now: float) -> int:
         self._stats_now = now
         if isinstance(op, BootstrapOp):
@@ -898,7 +912,7 @@ class DHTNode:
             self._running[op.id] = op
             self._dirty.add(op.id)
             op.start(now)
-        elif len(self._queue) < config.max_queued:
+        elif self._queued_for_callers() < config.max_queued:
             self._queue.append(op)
         else:
             self._counts["refused"] += 1
@@ -1153,13 +1167,18 @@ class DHTNode:
                     int(message.code),
                     message.message[:80],
                 )
-            if tx.node_id is not None and tx.query.method in _CHARGED_ERRORS:
-                # as libtorrent's rpc_manager (an error is the query's timeout): a node that
-                # answers every read with an error serves no lookup, yet left uncharged it
-                # stayed questionable, took its bucket's ping every tick and was handed out
+            if (
+                tx.node_id is not None
+                and tx.query.method in _CHARGED_ERRORS
+                and code != ErrorCode.METHOD_UNKNOWN
+            ):
+                # as libtorrent (an error is the query's timeout): a node that answers every
+                # read with an error serves no lookup, yet left uncharged it stayed
+                # questionable, took its bucket's ping every tick and was handed out. 204 is
+                # an answer about the query, from a node that is there.
                 table.failed(NodeInfo(tx.node_id, tx.address), now)
             if op is not None:
-                op.on_failure(tx, int(message.code), now)
+                op.on_failure(tx, code, now)
             return
         problem = None
         if tx.node_id is not None and message.node_id != tx.node_id:
@@ -1243,7 +1262,7 @@ class DHTNode:
         self._items.node_id = new.value  # a full store keeps the items nearest our id
         self._events.append(NodeIdChanged(old=old, new=new))
         # refill the neighbourhood of the new id (libtorrent re-bootstraps too)
-        if any(isinstance(op, BootstrapOp) and op.internal for op in self._queue):
+        if self._refill_waits():
             return  # an earlier change's refill still waits: it looks up our id as it starts
         refill = BootstrapOp(
             self, self._op_id(), [], slow_after=self._config.slow_after, internal=True
@@ -1251,7 +1270,9 @@ class DHTNode:
         if not self._start_internal(refill, now):
             # every lookup slot is taken: first in the queue, it starts as soon as one frees
             # (dropped, the neighbourhood of the new id was never looked up). One at most
-            # waits (above), so it is not held to max_queued as the caller's operations are.
+            # waits (above), and it takes none of the caller's max_queued places
+            # (_queued_for_callers): an id change, which the network decides, must not
+            # have the caller's next operation refused.
             self._queue.appendleft(refill)
             self._bootstrap_ops.add(refill.id)
 

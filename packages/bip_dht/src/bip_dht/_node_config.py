@@ -136,7 +136,8 @@ class DHTConfig:
     - max_lookups: lookups (find_node, get_peers, announce, get, put, sample, bootstrap)
       running at once; more wait in a queue.
     - max_queued: operations waiting for a lookup slot (or a ping for a transaction
-      slot); beyond it an operation ends at once with its Finished event.
+      slot); beyond it an operation ends at once with its Finished event. The refill
+      lookup of a BEP 42 id change, when it waits, is not counted.
     - max_outstanding: our queries awaiting an answer; lookups pause while it is full.
     - max_events: events queued for
       :meth:`DHTNode.next_event() <bip_dht.DHTNode.next_event>`; beyond it progress

@@ -80,7 +80,6 @@ from __future__ import annotations
 
 import random
 from ipaddress import IPv4Address, IPv6Address
-from typing import TypeVar
 
 from bip_handshake import PeerAddress
 
@@ -120,8 +119,6 @@ gives, and cannot fill the list from many ports. libtorrent sets no such bound; 
 keying by port would let one IP take its network's whole share of a swarm."""
 
 _INFO_HASH_SIZE = 20
-
-_Key = TypeVar("_Key", int, bytes)  # a network key or a packed IP (_add's counts)
 
 # A stored peer's key is its compact form: 4 or 16 bytes of IP, 2 of port.
 _COMPACT_V4 = 6
@@ -179,9 +176,10 @@ class _Swarm:
 
     def __init__(self, index: int) -> None:
         self.peers: dict[bytes, _Peer] = {}
-        # packed IP -> how many of peers it has (at most MAX_PORTS_PER_IP); an IP is here iff
-        # it has a peer here
-        self.ips: dict[bytes, int] = {}
+        # packed IP -> its keys in peers, in peers' order (least recently announced first; at
+        # most MAX_PORTS_PER_IP): an IP's oldest entry is found without a scan of peers. An
+        # IP is here iff it has a peer here.
+        self.ips: dict[bytes, list[bytes]] = {}
         self.index = index  # position in PeerStore._hash_list, for O(1) random sampling
         self.v6 = 0  # how many of peers are IPv6 (the rest IPv4): each family has its own cap
         # peers per network key (non-local ones; the key holds the family): at most
@@ -193,9 +191,9 @@ class _Swarm:
         return self.v6 if packed_size == 16 else len(self.peers) - self.v6
 
 
-def _add(counts: dict[_Key, int], key: _Key, change: int) -> int:
+def _add(counts: dict[int, int], key: int, change: int) -> int:
     """Add ``change`` to ``counts[key]`` and return the new count; a count reaching zero is
-    deleted, so the dict holds only networks (or IPs) with entries (it stays bounded)."""
+    deleted, so the dict holds only networks with entries (it stays bounded)."""
     left = counts.get(key, 0) + change
     if left:
         counts[key] = left
@@ -300,7 +298,11 @@ class PeerStore:
     def _drop_peer(self, info_hash: bytes, swarm: _Swarm, key: bytes) -> None:
         count = len(swarm.peers)
         peer = swarm.peers.pop(key)
-        _add(swarm.ips, _ip_of(key), -1)
+        packed = _ip_of(key)
+        keys = swarm.ips[packed]
+        keys.remove(key)  # at most MAX_PORTS_PER_IP long
+        if not keys:
+            del swarm.ips[packed]
         self._count_network(swarm, peer.network, -1)
         if len(key) == _COMPACT_V6:
             swarm.v6 -= 1
@@ -396,18 +398,23 @@ class PeerStore:
         packed = _ip_of(key)
         swarm = self._live_swarm(info_hash, now)
         if swarm is not None:
-            if key in swarm.peers:
-                # A re-announce: refresh, and move to the back of the announce order.
+            held = swarm.ips.get(packed)  # the IP's keys, least recently announced first
+            if held is not None and key in swarm.peers:
+                # A re-announce: refresh, and move to the back of the announce order (the
+                # IP's keys follow it).
                 del swarm.peers[key]
                 swarm.peers[key] = _Peer(address.port, bool(seed), now, network)
+                held.remove(key)
+                held.append(key)
                 return True
-            held = swarm.ips.get(packed, 0)
-            if held and (held >= MAX_PORTS_PER_IP or not self._has_room(swarm, packed, network)):
+            if held is not None and (
+                len(held) >= MAX_PORTS_PER_IP or not self._has_room(swarm, packed, network)
+            ):
                 # The IP's least recently announced entry gives way (a restarted client's old
-                # port, most often): every count stays as it is. Bounded: the swarm's list.
-                oldest = next(k for k in swarm.peers if _ip_of(k) == packed)
-                del swarm.peers[oldest]
+                # port, most often): every count stays as it is.
+                del swarm.peers[held.pop(0)]
                 swarm.peers[key] = _Peer(address.port, bool(seed), now, network)
+                held.append(key)
                 return True
         if not self._has_room(swarm, packed, network):
             return False  # at capacity: drop the announce, keep what is stored (libtorrent)
@@ -422,7 +429,7 @@ class PeerStore:
             self._hash_list.append(info_hash)
         count = len(swarm.peers)
         swarm.peers[key] = _Peer(address.port, bool(seed), now, network)
-        _add(swarm.ips, packed, 1)
+        swarm.ips.setdefault(packed, []).append(key)
         self._count_network(swarm, network, 1)
         if len(packed) == 16:
             swarm.v6 += 1
