@@ -196,9 +196,10 @@ two of the links a receiver walks (ours: :data:`~bip_handshake._utp_packet.MAX_E
 for a selective ack and a spare."""
 _SEQ_MASK: Final = 0xFFFF
 _STALLED_US: Final = 1_000_000
-"""Silence of the peer, in µs, while our packets wait for its acks, after which an accepted
-connection counts as dead to a SYN reusing its id: past the 500 ms floor of a retransmission
-timeout, the time libtorrent's ``m_num_timeouts`` starts counting."""
+"""How long, in µs, a packet of ours may go unanswered (the first we sent after the peer's
+last packet) before an accepted connection with bytes waiting counts as dead to a SYN
+reusing its id: past the 500 ms floor of a retransmission timeout, the time libtorrent's
+``m_num_timeouts`` starts counting."""
 _STALLED_RTTS: Final = 4
 """...or this many smoothed round trips, when that is longer (a slow path is not a dead one)."""
 _HALF: Final = 0x8000
@@ -564,6 +565,12 @@ class UtpConnection:
         # Timers and lifetime.
         self._last_sent_us = now_us
         self._last_received_us = now_us
+        # When the first packet of ours asking for an answer (DATA, FIN) left after the
+        # peer's last packet (None: none has). How long the peer leaves us unanswered, not
+        # how long it is silent, tells a dead peer from a live one with a shut window:
+        # that one's packets come a timeout (backed off) apart, as we probe it, yet it
+        # answers each probe within a round trip.
+        self._unanswered_since_us: int | None = None
         self._close_deadline: int | None = None
         self._linger_deadline: int | None = None
         self._finished = False
@@ -694,18 +701,21 @@ class UtpConnection:
         and another sequence number (the peer restarted) may take its place.
 
         It is when the peer never sent anything but its SYN, when it only lingers after a
-        clean close, or when our packets have waited for acks for a second (or four round
-        trips, if longer) of the peer's silence. A quiet peer with nothing of ours to ack
-        may be a live one, however long it has been quiet: libtorrent sends no uTP
+        clean close, or when our bytes wait and a packet of ours (the first we sent after
+        the peer's last packet: a resend, a probe of its shut window) has gone unanswered
+        for a second (or four round trips, if longer). A quiet peer with nothing of ours to
+        ack may be a live one, however long it has been quiet: libtorrent sends no uTP
         keepalives (only BitTorrent keep-alives, after a minute or more of idleness), and
-        BEP 29 defines none. A silent one fails on its own after ``idle_timeout``.
+        BEP 29 defines none. A silent one fails on its own after ``idle_timeout``. Nor is
+        a peer that answers our probes of its shut window dead, though its packets come
+        more than a second apart (we probe a timeout after the last, backing off).
         """
         if not self._confirmed or self.state is UtpState.CLOSED:
             return True
-        if self.all_sent:
+        if self.all_sent or self._unanswered_since_us is None:
             return False
-        silence = now_us - self._last_received_us
-        return silence >= max(_STALLED_US, _STALLED_RTTS * (self._rtt_us or 0))
+        unanswered = now_us - self._unanswered_since_us
+        return unanswered >= max(_STALLED_US, _STALLED_RTTS * (self._rtt_us or 0))
 
     # The reader and writer.
 
@@ -904,6 +914,7 @@ class UtpConnection:
                 self._ack_pending = True
             return
         self._last_received_us = now_us
+        self._unanswered_since_us = None
         self._reply_micro = (now_us - packet.timestamp_us) & _TS_MASK
         self._peer_wnd = packet.wnd_size
         self._confirm()
@@ -1751,6 +1762,8 @@ class UtpConnection:
             self._rto_deadline = now_us + self._rto_us
         self._packets_sent += 1
         self._last_sent_us = now_us
+        if self._unanswered_since_us is None:
+            self._unanswered_since_us = now_us
         if entry.type is UtpPacketType.SYN:
             return encode_packet(
                 UtpPacketType.SYN, self.recv_id, now_us & _TS_MASK, 0, self._window(), entry.seq, 0

@@ -45,8 +45,11 @@ A SYN naming a connection we accepted (same address, same connection id):
 - with another one, the peer has lost that connection (it restarted, and drew the same
   id again). The SYN replaces ours when ours is over or looks dead: nothing arrived
   after its SYN (libtorrent fails such an unconfirmed connection at its first timeout),
-  it only lingers after a clean close, or the peer has been silent for a second (four
-  round trips, if longer) while our packets wait for its acks. A peer that is merely
+  it only lingers after a clean close, or our bytes wait and a packet of ours (the first
+  we sent after the peer's last packet: a resend, a probe of its shut window) has gone
+  unanswered for a second (four round trips, if longer). A peer that answers our probes
+  is alive, though its packets come more than a second apart while its window stays
+  shut (we probe a timeout after its last, backing off). A peer that is merely
   quiet, with nothing of ours to ack, counts as alive however long it has been quiet:
   libtorrent sends no uTP keepalives (its BitTorrent keep-alive comes after a minute or
   more of idleness; BEP 29 defines none), and a silent connection fails on its own after
@@ -61,8 +64,12 @@ connection beside the first, which keeps the packets; libutp drops it, and the p
 out). Ours is closer to TCP's half-open recovery (RFC 793, 3.4): stale state gives way to
 the restarted peer, and a RESET tells a peer whose id is still in use to draw another at
 once instead of after its connect timeout. (A forged SYN's RESET reaches the real peer,
-whose connection receives on that id, and may end it there: libtorrent takes a RESET whose
-ack number is not past its latest sequence number, and ours carries the forged SYN's. That
+whose connection receives on that id, and may end it there. libtorrent takes a RESET
+whose ack number passes its ack check, from three behind the latest of its packets
+acknowledged to its latest sequence number, and whose sequence number is not beyond its
+reorder window ahead of the last it received. Ours acks the forged SYN's sequence number:
+a blind forger hits those few numbers of 65,536 by chance only (one that knows them ends
+the connection); and ours has a random sequence number, about half of which pass. That
 is no more than a RESET forged to the peer directly, which needs the same addresses, id
 and ack number, could do.)
 """
@@ -135,7 +142,8 @@ class UtpStatistics:
         failed: connections that ended with an error (reset, timed out, socket closed).
         datagrams_received: datagrams fed in.
         datagrams_sent: datagrams handed to the network.
-        datagrams_dropped: datagrams not sent (queue full, or the network refused them).
+        datagrams_dropped: datagrams not sent (queue full, the network refused them, or
+            the socket closed before they could leave).
         invalid_datagrams: datagrams that are not uTP packets.
         unknown_connection: packets for no known connection.
         resets_sent: RESETs sent for unknown connections and refused SYNs.
@@ -697,9 +705,15 @@ class UtpSocket:
             while self._queue and not self._closed:
                 datagram, address, connection = self._queue.popleft()
                 self._sender_busy = busy = trio.Event()
+                sent = False
                 try:
                     await self._send_one(datagram, address, connection)
+                    sent = True
                 finally:
+                    if not sent:
+                        # Cancelled while the send waited (the socket or its owner
+                        # closing): it never left.
+                        self._counters["datagrams_dropped"] += 1
                     self._sender_busy = None
                     busy.set()
 
@@ -751,8 +765,11 @@ class UtpSocket:
                 # would fail at once (trio's BusyResourceError) and lose the RESETs.
                 await self._sender_busy.wait()
             while self._queue:
-                datagram, address, _connection = self._queue.popleft()
+                datagram, address, _connection = self._queue[0]
                 await self._send_one(datagram, address)  # no resends now: RESETs only
+                self._queue.popleft()  # only once sent: a send cut short never left
+        # Whatever the half second left unsent (a buffer that never drained) is lost.
+        self._counters["datagrams_dropped"] += len(self._queue)
         self._queue.clear()
 
 
