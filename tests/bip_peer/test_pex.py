@@ -206,16 +206,26 @@ def test_inbox_takes_valid_addresses_with_flags() -> None:
     assert (stats.messages, stats.accepted, stats.known) == (1, 3, 3)
 
 
-def test_inbox_ignores_messages_too_close_together() -> None:
+def test_inbox_takes_messages_close_together() -> None:
+    # Every message within the flood allowance is taken (libtorrent's rule): BEP 11 senders
+    # keep a minute, but their messages can arrive bunched.
+    inbox = PexInbox()
+    assert inbox.receive(pex((v4(1),)), now=0.0).addresses == (v4(1),)
+    assert inbox.receive(pex((v4(2),)), now=0.5).addresses == (v4(2),)
+    stats = inbox.statistics()
+    assert (stats.messages, stats.ignored_too_soon) == (2, 0)
+
+
+def test_inbox_min_interval_ignores_the_added_addresses_of_messages_too_close_together() -> None:
     inbox = PexInbox(min_interval=45.0)
-    assert inbox.receive(pex((v4(1),)), now=0.0) is not None
-    assert inbox.receive(pex((v4(2),)), now=44.9) is None
-    assert inbox.receive(pex((v4(3),)), now=10.0) is None
+    assert inbox.receive(pex((v4(1),)), now=0.0).addresses == (v4(1),)
+    assert inbox.receive(pex((v4(2),)), now=44.9).addresses == ()
+    update = inbox.receive(pex((v4(3),), dropped=(v4(1),)), now=10.0)
+    assert (update.addresses, update.dropped) == ((), (v4(1),))  # drops always count
     update = inbox.receive(pex((v4(4),)), now=45.0)
-    assert update is not None
     assert update.addresses == (v4(4),)
     stats = inbox.statistics()
-    assert (stats.messages, stats.ignored_too_soon) == (2, 2)
+    assert (stats.messages, stats.ignored_too_soon, stats.ignored_excess) == (2, 2, 2)
 
 
 def test_inbox_per_message_limit() -> None:

@@ -90,11 +90,11 @@ async def test_burst_of_tiny_pex_ends_the_connection_after_the_allowance(
             (removed,) = [e for e in victim.events if isinstance(e, PeerRemoved)]
             assert removed.reason == REASON_PROTOCOL
             assert "ut_pex messages within" in str(removed.error)
-            # The first message is taken, the next five ignored, the seventh ends it: the
-            # other 493 are never decoded.
+            # The first six are taken (bunched messages lose nothing), the seventh ends it:
+            # the other 493 are never decoded.
             assert decodes == PEX_FLOOD_ALLOWANCE + 1
             stats = exchange.statistics()
-            assert (stats.messages_received, stats.messages_ignored) == (1, 5)
+            assert (stats.messages_received, stats.messages_ignored) == (PEX_FLOOD_ALLOWANCE, 0)
         nursery.cancel_scope.cancel()
 
 
@@ -106,7 +106,7 @@ def test_seventh_message_within_a_minute_raises_before_it_is_used() -> None:
         inbox.receive(pex(99), now=PEX_FLOOD_WINDOW - 0.5)
     assert addr(199, 7000) not in inbox.known
     stats = inbox.statistics()
-    assert (stats.messages, stats.ignored_too_soon) == (1, PEX_FLOOD_ALLOWANCE - 1)
+    assert (stats.messages, stats.ignored_too_soon) == (PEX_FLOOD_ALLOWANCE, 0)
 
 
 def test_bep11_pace_and_a_bunched_backlog_are_untouched() -> None:
@@ -114,9 +114,10 @@ def test_bep11_pace_and_a_bunched_backlog_are_untouched() -> None:
     # An hour at BEP 11's pace: every message taken.
     for n in range(60):
         assert inbox.receive(pex(n), now=60.0 * n) is not None
-    # Six that queued behind a rate-limited connection arrive together: no flood.
+    # Six that queued behind a rate-limited connection arrive together: no flood, and each
+    # is taken whole.
     for n in range(PEX_FLOOD_ALLOWANCE):
-        inbox.receive(pex(200 + n), now=3600.0 + n * 0.01)
+        assert inbox.receive(pex(60 + n), now=3600.0 + n * 0.01).addresses == (addr(160 + n, 7000),)
     # A minute after the first of them, the pace goes on.
     assert inbox.receive(pex(300), now=3660.0) is not None
-    assert inbox.statistics().messages == 62
+    assert inbox.statistics().messages == 60 + PEX_FLOOD_ALLOWANCE + 1

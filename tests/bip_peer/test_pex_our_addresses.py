@@ -94,10 +94,12 @@ def test_an_inbox_given_the_set_shares_it() -> None:
     ours = _OurAddresses([learnt(0)])
     inbox = PexInbox(our_addresses=ours)
     ours.add(learnt(1))
-    ours.discard(learnt(0))
-    assert inbox.our_addresses == {learnt(1)}
+    ours.add(learnt(5))
+    ours.discard(learnt(5))
+    ours.discard(learnt(0))  # given at construction (a listening address): stays ours
+    assert inbox.our_addresses == {learnt(0), learnt(1)}
     inbox.add_our_address(learnt(2))  # one set: the owner sees it too
-    assert ours.all() == {learnt(1), learnt(2)}
+    assert ours.all() == {learnt(0), learnt(1), learnt(2)}
     # An iterable is still copied into a set of the inbox's own.
     listed = [learnt(3)]
     own = PexInbox(our_addresses=listed)

@@ -18,7 +18,8 @@ sans-IO cores of :mod:`bip_peer._metadata` and :mod:`bip_peer._pex`:
   dictionary verifies or :meth:`~MetadataExchange.stop_serving` forgets them (at most
   ``max_kept_fetches`` such fetches are kept, the least recently asked forgotten first).
 - :class:`PeerExchange` adds ``ut_pex`` to our extended handshake, tells every peer that
-  speaks it about our other peers of the same torrent (at most once a minute, at most 50
+  speaks it about our other peers of the same torrent (whichever of its hashes they joined
+  under: a hybrid torrent's v1 and v2 peers are one swarm; at most once a minute, at most 50
   added and 50 dropped per message) and hands the addresses peers tell us about, after the
   :class:`~bip_peer._pex.PexInbox` checks, to a :class:`~bip_handshake.PeerSink` with the
   source ``"pex"``. It remembers which connected peer told it each address, with the flags
@@ -118,13 +119,6 @@ _pex_log = logging.getLogger("bip_peer.pex")
 
 class MetadataFetchError(PeerError):
     """:meth:`MetadataExchange.fetch` ended without a verified info dictionary (timeout)."""
-
-
-def _swarm_key(info_hash: InfoHash) -> bytes:
-    # Peers of one torrent meet under its v1 hash or its truncated v2 hash; a handshake's
-    # InfoHash may carry either or both. The first swarm id names the torrent here, and
-    # lookups try every id a peer's InfoHash has.
-    return info_hash.swarm_ids()[0]
 
 
 _T = TypeVar("_T")
@@ -737,9 +731,11 @@ class PeerExchangeStatistics:
     Attributes:
         messages_sent: PEX messages sent.
         messages_received: PEX messages taken.
-        messages_ignored: PEX messages ignored (too frequent, or for a private torrent).
+        messages_ignored: PEX messages ignored (for a private torrent), or whose added
+            addresses were (sooner than ``min_receive_interval``: their drops still count).
         addresses_discovered: addresses handed to the sink.
-        addresses_ignored: addresses dropped by the inbox checks.
+        addresses_ignored: addresses dropped by the inbox checks (of the peers that left
+            too: every counter here only grows).
     """
 
     messages_sent: int
@@ -780,6 +776,53 @@ class _PexPeer:
         self.outbox = outbox
 
 
+class _TorrentSources:
+    """One torrent's PEX sources: each address a connected peer listed, with the peers that
+    listed it (newest last) and their flags, in the order last told (the least recently told
+    is forgotten first); and the swarm ids it is found under in :class:`PeerExchange`."""
+
+    __slots__ = ("by_address", "swarm_ids")
+
+    def __init__(self) -> None:
+        self.by_address: OrderedDict[PeerAddress, list[tuple[Peer, PexFlags]]] = OrderedDict()
+        self.swarm_ids: set[bytes] = set()
+
+
+def _inbox_ignored(inbox: PexInbox) -> int:
+    """The addresses ``inbox`` refused, for whatever reason."""
+    stats = inbox.statistics()
+    return (
+        stats.ignored_excess
+        + stats.ignored_invalid
+        + stats.ignored_self
+        + stats.ignored_local
+        + stats.ignored_known
+    )
+
+
+def _by_torrent(peers: Iterable[Peer]) -> list[list[Peer]]:
+    """``peers`` grouped by torrent: two peers whose info-hashes share a swarm id are of one.
+
+    A hybrid torrent's peers carry the hash they joined under: a v2-only magnet's early
+    peers the v2 hash alone, those that joined after its metadata both. Keyed by one swarm
+    id, they would be two swarms never told of each other; libtorrent lists every
+    connection of the torrent.
+    """
+    groups: dict[bytes, tuple[set[bytes], list[Peer]]] = {}
+    for peer in peers:
+        ids = set(peer.info_hash.swarm_ids())
+        members = [peer]
+        for found_ids, found_peers in {
+            id(group): group for swarm_id in ids if (group := groups.get(swarm_id))
+        }.values():
+            ids |= found_ids
+            members[:0] = found_peers
+        group = (ids, members)
+        for swarm_id in ids:
+            groups[swarm_id] = group
+    return [members for _, members in {id(g): g for g in groups.values()}.values()]
+
+
 class PeerExchange:
     """BEP 11 over a :class:`~bip_peer.PeerManager`: tell peers about peers, and listen.
 
@@ -790,12 +833,16 @@ class PeerExchange:
         our_addresses: our listening addresses, never taken from a peer's list (more can be
             added later: :meth:`add_our_address`).
         is_private: tells whether a torrent is private (BEP 27: no PEX at all for those).
-            Asked again on every PEX message and tick (once per torrent a tick): a magnet
-            found private stops PEX with the peers that joined before its metadata.
+            Asked again on every PEX message and tick (once per torrent and hash its peers
+            joined under, a tick): a magnet found private stops PEX with the peers that
+            joined before its metadata.
         interval: seconds between two messages to one peer.
         max_added: added addresses per message we send.
         max_dropped: dropped addresses per message we send.
-        min_receive_interval: seconds a peer's messages must be apart to be taken.
+        min_receive_interval: seconds after a peer's message during which its next ones have
+            their added addresses ignored (their drops are applied). 0, the default, takes
+            every message within the flood allowance, as libtorrent does (see
+            :data:`~bip_peer.DEFAULT_PEX_MIN_RECEIVE_INTERVAL`).
         max_per_message: added addresses taken from one received message.
         max_known: addresses remembered per peer.
         max_sources: addresses per torrent whose sources :meth:`relay_for` remembers.
@@ -820,9 +867,9 @@ class PeerExchange:
         if isinstance(max_sources, bool) or not isinstance(max_sources, int) or max_sources < 0:
             raise ValueError(f"max_sources must be a non-negative int, got {max_sources!r}")
         self._max_sources = max_sources
-        # swarm key -> address -> the peers that listed it (newest last) with their flags;
-        # addresses in the order last told, so the least recently told is forgotten first.
-        self._sources: dict[bytes, OrderedDict[PeerAddress, list[tuple[Peer, PexFlags]]]] = {}
+        # Every swarm id of a torrent's peers -> that torrent's sources (one object under
+        # each: a hybrid torrent's v1 and v2 peers share it).
+        self._sources: dict[bytes, _TorrentSources] = {}
         self._sink = sink
         self._extension_id = extension_id
         self._ours = _OurAddresses(our_addresses)
@@ -845,19 +892,14 @@ class PeerExchange:
         self._received = 0
         self._ignored = 0
         self._discovered = 0
+        # Addresses the inboxes of peers gone refused: the counter must not fall as they go.
+        self._ignored_by_gone = 0
 
     def statistics(self) -> PeerExchangeStatistics:
         """A snapshot of the counters."""
-        ignored_addresses = 0
-        for state in self._peers.values():
-            stats = state.inbox.statistics()
-            ignored_addresses += (
-                stats.ignored_excess
-                + stats.ignored_invalid
-                + stats.ignored_self
-                + stats.ignored_local
-                + stats.ignored_known
-            )
+        ignored_addresses = self._ignored_by_gone + sum(
+            _inbox_ignored(state.inbox) for state in self._peers.values()
+        )
         return PeerExchangeStatistics(
             messages_sent=self._sent,
             messages_received=self._received,
@@ -885,7 +927,8 @@ class PeerExchange:
 
     def remove_our_address(self, address: PeerAddress) -> None:
         """No longer take ``address`` as ours (our external address changed), for every
-        peer; unknown is no error.
+        peer; unknown is no error. Only an address added with :meth:`add_our_address` goes:
+        one given at construction (a listening address) stays ours, even if it was added too.
 
         Raises:
             TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
@@ -900,12 +943,16 @@ class PeerExchange:
         (:meth:`~bip_peer.HolepunchService.rendezvous`). Of the peers that listed it (the
         last few are remembered), one that offered ``ut_holepunch`` comes first, then one that
         flagged the address as speaking it, then the most recent. Addresses that peer
-        reported dropped, and peers that left, are forgotten.
+        reported dropped, and peers that left, are forgotten. The peers of every hash of the
+        torrent count (a hybrid torrent's v1 and v2 peers), whichever of them ``info_hash``
+        has.
         """
-        table = _lookup(self._sources, info_hash)
-        entries = None if table is None else table.get(address.normalized())
-        if not entries:
-            return None
+        address = address.normalized()
+        entries = [
+            entry
+            for table in self._tables(info_hash)
+            for entry in table.by_address.get(address, ())
+        ]
         best: PexRelay | None = None
         best_rank = (-1, -1)
         for peer, flags in reversed(entries):  # newest first: ties keep the newest
@@ -923,7 +970,7 @@ class PeerExchange:
     ) -> None:
         if self._max_sources == 0:
             return
-        table = self._sources.setdefault(_swarm_key(peer.info_hash), OrderedDict())
+        table = self._joined(peer.info_hash).by_address
         for address in dropped:
             entries = table.get(address)
             if entries is not None:
@@ -942,19 +989,52 @@ class PeerExchange:
         while len(table) > self._max_sources:
             table.popitem(last=False)
 
+    def _tables(self, info_hash: InfoHash) -> list[_TorrentSources]:
+        """The sources found under any swarm id of ``info_hash``: one, or several a peer of
+        the torrent's full hash has not joined yet (none when nobody told anything)."""
+        found = {
+            id(table): table
+            for swarm_id in info_hash.swarm_ids()
+            if (table := self._sources.get(swarm_id)) is not None
+        }
+        return list(found.values())
+
+    def _joined(self, info_hash: InfoHash) -> _TorrentSources:
+        """The sources of ``info_hash``'s torrent, found under each of its swarm ids; made if
+        new. Sources made under different ids of one torrent (its v1 peers' and its v2
+        peers', before one of its full hash spoke) become one."""
+        tables = self._tables(info_hash)
+        table = tables[0] if tables else _TorrentSources()
+        for other in tables[1:]:
+            # The other's addresses count as told after this one's: an approximation of
+            # their order that only decides which goes first past max_sources.
+            for address, entries in other.by_address.items():
+                mine = table.by_address.setdefault(address, [])
+                mine += [e for e in entries if all(e[0] is not m[0] for m in mine)]
+                del mine[:-_SOURCES_PER_ADDRESS]
+            table.swarm_ids |= other.swarm_ids
+        while len(table.by_address) > self._max_sources:
+            table.by_address.popitem(last=False)
+        table.swarm_ids.update(info_hash.swarm_ids())
+        for swarm_id in table.swarm_ids:
+            self._sources[swarm_id] = table
+        return table
+
     def _forget_sources(self, peer: Peer) -> None:
-        key = _swarm_key(peer.info_hash)
-        table = self._sources.get(key)
-        if table is None:
-            return
-        for address in [a for a, entries in table.items() if any(e[0] is peer for e in entries)]:
-            entries = [entry for entry in table[address] if entry[0] is not peer]
-            if entries:
-                table[address] = entries
-            else:
-                del table[address]
-        if not table:
-            del self._sources[key]
+        for table in self._tables(peer.info_hash):
+            sources = table.by_address
+            for address in [
+                a for a, entries in sources.items() if any(e[0] is peer for e in entries)
+            ]:
+                entries = [entry for entry in sources[address] if entry[0] is not peer]
+                if entries:
+                    sources[address] = entries
+                else:
+                    del sources[address]
+            if not sources:
+                for swarm_id in table.swarm_ids:
+                    if self._sources.get(swarm_id) is table:
+                        del self._sources[swarm_id]
 
     # -- PeerService -------------------------------------------------------------------------
 
@@ -999,19 +1079,24 @@ class PeerExchange:
             self._ignored += 1
             return True
         state = self._peers.get(peer)
-        update = None if state is None else state.inbox.receive(message, trio.current_time())
-        if update is None:
+        if state is None:
             self._ignored += 1
-            # Once per peer: a flooding peer must not flood the log too (its count is in the
-            # inbox's statistics).
-            if state is not None and state.inbox.statistics().ignored_too_soon == 1:
+            return True
+        before = state.inbox.statistics().ignored_too_soon
+        update = state.inbox.receive(message, trio.current_time())
+        too_soon = state.inbox.statistics().ignored_too_soon
+        if too_soon > before:
+            self._ignored += 1
+            # Once per peer: a peer that sends often must not flood the log too (its count is
+            # in the inbox's statistics).
+            if too_soon == 1:
                 _pex_log.debug(
-                    "PEX message from %s ignored: sent too soon after the previous one "
-                    "(later ones are ignored without a record)",
+                    "PEX message from %s: added addresses ignored, sent sooner than "
+                    "min_receive_interval after the previous one (later ones without a record)",
                     peer.address,
                 )
-            return True
-        self._received += 1
+        else:
+            self._received += 1
         # The inbox knows the sender by the address it came from; a peer that dialled us came
         # from an ephemeral port, so its listening address (which it may list) is left out here.
         own = _listed(peer)
@@ -1032,7 +1117,9 @@ class PeerExchange:
 
     def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
         """Forget the peer (the others hear it dropped in their next message)."""
-        if self._peers.pop(peer, None) is not None:
+        state = self._peers.pop(peer, None)
+        if state is not None:
+            self._ignored_by_gone += _inbox_ignored(state.inbox)
             self._forget_sources(peer)
 
     def _stop(self, peer: Peer) -> None:
@@ -1041,24 +1128,27 @@ class PeerExchange:
         A magnet's peers join before its metadata says whether it is private: those that
         joined meanwhile got PEX state, which must go once it is known (BEP 27: no PEX).
         """
-        if self._peers.pop(peer, None) is not None:
+        state = self._peers.pop(peer, None)
+        if state is not None:
+            self._ignored_by_gone += _inbox_ignored(state.inbox)
             self._forget_sources(peer)
             _pex_log.debug("PEX with %s stopped: its torrent is private", peer.address)
 
     def tick(self, manager: PeerManager, now: float) -> None:
-        """Send each peer that speaks ``ut_pex`` the news about its torrent's other peers
-        (none to, nor about, the peers of a torrent found private since they joined)."""
-        torrents: dict[bytes, list[Peer]] = {}
-        private: dict[bytes, bool] = {}  # asked once per torrent a tick
-        for peer in list(self._peers):
-            key = _swarm_key(peer.info_hash)
-            if key not in private:
-                private[key] = self._private(peer.info_hash)
-            if private[key]:
-                self._stop(peer)
+        """Send each peer that speaks ``ut_pex`` the news about its torrent's other peers,
+        whichever of the torrent's hashes they joined under (none to, nor about, the peers
+        of a torrent found private since they joined)."""
+        torrents: list[list[Peer]] = []
+        for peers in _by_torrent(list(self._peers)):
+            # Asked once per hash the torrent's peers joined under: any may be the one the
+            # client knows the torrent private by.
+            hashes = {peer.info_hash.swarm_ids(): peer.info_hash for peer in peers}
+            if any(self._private(info_hash) for info_hash in hashes.values()):
+                for peer in peers:
+                    self._stop(peer)
             else:
-                torrents.setdefault(key, []).append(peer)
-        for peers in torrents.values():
+                torrents.append(peers)
+        for peers in torrents:
             listed = {peer: _listed(peer) for peer in peers}
             for peer in peers:
                 if not _offers(peer, PEX_EXTENSION):

@@ -320,7 +320,8 @@ class HolepunchService:
 
     def remove_our_address(self, address: PeerAddress) -> None:
         """No longer take ``address`` as ours (our external address changed); unknown is no
-        error.
+        error. Only an address added with :meth:`add_our_address` goes: one given at
+        construction (a listening address) stays ours, even if it was added too.
 
         Raises:
             TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.

@@ -6,10 +6,12 @@
   and 50 dropped addresses per message (BEP 11; what does not fit waits for the next message),
   IPv4 and IPv6 in their own lists, each added address with its flags.
 - :class:`PexInbox` (one per connected peer) checks what a peer sends before it reaches a
-  :class:`~bip_handshake.PeerSink`: messages closer together than the minimum interval are
-  ignored, only so many addresses per message and per peer are taken, and addresses that cannot
-  be dialled (port 0, unspecified, multicast), ours, the sender's own, or private ones from a
-  public peer are dropped. Everything ignored is counted. A peer that floods (more than
+  :class:`~bip_handshake.PeerSink`: every message is taken, however close to the previous one
+  (messages sent a minute apart arrive bunched when they queued behind piece data, and a diff
+  is never repeated: one ignored would lose its peers, and its drops, for good), but only so
+  many addresses per message and per peer are taken, and addresses that cannot be dialled
+  (port 0, unspecified, multicast), ours, the sender's own, or private ones from a public
+  peer are dropped. Everything ignored is counted. A peer that floods (more than
   ``PEX_FLOOD_ALLOWANCE`` messages within ``PEX_FLOOD_WINDOW`` seconds, libtorrent's
   rule) raises :class:`~bip_peer.RemoteProtocolError` before its message is looked at, which
   removes it: ignoring it would leave it free to cost us a decode per tiny message for ever.
@@ -59,9 +61,12 @@ DEFAULT_PEX_MAX_ADDED: Final = 50
 DEFAULT_PEX_MAX_DROPPED: Final = 50
 """Dropped addresses (IPv4 and IPv6 together) per message we send (BEP 11)."""
 
-DEFAULT_PEX_MIN_RECEIVE_INTERVAL: Final = 45.0
-"""Seconds a peer's messages must be apart to be taken. Senders keep 60 s; the slack absorbs
-messages that queued behind a slow or rate-limited connection and arrive bunched together."""
+DEFAULT_PEX_MIN_RECEIVE_INTERVAL: Final = 0.0
+"""Seconds after a message whose added addresses were taken during which a peer's next
+messages have theirs ignored (their dropped ones are always applied). 0, none: every
+message within the flood allowance is taken whole, as libtorrent's ``ut_pex.cpp`` does.
+Senders keep BEP 11's minute, but messages that queued behind piece data (a slow link, our
+own download limit) arrive bunched, and a diff is never sent again: what is ignored is lost."""
 
 DEFAULT_PEX_RECEIVE_LIMIT: Final = 100
 """Added addresses taken from one message; the rest are ignored. BEP 11 lets the first message
@@ -123,15 +128,21 @@ def _check_interval(name: str, value: float) -> None:
 
 
 class _OurAddresses:
-    """Our own addresses: those given at construction, and a bounded, oldest-first set of
-    those added later (an external address learnt while running: see
+    """Our own addresses: those given at construction (fixed), and a bounded, oldest-first
+    set of those added later (an external address learnt while running: see
     :data:`MAX_OUR_ADDRESSES`). Shared by PEX and holepunch, which both refuse to treat us
-    as a peer."""
+    as a peer.
+
+    The two are kept apart, as libtorrent keeps its listen endpoints apart from what its
+    ``ip_voter`` learns: a fixed address is a socket we listen on, ours whatever the voter
+    says, so that learning it and then unlearning it (the external IP moved on) never makes
+    it a peer's.
+    """
 
     __slots__ = ("_added", "_fixed")
 
     def __init__(self, addresses: Iterable[PeerAddress] = ()) -> None:
-        self._fixed = {_normalized(address) for address in addresses}
+        self._fixed = frozenset(_normalized(address) for address in addresses)
         self._added: OrderedDict[PeerAddress, None] = OrderedDict()
 
     def __contains__(self, address: object) -> bool:
@@ -139,7 +150,7 @@ class _OurAddresses:
 
     def all(self) -> frozenset[PeerAddress]:
         """Every address, normalised."""
-        return frozenset(self._fixed) | frozenset(self._added)
+        return self._fixed | frozenset(self._added)
 
     def add(self, address: PeerAddress) -> bool:
         """Add ``address`` (normalised); whether it was new.
@@ -159,15 +170,13 @@ class _OurAddresses:
         return True
 
     def discard(self, address: PeerAddress) -> bool:
-        """Forget ``address`` (however it came); whether it was there.
+        """Forget ``address`` if it was added; whether it was. One given at construction
+        stays.
 
         Raises:
             TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.
         """
         address = _normalized(address)
-        if address in self._fixed:
-            self._fixed.discard(address)
-            return True
         if address in self._added:
             del self._added[address]
             return True
@@ -294,11 +303,14 @@ class PexInboxStatistics:
     """A snapshot of a :class:`PexInbox`'s counters.
 
     Attributes:
-        messages: messages taken.
-        ignored_too_soon: messages ignored for arriving closer than the minimum interval
-            (within the flood allowance: past it, the peer is a protocol error).
+        messages: messages whose added addresses were taken (every message, unless a
+            ``min_interval`` is set).
+        ignored_too_soon: messages whose added addresses were ignored for arriving sooner
+            than ``min_interval`` after the last one taken (their dropped ones were applied;
+            0 without a ``min_interval``).
         accepted: addresses passed on as new candidates.
-        ignored_excess: addresses beyond the per-message or per-peer limit.
+        ignored_excess: addresses beyond the per-message or per-peer limit, or in a message
+            sooner than ``min_interval``.
         ignored_invalid: addresses that cannot be dialled (port 0, unspecified, multicast).
         ignored_self: our own addresses, or the sender's.
         ignored_local: private or loopback addresses sent by a public peer.
@@ -360,12 +372,12 @@ class PexInbox:
     >>> update = inbox.receive(message, now=0.0)
     >>> [(str(a), f) for a, f in update.added]
     [('10.0.0.1:6881', <PexFlags.SEED: 2>)]
-    >>> inbox.receive(message, now=1.0) is None  # too soon: ignored and counted
-    True
-    >>> inbox.statistics().ignored_too_soon
-    1
-    >>> for now in (2.0, 3.0, 4.0, 5.0):  # six messages in a minute: still ignored
-    ...     inbox.receive(message, now)
+    >>> inbox.receive(message, now=1.0).added  # taken, bunched or not: nothing new in it
+    ()
+    >>> for now in (2.0, 3.0, 4.0, 5.0):  # six messages in a minute: all taken
+    ...     _ = inbox.receive(message, now)
+    >>> inbox.statistics().messages
+    6
     >>> inbox.receive(message, now=6.0)  # a seventh: a flood, the peer must go
     Traceback (most recent call last):
     ...
@@ -380,7 +392,11 @@ class PexInbox:
             :meth:`add_our_address`). A :class:`~bip_peer.PeerExchange` passes the set it
             keeps itself, shared as it is by every peer's inbox, so that all of them always
             agree on what is ours (an address it forgets is forgotten by every inbox).
-        min_interval: seconds messages must be apart; closer ones are ignored whole.
+        min_interval: seconds after a message whose added addresses were taken during which
+            later messages have their added addresses ignored (counted); their dropped ones
+            are always applied. 0 (the default) takes every message within the flood
+            allowance: a sooner message's added addresses are lost for good, the sender never
+            repeats a diff.
         max_per_message: added addresses taken from one message.
         max_known: addresses remembered for this peer; new ones beyond it are ignored.
     """
@@ -419,8 +435,12 @@ class PexInbox:
         self._local = 0
         self._dup = 0
 
-    def receive(self, message: PexMessage, now: float) -> PexUpdate | None:
-        """Take a message: the new candidates and the drops, or None if it came too soon.
+    def receive(self, message: PexMessage, now: float) -> PexUpdate:
+        """Take a message: the new candidates and the drops.
+
+        Every message is taken (its added addresses too, unless ``min_interval`` says they
+        came too soon), and its drops always: a peer's view of its own connections must not
+        go stale because two of its messages arrived close together.
 
         Raises:
             RemoteProtocolError: the message is one more than ``PEX_FLOOD_ALLOWANCE``
@@ -435,17 +455,18 @@ class PexInbox:
                 f"(at most {PEX_FLOOD_ALLOWANCE} allowed)"
             )
         arrivals.append(now)
-        if now < self._last + self._min_interval:
-            self._too_soon += 1
-            return None
-        self._last = now
-        self._messages += 1
         dropped = []
         for raw in (*message.dropped, *message.dropped6):
             address = _normalized(raw)
             if address in self._known:
                 del self._known[address]
                 dropped.append(address)
+        if now < self._last + self._min_interval:
+            self._too_soon += 1
+            self._excess += len(message.added) + len(message.added6)
+            return PexUpdate(added=(), dropped=tuple(dropped))
+        self._last = now
+        self._messages += 1
         added: list[tuple[PeerAddress, PexFlags]] = []
         entries = [
             *zip(message.added, self._flags(message.added_flags, len(message.added)), strict=True),
@@ -503,7 +524,8 @@ class PexInbox:
 
     def remove_our_address(self, address: PeerAddress) -> None:
         """No longer take ``address`` as ours (our external address changed); unknown is no
-        error.
+        error. Only an address added with :meth:`add_our_address` goes: one given at
+        construction (a listening address) stays ours, even if it was added too.
 
         Raises:
             TypeError: ``address`` is not a :class:`~bip_handshake.PeerAddress`.

@@ -17,7 +17,10 @@ Once the voter decides a family's IP, ``ip:port`` for each of our listening port
 uTP), and each external port the gateway maps for us (:meth:`ExternalAddresses.set_mapped_ports`),
 becomes one of our addresses for PEX (every peer's inbox, now and later) and the holepunch
 service (a rendezvous for it refused, a connect to it ignored); when the IP changes the old
-ones are dropped.
+ones are dropped. A user keeps the addresses it was given at construction apart (the session
+gives PEX its listening addresses): one the voter decides and later drops (a seedbox that
+listens on its public address, whose IP the voter then sees change) stays ours, as libtorrent
+keeps its listen endpoints apart from its ``ip_voter``'s.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ class OurAddressesLike(Protocol):
         ...
 
     def remove_our_address(self, address: PeerAddress) -> None:
-        """No longer take ``address`` as ours."""
+        """No longer take ``address`` as ours, unless it was ours before it was added (an
+        address we listen on)."""
         ...
 
 
