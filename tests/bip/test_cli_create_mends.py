@@ -5,6 +5,7 @@ torrent into the new one, which then fails its own check)."""
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from bip import _cmd_create
 from bip._cli import main
-from bip_metainfo import Metainfo
+from bip_metainfo import CreateError, Metainfo, create_torrent
 
 _NOT_UTF8 = "caf\udce9"  # os.fsdecode(b"caf\xe9"): Latin-1 typed in a UTF-8 locale
 
@@ -159,3 +160,129 @@ def test_an_output_beside_the_shared_directory_is_written(
     assert (tmp_path / "share2" / "share.torrent").read_bytes() == first.to_bytes()
     assert [f.path_str() for f in first.files if not f.is_pad] == ["share/data.bin"]
     assert sorted(p.name for p in share.iterdir()) == ["data.bin"]
+
+
+# The review's ways around the first mend: a followed link into the output's directory, a
+# `..` after a link in OUT, and a directory named two ways the string comparison missed.
+
+
+def _follow_share(root: Path) -> tuple[Path, Path]:
+    """``share/linkdir`` -> ``outside``: with --follow-symlinks the walk enters ``outside``."""
+    share = _share(root)
+    outside = root / "outside"
+    outside.mkdir()
+    (share / "linkdir").symlink_to(outside)
+    return share, outside
+
+
+def test_an_output_in_a_directory_a_followed_link_reaches_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: both runs exit 0, and the second torrent lists share/linkdir/x.torrent (the
+    first run's torrent), failing its own check."""
+    share, outside = _follow_share(tmp_path)
+    out = outside / "x.torrent"
+    argv = ["create", str(share), "--follow-symlinks", "-o", str(out), "-q", "-f"]
+    assert main(argv) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert "a directory the torrent shares" in line
+    assert str(share / "linkdir") in line
+    assert not out.exists()
+    # Storing the link shares nothing out there: the same output is fine then.
+    assert main([a for a in argv if a != "--follow-symlinks"]) == 0
+    torrent = Metainfo.from_bytes(out.read_bytes())
+    assert [f.path_str() for f in torrent.files if not f.is_pad] == ["share/data.bin"]
+
+
+def test_an_output_a_followed_link_points_to_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The link leads to the old torrent itself, not to its directory."""
+    share = _share(tmp_path)
+    out = tmp_path / "x.torrent"
+    out.write_bytes(b"the first run's torrent")
+    (share / "t.torrent").symlink_to(out)
+    argv = ["create", str(share), "--follow-symlinks", "-o", str(out), "-q", "-f"]
+    assert main(argv) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert "a file the torrent shares" in line
+    assert out.read_bytes() == b"the first run's torrent"
+
+
+def test_dot_dot_after_a_link_in_the_output_is_resolved_as_the_os_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``l/..`` is where ``l`` leads, then up: share/sub here, not the current directory.
+    Before: exit 0, the torrent written to share/sub/x.torrent (and hashed into the next)."""
+    share = _share(tmp_path)
+    (share / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "l").symlink_to(share / "sub" / "deeper")
+    monkeypatch.chdir(tmp_path)
+    assert main(["create", "share", "-o", "l/../x.torrent", "-q", "-f"]) == 1
+    assert "inside the shared directory" in _error_line(capsys.readouterr().err)
+    assert not (share / "sub" / "x.torrent").exists()
+
+
+def test_the_temporary_file_is_made_where_the_torrent_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beside the output as the OS finds it (``l/..``: the link's target's parent), so the
+    final rename never crosses file systems (EXDEV)."""
+    _share(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "deeper").mkdir(parents=True)
+    (tmp_path / "l").symlink_to(elsewhere / "deeper")
+    made_in: list[str] = []
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*, prefix: str, suffix: str, dir: str) -> tuple[int, str]:
+        made_in.append(dir)
+        return real_mkstemp(prefix=prefix, suffix=suffix, dir=dir)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.chdir(tmp_path)
+    assert main(["create", "share", "-o", "l/../x.torrent", "-q"]) == 0
+    assert (elsewhere / "x.torrent").is_file()
+    assert not (tmp_path / "x.torrent").exists()
+    assert len(made_in) == 1
+    assert Path(made_in[0]).resolve() == elsewhere.resolve()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["deeper", "x.torrent"]
+
+
+def test_a_node_port_out_of_range_names_the_ports_a_node_may_have(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: "a port is in 0..65535, not -1", though port 0 is refused too."""
+    out = tmp_path / "x.torrent"
+    share = _share(tmp_path)
+    for port in ("-1", "65536"):
+        assert main(["create", str(share), "-o", str(out), "--node", f"h:{port}"]) == 1
+        line = _error_line(capsys.readouterr().err)
+        assert line.endswith(f"--node h:{port}: a DHT node's port is in 1..65535, not {port}")
+
+
+def test_create_torrent_refuses_an_output_the_torrent_would_share(tmp_path: Path) -> None:
+    """The hook ``bip create`` relies on, as any caller may: by identity, as the walk goes."""
+    share, outside = _follow_share(tmp_path)
+    (share / "sub").mkdir()
+    for output in (share / "x.torrent", share / "sub" / "x.torrent", share / "data.bin"):
+        with pytest.raises(CreateError, match="the torrent shares"):
+            create_torrent(share, output=output, creation_date=None)
+    with pytest.raises(CreateError, match="a file the torrent shares"):
+        create_torrent(share / "data.bin", output=share / "data.bin")
+    with pytest.raises(CreateError, match=r"'.*linkdir', a directory the torrent shares"):
+        create_torrent(share, output=outside / "x.torrent", symlinks="follow")
+    # Not shared: the link stored, a hidden name with hidden files left out, or elsewhere.
+    hashes = {
+        create_torrent(share, creation_date=None).info.info_hash,
+        create_torrent(share, output=outside / "x.torrent", creation_date=None).info.info_hash,
+        create_torrent(
+            share, output=share / ".x.torrent", include_hidden=False, creation_date=None
+        ).info.info_hash,
+        create_torrent(
+            share, output=tmp_path / "x.torrent", symlinks="follow", creation_date=None
+        ).info.info_hash,
+    }
+    assert len(hashes) == 1  # linkdir leads to an empty folder: the same files each time
+    with pytest.raises(FileNotFoundError):
+        create_torrent(share, output=tmp_path / "nowhere" / "x.torrent")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 import tempfile
 import threading
@@ -21,7 +22,7 @@ from . import __version__
 from ._describe import safe_text, torrent_version
 from ._errors import CLIError
 from ._humanize import format_size, parse_size
-from ._inputs import check_tracker_url, check_url, parse_endpoint
+from ._inputs import WHOLE_NUMBER, check_tracker_url, check_url, parse_endpoint
 from ._progress import ProgressBar
 
 __all__ = ["add_parser", "run"]
@@ -54,9 +55,17 @@ def _node(text: str) -> tuple[str, int]:
     """A ``--node`` value as ``(host, port)``.
 
     Raises:
-        CLIError: not ``HOST:PORT``, or port 0 (no node listens there; ``parse_endpoint``
-            takes it, as a port to bind).
+        CLIError: not ``HOST:PORT``, or a port out of 1..65535 (0 too: no node listens
+            there; ``parse_endpoint`` takes it, as a port to bind).
     """
+    # Checked first, naming the range a node's port is in: parse_endpoint's message names
+    # 0..65535, the ports one may bind. A bare IPv6 address ends in at most four hex
+    # digits, which are never out of range, so no address is taken for a port here.
+    port_text = text.strip().rpartition(":")[2]
+    if WHOLE_NUMBER.fullmatch(port_text) and not 0 <= int(port_text) <= 0xFFFF:
+        raise CLIError(
+            f"--node {safe_text(text)}: a DHT node's port is in 1..65535, not {int(port_text)}"
+        )
     host, port = parse_endpoint(text)
     if port == 0:
         raise CLIError(f"--node {safe_text(text)}: port 0 is no port a DHT node listens on")
@@ -207,7 +216,8 @@ def _output_path(output: str | None, path: str, name: str | None, *, force: bool
         output = os.path.join(output, _default_output(path, name))
     if output == "-":
         return output
-    parent = os.path.dirname(os.path.abspath(output))
+    # Not abspath first: it drops "l/.." as text, where the OS goes where l leads, then up.
+    parent = os.path.dirname(output) or os.curdir
     if not os.path.isdir(parent):
         raise CLIError(f"{output}: no such directory {parent!r}")
     _check_outside(output, path)
@@ -224,26 +234,38 @@ def _check_outside(output: str, path: str) -> None:
     new one, then replace it, and the new torrent would fail its own check. Refusing any
     output inside is simpler to act on than leaving that one file out of the walk.
 
+    Directories are compared by identity, walking up from the output's: a name would miss a
+    bind mount of the share, or the share named in another case where case is ignored.
+    What links (followed with ``--follow-symlinks``) lead the walk to, ``create_torrent``
+    refuses, given the output, as it walks.
+
     Raises:
         CLIError: ``output`` lies inside the directory ``path`` or is the file ``path``.
     """
-    # The directory resolved, not the file: os.replace writes over a link, not through it.
-    parent = os.path.realpath(os.path.dirname(os.path.abspath(output)))
-    target = os.path.normcase(os.path.join(parent, os.path.basename(output)))
-    shared = os.path.normcase(os.path.realpath(path))
-    if target == shared:
-        raise CLIError(
-            f"{safe_text(output)}: is the shared file; write the torrent elsewhere (-o OUT)"
-        )
-    try:
-        inside = os.path.commonpath([target, shared]) == shared
-    except ValueError:  # on another drive (Windows)
-        inside = False
-    if inside and os.path.isdir(shared):
-        raise CLIError(
-            f"{safe_text(output)}: inside the shared directory {safe_text(path)!r}, where the "
-            "next run would hash it into the torrent; write it elsewhere (-o OUT)"
-        )
+    shared = os.stat(path)
+    if os.path.lexists(output):
+        # lstat: os.replace writes over a link, not through it (a link to the shared file is
+        # no harm to it; the link PATH itself is refused too).
+        existing = os.lstat(output)
+        if os.path.samestat(existing, shared) or os.path.samestat(existing, os.lstat(path)):
+            raise CLIError(
+                f"{safe_text(output)}: is the shared file; write the torrent elsewhere (-o OUT)"
+            )
+    if not stat.S_ISDIR(shared.st_mode):
+        return
+    # Where the OS puts the file, every link resolved ("l/.." is where l leads, then up):
+    # so walking up its names walks up the directories.
+    directory = os.path.realpath(os.path.dirname(output) or os.curdir)
+    while True:
+        if os.path.samestat(os.stat(directory), shared):
+            raise CLIError(
+                f"{safe_text(output)}: inside the shared directory {safe_text(path)!r}, where "
+                "the next run would hash it into the torrent; write it elsewhere (-o OUT)"
+            )
+        above = os.path.dirname(directory)
+        if above == directory:
+            return
+        directory = above
 
 
 def run(args: argparse.Namespace) -> int:
@@ -276,6 +298,8 @@ def run(args: argparse.Namespace) -> int:
         "include_hidden": not args.exclude_hidden,
         "symlinks": "follow" if args.follow_symlinks else "store",
         "portable_names": not args.keep_names,
+        # Refused as the walk reaches it: through a followed link, _check_outside cannot.
+        "output": None if output == "-" else output,
         "threads": args.threads,
     }
     # A folder's name is anyone's choice: escaped, so no terminal escape reaches stderr.
@@ -373,16 +397,22 @@ def _wait_for_stop(finished: threading.Event) -> None:
 
 
 def _write_atomically(output: str, data: bytes, *, force: bool) -> None:
-    """Write ``data`` to ``output`` via a temporary file, so a crash leaves no half torrent."""
-    directory = os.path.dirname(os.path.abspath(output))
+    """Write ``data`` to ``output`` via a temporary file, so a crash leaves no half torrent.
+
+    The temporary file goes in the directory the rename puts ``output`` in, every link
+    resolved (``l/..`` is where ``l`` leads, then up, not the current directory): a
+    rename cannot cross file systems.
+    """
+    directory = os.path.realpath(os.path.dirname(output) or os.curdir)
+    target = os.path.join(directory, os.path.basename(output))
     fd, temp = tempfile.mkstemp(prefix=".bip-", suffix=".torrent.part", dir=directory)
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
         os.chmod(temp, 0o644 & ~_umask())
-        if not force and os.path.exists(output):
+        if not force and os.path.exists(target):
             raise CLIError(f"{output}: already exists (use --force to overwrite)")
-        os.replace(temp, output)
+        os.replace(temp, target)
     except BaseException:
         if os.path.exists(temp):
             os.unlink(temp)

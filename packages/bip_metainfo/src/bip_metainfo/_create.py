@@ -41,7 +41,7 @@ from bip_bencode import encode
 
 from . import _info
 from ._create_pipeline import CreateCancelled, Progress, _default_threads, _hash_files
-from ._create_walk import _check_names, _check_utf8, _Entry, _scan
+from ._create_walk import _check_names, _check_utf8, _Entry, _output, _scan
 from ._errors import CreateError
 from ._info import DEFAULT_MAX_FILES, DEFAULT_MAX_PIECES, MAX_CREATE_PIECE_LENGTH
 from ._merkle import BLOCK_SIZE
@@ -418,6 +418,7 @@ def create_torrent(
     include_hidden: bool = True,
     symlinks: Literal["store", "follow"] = "store",
     portable_names: bool = True,
+    output: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     threads: int | None = None,
@@ -489,6 +490,17 @@ def create_torrent(
     :class:`CreateError`: its files would be shared twice. A
     ``path`` that is itself a link is always followed.
 
+    **Output.** ``output``, where the caller will write the torrent (nothing is
+    written here), is refused if the torrent would share it: if it is a file
+    the walk shares (writing it would replace that file, or an earlier torrent
+    written there would be hashed into this one), or if it lies in a directory
+    the walk enters, however it is reached (a followed link, a bind mount), so
+    that the next torrent made of these files would share this one and then
+    replace it, failing its own check. A name starting with ``.`` is no
+    concern with ``include_hidden=False``. Files and directories are told
+    apart by ``(st_dev, st_ino)``, not by name; its directory is found as the
+    OS finds it (``link/..`` is the parent of the link's target).
+
     **Piece length.** ``None`` picks :func:`auto_piece_length` of the total
     size (libtorrent's rule: 16 KiB to 16 MiB, at most about
     ``sqrt(total) / 10`` pieces). An explicit v2 or hybrid piece length must be
@@ -542,6 +554,9 @@ def create_torrent(
         collections: BEP 38 collection names.
         include_hidden: include files and directories whose name starts with ``.``.
         symlinks: ``"store"`` or ``"follow"``, as above.
+        portable_names: refuse names readers would change, as above.
+        output: the path the torrent will be written to, as above; None to
+            check nothing.
         progress: called with ``(bytes hashed, total bytes)``.
         cancel: set it (from any thread) to stop.
         threads: hashing threads; by default the number of usable cores.
@@ -552,8 +567,8 @@ def create_torrent(
         file to write, ``.info.info_hash`` its identity.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist, or a followed link points
-            nowhere.
+        FileNotFoundError: ``path`` or the directory of ``output`` does not
+            exist, or a followed link points nowhere.
         OSError: a file cannot be read, changed size while it was hashed, or
             (following links) a link loops.
         CreateError: the content or the choices cannot make a torrent: a piece length
@@ -568,13 +583,13 @@ def create_torrent(
             loads (100 directories, the top one included, in a v1 torrent, 95 in a v2 or
             hybrid one, 94 for a symlink) or a symlink's target of more than 100
             components, more than :data:`~bip_metainfo.MAX_URLS` trackers (or web seeds,
-            HTTP seeds, nodes), a directory reached twice through followed links, or a
-            path that is neither a file nor a directory (or no longer a regular file, or
-            another file, when it is read). All of these but the last are found before
-            any hashing, but for a size or count pushed over a limit by files of one
-            length that turn out to differ (identical files share one piece layer): when
-            that may happen, a warning is logged (logger ``bip_metainfo.create``) before
-            hashing.
+            HTTP seeds, nodes), a directory reached twice through followed links, an
+            ``output`` the torrent would share, or a path that is neither a file nor a
+            directory (or no longer a regular file, or another file, when it is read).
+            All of these but the last are found before any hashing, but for a size or
+            count pushed over a limit by files of one length that turn out to differ
+            (identical files share one piece layer): when that may happen, a warning is
+            logged (logger ``bip_metainfo.create``) before hashing.
         ValueError: other invalid arguments (a bad ``version``, ``threads``...).
         CreateCancelled: ``cancel`` was set.
     """
@@ -619,7 +634,12 @@ def create_torrent(
     if not isinstance(name, str) or name in ("", ".", "..") or separators & set(name):
         raise CreateError(f"the torrent needs a name (a non-empty file name), not {name!r}")
     _check_utf8(name, name)
-    files, single = _scan(root, include_hidden=include_hidden, follow_symlinks=symlinks == "follow")
+    files, single = _scan(
+        root,
+        include_hidden=include_hidden,
+        follow_symlinks=symlinks == "follow",
+        output=None if output is None else _output(os.fspath(output)),
+    )
     if not files:
         raise CreateError(f"{root!r} holds no files to share")
     v1 = version != "v2"

@@ -8,7 +8,9 @@ stored as links (their targets resolved lexically by :func:`_link_target`, links
 out of the torrent left out). It refuses names that are not UTF-8, more files
 than a torrent may hold and, when links are followed, dangling links, loops and
 directories reached twice (loops through Windows junctions, which it walks into,
-always). :func:`_check_names` then refuses names the torrent's readers would
+always). Given where the caller will write the torrent (:func:`_output`), it
+refuses to share that file or any file of that directory, by identity, however
+the walk reaches them. :func:`_check_names` then refuses names the torrent's readers would
 change (so the torrent could not be seeded from the files it was made of). The
 entries are then filled in by the hashing (:mod:`._create_pipeline`) and read by
 :mod:`._create`, which builds the torrent from them; nothing here reads file data.
@@ -86,6 +88,53 @@ def _entry(path: tuple[str, ...], source: str, info: os.stat_result) -> _Entry:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Output:
+    """Where the caller will write the torrent, as the walk must not share it."""
+
+    path: str  # as given, for messages
+    directory: tuple[int, int] | None  # (st_dev, st_ino) of the directory it goes in
+    file: tuple[int, int] | None  # the regular file there now: an earlier run's torrent
+    hidden: bool  # its name starts with ".": left out with include_hidden=False
+
+
+def _output(path: str) -> _Output:
+    """``path`` identified as the OS resolves it when the torrent is written there.
+
+    Its directory through every link, as :func:`os.stat` follows them: ``l/..`` is the
+    parent of where ``l`` leads, not the current directory, as :func:`os.path.abspath`
+    would have it. The file itself through none: a rename onto a link replaces the link.
+    Identities, not names, so a directory two names reach (a bind mount, another case on
+    a case-insensitive file system) is one directory.
+
+    Raises:
+        OSError: the directory cannot be reached (FileNotFoundError: it does not exist).
+    """
+    directory = os.stat(os.path.dirname(path) or os.curdir)
+    try:
+        info: os.stat_result | None = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    return _Output(
+        path,
+        (directory.st_dev, directory.st_ino) if directory.st_ino else None,
+        (info.st_dev, info.st_ino) if info and info.st_ino and stat.S_ISREG(info.st_mode) else None,
+        os.path.basename(path).startswith("."),
+    )
+
+
+def _check_output(output: _Output | None, source: str, info: os.stat_result) -> None:
+    """Refuse to share the file the torrent will be written over (see :class:`_Output`).
+
+    Raises:
+        CreateError: ``info`` (of ``source``, a file the walk shares) is that file.
+    """
+    if output is not None and info.st_ino and (info.st_dev, info.st_ino) == output.file:
+        raise CreateError(
+            f"{output.path!r} is {source!r}, a file the torrent shares: write the torrent elsewhere"
+        )
+
+
 def _windows_hidden(item: os.DirEntry[str]) -> bool:
     if os.name != "nt":
         return False
@@ -149,20 +198,36 @@ def _link_target(
     return tuple(parts) or None
 
 
-def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[list[_Entry], bool]:
+def _scan(
+    root: str, *, include_hidden: bool, follow_symlinks: bool, output: _Output | None = None
+) -> tuple[list[_Entry], bool]:
     """The files under ``root`` sorted into file-tree order, and whether it is one file.
 
     Raises:
         OSError: ``root`` cannot be read, a followed link points nowhere or loops.
         CreateError: ``root`` is neither a file nor a directory, a name is not UTF-8,
-            there are more than :data:`DEFAULT_MAX_FILES` files, or a followed link
-            leads to a directory the walk has already reached.
+            there are more than :data:`DEFAULT_MAX_FILES` files, a followed link
+            leads to a directory the walk has already reached, or ``output`` is a
+            file the walk shares or lies in a directory it enters.
     """
     top = os.stat(root)
     if stat.S_ISREG(top.st_mode):
+        _check_output(output, root, top)
         return [_entry((), root, top)], True
     if not stat.S_ISDIR(top.st_mode):
         raise CreateError(f"{root!r} is neither a regular file nor a directory")
+    # The output's directory, where the walk would share the torrent (on a later run, if
+    # not yet on this one); a hidden output is left out when hidden files are.
+    watched = output.directory if output and (include_hidden or not output.hidden) else None
+
+    def check_directory(path: str, key: tuple[int, int] | None) -> None:
+        if output is not None and key is not None and key == watched:
+            raise CreateError(
+                f"{output.path!r} lies in {path!r}, a directory the torrent shares: the "
+                "next torrent made of these files would share this one; write it elsewhere"
+            )
+
+    check_directory(root, _directory_key(root, top))
     roots = sorted({os.path.abspath(root), os.path.realpath(root)})
     entries: list[_Entry] = []
     stack: list[tuple[str, tuple[str, ...], frozenset[tuple[int, int]]]] = [
@@ -218,7 +283,11 @@ def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[li
                 # network mounts) give a directory and one below it one inode number, so
                 # there the check would refuse a sound tree (libtorrent has none). Windows
                 # junctions are no symlinks to is_symlink, and are walked into: checked.
-                key = _directory_key(item.path, info) if may_loop else None
+                identity = (
+                    _directory_key(item.path, info) if may_loop or watched is not None else None
+                )
+                check_directory(item.path, identity)
+                key = identity if may_loop else None
                 if key is not None:
                     if key in ancestors:
                         raise OSError(
@@ -238,6 +307,7 @@ def _scan(root: str, *, include_hidden: bool, follow_symlinks: bool) -> tuple[li
                         visited[key] = item.path
                 subdirectories.append((item.path, path, ancestors | {key} if key else ancestors))
             elif stat.S_ISREG(info.st_mode):
+                _check_output(output, item.path, info)
                 entries.append(_entry(path, item.path, info))
             else:
                 # FIFOs, sockets and devices hold no file data: they are left out.
