@@ -28,7 +28,8 @@ sans-IO cores of :mod:`bip_peer._metadata` and :mod:`bip_peer._pex`:
 
 Every hook runs in a manager task and never blocks; messages go out with
 :meth:`PeerManager.send_nowait` (a message that finds a full queue is dropped: a metadata
-request is then retried after its timeout, a PEX diff is sent again with the next one).
+request is then retried after its timeout; a PEX diff is not: PEX is advisory, and the next
+diff does not repeat it).
 """
 
 from __future__ import annotations
@@ -808,18 +809,27 @@ def _by_torrent(peers: Iterable[Peer]) -> list[list[Peer]]:
     id, they would be two swarms never told of each other; libtorrent lists every
     connection of the torrent.
     """
+    # A peer joins the group its ids name (appended: O(1)); one whose ids name several
+    # merges them, the smaller into the larger, so each tick stays about linear in peers.
     groups: dict[bytes, tuple[set[bytes], list[Peer]]] = {}
     for peer in peers:
-        ids = set(peer.info_hash.swarm_ids())
-        members = [peer]
-        for found_ids, found_peers in {
-            id(group): group for swarm_id in ids if (group := groups.get(swarm_id))
-        }.values():
-            ids |= found_ids
-            members[:0] = found_peers
-        group = (ids, members)
+        ids = peer.info_hash.swarm_ids()
+        found = list({id(g): g for swarm_id in ids if (g := groups.get(swarm_id))}.values())
+        if not found:
+            group: tuple[set[bytes], list[Peer]] = (set(), [])
+        else:
+            found.sort(key=lambda g: len(g[1]), reverse=True)
+            group = found[0]
+            for other_ids, other_peers in found[1:]:
+                group[0].update(other_ids)
+                group[1].extend(other_peers)
+                for swarm_id in other_ids:
+                    groups[swarm_id] = group
+        group[1].append(peer)
         for swarm_id in ids:
-            groups[swarm_id] = group
+            if swarm_id not in group[0]:
+                group[0].add(swarm_id)
+                groups[swarm_id] = group
     return [members for _, members in {id(g): g for g in groups.values()}.values()]
 
 
