@@ -30,7 +30,16 @@ from _http_file_server import file_server
 from bip._client import TorrentOptions, open_session
 from bip._client._http_response import HttpResponse
 from bip._client._http_tracker_codec import HttpTrackerUrl, parse_http_tracker_url
-from bip._client._webseed import MAX_FAILURES, RETRY_DELAY, WebSeed, WebSeedState
+from bip._client._webseed import (
+    MAX_FAILURES,
+    MAX_FILE_FAILURES,
+    MAX_REFUSALS,
+    MAX_RETRY_DELAY,
+    MAX_WEB_SEED_REQUESTS,
+    RETRY_DELAY,
+    WebSeed,
+    WebSeedState,
+)
 from bip._client._webseed_http import (
     WebSeedClient,
     WebSeedError,
@@ -41,6 +50,7 @@ from bip._client._webseed_layout import web_seed_layout
 from bip_metainfo import Info, create_torrent
 from bip_select import (
     Block,
+    BlockRejected,
     Input,
     PeerChokedUs,
     PeerDontHave,
@@ -443,3 +453,338 @@ def test_a_fragment_is_no_part_of_the_files_urls(tmp_path: Path) -> None:
         "/dir/one.bin"
     )
     assert web_seed_layout("http://127.0.0.1:8/f.bin#top", single).file_url(0).target == ("/f.bin")
+
+
+# -- review of the mends above ---------------------------------------------------------------
+
+
+async def test_a_mirror_corrupting_every_file_is_banned_by_trust(tmp_path: Path) -> None:
+    """Every file differs on the mirror: each bad piece it alone sent marks its file lacked,
+    and costs it trust, as libtorrent's ``torrent::piece_failed`` takes 2 points even when
+    ``received_invalid_data`` spares the sole source: banned at ``ban_trust`` (its fourth bad
+    piece), not after one bad piece per file (it was: every file fetched as garbage)."""
+    sizes = (65_536,) * 24  # v2: 2 pieces per file, none spanning files
+    folder = write_content(tmp_path / "seed", sizes)
+    with trio.fail_after(30):
+        async with file_server(folder.parent) as server, open_session(loopback_config()) as s:
+            for index in range(len(sizes)):
+                server.corrupt.add(f"album/{'sub/' if index % 2 else ''}f{index}.bin")
+            torrent = create_torrent(
+                folder,
+                piece_length=32768,
+                web_seeds=[server.url],
+                creation_date=None,
+                created_by=None,
+                version="v2",
+            )
+            download = await s.add_torrent(torrent, TorrentOptions(tmp_path / "down"))
+            await until(lambda: bool(download.web_seeds))
+            [seed] = download.web_seeds
+            await until(lambda: seed.state is WebSeedState.BANNED)
+            swarm = download.swarm
+            assert swarm is not None
+            # Banned by its trust (-2 per bad piece, -7 bans), with files left to offer.
+            assert swarm.brain.queues.hash_failures(seed) == 4
+            assert swarm.brain.queues.trust(seed) == -7
+            assert len(seed._missing) < len(sizes) - 1
+
+
+async def test_a_changed_file_costs_the_mirror_trust(tmp_path: Path) -> None:
+    """One changed file: its bad piece marks the file lacked (the mirror stays) and counts
+    against the mirror's trust, as any bad piece."""
+    sizes = (65_536, 300_000, 300_000)
+    folder = write_content(tmp_path / "seed", sizes)
+    with trio.fail_after(30):
+        async with file_server(folder.parent) as server, open_session(loopback_config()) as s:
+            server.corrupt.add("album/f0.bin")
+            torrent = create_torrent(
+                folder,
+                piece_length=32768,
+                web_seeds=[server.url],
+                creation_date=None,
+                created_by=None,
+                version="v2",
+            )
+            info = torrent.info
+            download = await s.add_torrent(torrent, TorrentOptions(tmp_path / "down"))
+            lacked = len(info.geometry.file_pieces(0))
+            await until(lambda: download.status().pieces == info.num_pieces - lacked)
+            [seed] = download.web_seeds
+            assert seed.state is WebSeedState.ACTIVE
+            swarm = download.swarm
+            assert swarm is not None
+            assert swarm.brain.queues.hash_failures(seed) in (1, 2)  # f0's pieces in flight
+
+
+def many_files(tmp_path: Path, count: int) -> Info:
+    """A v1 torrent of ``count`` files of one piece each (``t/f<i>.bin``: piece i)."""
+    folder = tmp_path / "t"
+    folder.mkdir()
+    for index in range(count):
+        (folder / f"f{index}.bin").write_bytes(bytes(PIECE))
+    return create_torrent(
+        folder, piece_length=PIECE, creation_date=None, created_by=None, version="v1"
+    ).info
+
+
+class RefusingClient(WebSeedClient):
+    """A server refusing every request with ``status`` (hotlink protection, a geo block)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__()
+        self.status = status
+        self.calls: list[float] = []
+
+    async def fetch(self, url: HttpTrackerUrl, offset: int, length: int) -> bytes:
+        self.calls.append(trio.current_time())
+        await trio.sleep(0.1)
+        return _payload(url, HttpResponse(self.status, "No", (), b""), offset, length)
+
+
+@pytest.mark.parametrize("status", [401, 403, 407, 426, 451])
+async def test_a_server_refusing_every_file_backs_off(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, status: int
+) -> None:
+    """The same refusal for file after file, nothing served between: the server refuses us,
+    not lacks files; it backs off as after any failure (libtorrent waits
+    ``urlseed_wait_retry`` after every refusal), rather than one request per file back to
+    back."""
+    count = 60
+    info = many_files(tmp_path, count)
+    client = RefusingClient(status)
+    inputs: list[Input] = []
+    lacked: set[int] = set()
+    asked: set[int] = set()
+    seed: WebSeed
+
+    def ask() -> None:
+        for piece in range(count):  # the brain asks for what it still may
+            if piece not in lacked and piece not in asked:
+                asked.add(piece)
+                seed.act(SendRequest(seed, Block(piece, 0, PIECE)))
+                return
+
+    def feed(_seed: WebSeed, event: Input) -> None:
+        inputs.append(event)
+        if isinstance(event, PeerDontHave):
+            lacked.add(event.piece)
+        if isinstance(event, BlockRejected):
+            asked.discard(event.block.piece)
+            ask()
+        if isinstance(event, PeerUnchokedUs):
+            asked.clear()
+            for _ in range(MAX_WEB_SEED_REQUESTS):
+                ask()
+
+    async def deliver(_seed: WebSeed, block: Block, data: bytes) -> None:
+        raise AssertionError("nothing to deliver")
+
+    seed = WebSeed(
+        web_seed_layout("http://127.0.0.1:1/", info),
+        client,
+        deliver=deliver,
+        feed=feed,
+        piece_length=info.piece_length,
+    )
+    with trio.fail_after(10_000):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(seed.run)
+            for _ in range(MAX_WEB_SEED_REQUESTS):
+                ask()
+            # run() returns once it is given up (or every file is lacked).
+    first = [when for when in client.calls if when < RETRY_DELAY / 2]
+    assert len(first) <= MAX_REFUSALS + MAX_WEB_SEED_REQUESTS
+    assert any(isinstance(event, PeerChokedUs) for event in inputs)
+    assert len(client.calls) < count / 2
+    assert seed.state is WebSeedState.GONE
+
+
+class BusyClient(WebSeedClient):
+    """``a.bin`` served; ``b.bin`` answered ``status`` with ``headers``, later."""
+
+    def __init__(self, status: int, headers: tuple[tuple[str, str], ...]) -> None:
+        super().__init__()
+        self.status = status
+        self.headers = headers
+        self.calls = 0
+
+    async def fetch(self, url: HttpTrackerUrl, offset: int, length: int) -> bytes:
+        if url.target.endswith("/a.bin"):
+            await trio.sleep(0.05)  # served before b.bin fails: the order is no chance
+            return bytes(length)
+        await trio.sleep(0.1)
+        self.calls += 1
+        return _payload(url, HttpResponse(self.status, "Busy", self.headers, b""), offset, length)
+
+
+async def test_runs_of_a_file_given_up_fail_without_choking(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A file failing with 500 while another is served, 3 runs of it in flight at once:
+    once it is given up, the other runs' failures (same period) count nothing (one of them
+    choked the whole web seed)."""
+    info = two_files(tmp_path)
+    client = BusyClient(500, ())
+    events: list[Input] = []
+    lacked: set[int] = set()
+    turn = 0
+    seed: WebSeed
+
+    def ask() -> None:
+        nonlocal turn
+        turn += 1
+        seed.act(SendRequest(seed, Block(turn % 16, 0, PIECE)))  # a.bin: served
+        for piece in (16, 18, 20):  # b.bin: 3 runs at once
+            if piece not in lacked:
+                seed.act(SendRequest(seed, Block(piece, 0, PIECE)))
+
+    def feed(_seed: WebSeed, event: Input) -> None:
+        if isinstance(event, BlockRejected):
+            return
+        events.append(event)
+        if isinstance(event, PeerDontHave):
+            lacked.add(event.piece)
+        if isinstance(event, PeerUnchokedUs):
+            ask()
+
+    async def deliver(_seed: WebSeed, block: Block, data: bytes) -> None:
+        pass
+
+    seed = WebSeed(
+        web_seed_layout("http://127.0.0.1:1/", info),
+        client,
+        deliver=deliver,
+        feed=feed,
+        piece_length=info.piece_length,
+    )
+    with trio.fail_after(10_000):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(seed.run)
+            ask()
+            await until(lambda: bool(lacked))
+            await trio.sleep(4 * RETRY_DELAY)  # the runs in flight end, the next begin
+            nursery.cancel_scope.cancel()
+    given_up = next(i for i, event in enumerate(events) if isinstance(event, PeerDontHave))
+    assert not any(isinstance(event, PeerChokedUs) for event in events[given_up:])
+    assert seed.state is WebSeedState.ACTIVE
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [(429, ()), (429, (("retry-after", "5"),)), (503, (("retry-after", "5"),))],
+)
+async def test_a_busy_server_loses_no_file(
+    tmp_path: Path,
+    autojump_clock: trio.testing.MockClock,
+    status: int,
+    headers: tuple[tuple[str, str], ...],
+) -> None:
+    """429, or 503 with a Retry-After, for one file while another is served: the server asks
+    us to come back (it is busy), which says nothing of the file: it backs off, and the
+    file is never given up."""
+    info = two_files(tmp_path)
+    client = BusyClient(status, headers)
+    inputs: list[Input] = []
+    turn = 0
+    seed: WebSeed
+
+    def ask() -> None:
+        nonlocal turn
+        turn += 1
+        seed.act(SendRequest(seed, Block(turn % 16 + (16 if turn % 2 else 0), 0, PIECE)))
+
+    def feed(_seed: WebSeed, event: Input) -> None:
+        inputs.append(event)
+        if isinstance(event, PeerUnchokedUs):
+            ask()
+
+    async def deliver(_seed: WebSeed, block: Block, data: bytes) -> None:
+        ask()
+        ask()
+
+    seed = WebSeed(
+        web_seed_layout("http://127.0.0.1:1/", info),
+        client,
+        deliver=deliver,
+        feed=feed,
+        piece_length=info.piece_length,
+    )
+    with trio.fail_after(10_000):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(seed.run)
+            ask()
+            ask()
+            await trio.sleep(20 * RETRY_DELAY)
+            nursery.cancel_scope.cancel()
+    assert not any(isinstance(event, PeerDontHave) for event in inputs)
+    assert client.calls >= 3 * MAX_FILE_FAILURES  # asked again after each delay
+    assert seed.usable  # backing off (a served file resets its failures), never given up
+
+
+async def test_a_bad_piece_across_files_is_lacked_alone(tmp_path: Path) -> None:
+    """A bad piece a web seed alone sent that spans files: that piece only is no longer
+    offered (BEP 54's don't have), its files stay."""
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(bytes(PIECE + PIECE // 2))  # pieces 0 and 1
+    (folder / "b.bin").write_bytes(bytes(PIECE + PIECE // 2))  # pieces 1 and 2
+    info = create_torrent(
+        folder, piece_length=PIECE, creation_date=None, created_by=None, version="v1"
+    ).info
+    inputs: list[Input] = []
+    seed = web_seed(info, StatusClient({}), inputs)
+    with trio.fail_after(10):
+        await seed.layout.ready()
+    assert seed.lacks_bad_piece(1)
+    assert inputs == [PeerDontHave(seed, 1)]
+    assert seed.state is WebSeedState.ACTIVE
+    assert seed.lacks_bad_piece(0)  # within a.bin: the file's pieces
+    assert inputs[1:] == [PeerDontHave(seed, 0), PeerDontHave(seed, 1)]
+
+
+async def test_a_run_of_pad_bytes_alone_proves_nothing(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A dead server, and at each try a run made only of BEP 47 pad bytes (zeros, never
+    fetched) besides one of file bytes: the pad run is no sign the server works, so the
+    web seed is still given up (it reset the count of failures: tried every 30 s for
+    ever)."""
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(bytes(40_000))  # pieces 0-1, padded to 65536
+    (folder / "b.bin").write_bytes(bytes(40_000))
+    info = create_torrent(
+        folder, piece_length=2 * PIECE, creation_date=None, created_by=None, version="hybrid"
+    ).info
+    pad = Block(1, PIECE, PIECE)  # 49152-65535: pad bytes only, a run of its own
+    assert info.piece_length == 2 * PIECE
+    client = StatusClient({"a.bin": 500, "b.bin": 500})
+    inputs: list[Input] = []
+    seed: WebSeed
+
+    def ask() -> None:
+        seed.act(SendRequest(seed, pad))
+        seed.act(SendRequest(seed, Block(0, 0, PIECE)))
+
+    def feed(_seed: WebSeed, event: Input) -> None:
+        inputs.append(event)
+        if isinstance(event, PeerUnchokedUs):
+            ask()
+
+    async def deliver(_seed: WebSeed, block: Block, data: bytes) -> None:
+        assert block == pad
+
+    seed = WebSeed(
+        web_seed_layout("http://127.0.0.1:1/", info),
+        client,
+        deliver=deliver,
+        feed=feed,
+        piece_length=info.piece_length,
+    )
+    with trio.fail_after(10 * MAX_RETRY_DELAY * MAX_FAILURES):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(seed.run)
+            ask()
+            # run() returns once it is given up.
+    assert seed.state is WebSeedState.GONE
+    assert sum(isinstance(event, PeerChokedUs) for event in inputs) == MAX_FAILURES - 1

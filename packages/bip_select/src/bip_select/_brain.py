@@ -1143,7 +1143,8 @@ class SwarmBrain:
         # queueing layer remembers its trust) and dropped if banned: the client bans what
         # it came from (closing a connection already closed does nothing), else a liar
         # would escape by hanging up before the hash check.
-        for peer in self.queues.piece_failed(sources):
+        banned = self.queues.piece_failed(sources, ban_sole_contributor=event.ban_sole_contributor)
+        for peer in banned:
             connected = peer in self._peers
             _log.debug(
                 "peer %s banned: it sent data of piece %d, which failed%s",

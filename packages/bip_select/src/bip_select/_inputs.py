@@ -284,11 +284,20 @@ class PieceVerified(Input):
     """Our copy of ``piece`` hashed ``good`` (or not): announce it, or re-download it.
 
     A bad piece counts against every peer that contributed a block to it; a peer that
-    contributed to too many bad pieces is dropped and banned.
+    contributed to too many bad pieces is dropped and banned. ``ban_sole_contributor``
+    False spares a peer that alone sent the bad piece the ban at once
+    (``QueueConfig.ban_sole_contributor``): it loses its trust points as any source, and is banned
+    only at ``ban_trust``, as libtorrent's ``torrent::piece_failed`` when the peer's
+    ``received_invalid_data`` says not to disconnect it (a web seed whose copy of one file
+    differs, which then stops offering that file).
+
+    >>> PieceVerified(3, False, ban_sole_contributor=False).ban_sole_contributor
+    False
     """
 
     piece: int
     good: bool
+    ban_sole_contributor: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,9 +27,10 @@ API:
     the peer delivered waits for our disk, then was stored or dropped. While one of its
     blocks waits, the peer's clocks are held: ``expired`` neither snubs it nor times out
     its requests (our disk is late, not the peer); ``is_waiting(peer, block)``.
-  - ``piece_passed(sources)`` / ``piece_failed(sources) -> banned peers``: trust
-    points; a peer that sent part of a bad piece is put on *parole* (give it whole
-    pieces nobody else works on, so the next verdict is its alone). Sources that left
+  - ``piece_passed(sources)`` / ``piece_failed(sources, ban_sole_contributor=True) ->
+    banned peers``: trust points; a peer that sent part of a bad piece is put on
+    *parole* (give it whole pieces nobody else works on, so the next verdict is its
+    alone). Sources that left
     before the verdict are judged too (and may be banned): a liar cannot escape by
     hanging up before the hash check. Penalties always go to the identity; rewards
     only to a source that is connected and its identity's *only* connection (see
@@ -521,12 +522,16 @@ class PeerQueues:
                 record.parole = False  # it proved itself alone
                 self._parole.discard(peer)  # its identity's only connection
 
-    def piece_failed(self, sources: Collection[PeerKey]) -> list[PeerKey]:
+    def piece_failed(
+        self, sources: Collection[PeerKey], *, ban_sole_contributor: bool = True
+    ) -> list[PeerKey]:
         """A piece that ``sources`` sent blocks of hashed bad; returns the peers to ban.
 
         Each loses two trust points (a bad piece weighs more than a good one) and goes
         on parole. A peer is banned at ``ban_trust`` points, or at once if it alone sent
-        the piece (``ban_sole_contributor``): then there is no doubt whose data it was.
+        the piece (the config's ``ban_sole_contributor``, unless this call's is False: a
+        source the client knows a kinder reason for, as libtorrent's web seeds): then
+        there is no doubt whose data it was.
         Every source is blamed alike, whichever blocks it sent: without per-block hashes
         nobody knows which block was bad (parole sorts it out).
 
@@ -551,7 +556,7 @@ class PeerQueues:
             paroled = paroled or (record.connections > 0 and not record.parole)
             record.parole = True
             if record.trust <= config.ban_trust or (
-                config.ban_sole_contributor and contributors == 1
+                config.ban_sole_contributor and ban_sole_contributor and contributors == 1
             ):
                 record.banned = True
                 newly.add(key)

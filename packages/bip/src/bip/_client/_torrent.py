@@ -2442,10 +2442,13 @@ class Torrent:
     def _web_seed_lacks(self, swarm: Swarm, piece: int) -> bool:
         """Whether bad ``piece`` came from one web seed alone that then stops offering it
         (:meth:`WebSeed.lacks_bad_piece`: its copy of the piece's file differs), and still
-        offers something: the brain is then to fetch the piece again blaming nobody, rather
-        than ban the web seed as the piece's sole source. As libtorrent's web seeds: a
-        mirror with one file changed serves its other files. A piece shared with others is
-        judged as any (trust), and peers' bad pieces as ever: they never come here."""
+        offers something: the brain is then to judge the piece sparing the web seed the ban
+        as its sole source, but not its trust (2 points, banned at the brain's
+        ``ban_trust``: its fourth such piece with no good ones between), as libtorrent's
+        ``torrent::piece_failed`` when ``received_invalid_data`` says not to disconnect: a
+        mirror with one file changed serves its other files, one with every file changed is
+        banned after a few. A piece shared with others is judged as any, and peers' bad
+        pieces as ever: they never come here."""
         brain = swarm.brain
         sources = brain.picker.requests.sources(piece)  # read before the verdict drops it
         if len(sources) != 1:
@@ -2606,12 +2609,13 @@ class Torrent:
                 # Per piece, and a lying peer controls how many: DEBUG, as bip_disk logs it.
                 logger.debug("%s: piece %d failed its hash check", self._name, event.piece)
             if swarm is not None:
-                if not event.good and self._web_seed_lacks(swarm, event.piece):
-                    # Its web seed's copy of the file differs: the piece is fetched again
-                    # from others, and nobody is blamed (nor the web seed banned).
-                    swarm.feed(BrainPieceDiscarded(event.piece), trio.current_time())
-                else:
-                    swarm.feed(PieceVerified(event.piece, event.good), trio.current_time())
+                # A web seed whose copy of the file differs is not banned for it at once:
+                # it loses trust, and the piece is fetched again from others.
+                spared = not event.good and self._web_seed_lacks(swarm, event.piece)
+                swarm.feed(
+                    PieceVerified(event.piece, event.good, ban_sole_contributor=not spared),
+                    trio.current_time(),
+                )
                 self._check_complete()
         elif isinstance(event, DiskPieceDiscarded):
             # Not stored (its write failed, or a fault stopped the storage first), or blocks of

@@ -11,18 +11,24 @@ a peer had sent it. A piece that then fails its hash check and came from the web
 is taken, as libtorrent's ``web_peer_connection::received_invalid_data`` takes it, as a sign
 that the server's copy of its file differs from the torrent's (a mirror with one file updated
 since): the web seed no longer offers that file (or that piece, if it spans files), and the
-brain fetches it from others, blaming nobody (:meth:`WebSeed.lacks_bad_piece`, which the
-torrent asks before the brain hears the verdict). Once it has nothing left to offer (a
-single-file torrent's one file) the verdict goes to the brain, which bans it as the piece's
-sole source, and it stops. A bad piece it shared with peers counts against it as against
-them.
+brain fetches it from others (:meth:`WebSeed.lacks_bad_piece`, which the torrent asks before
+the brain hears the verdict). The piece still costs it trust, as libtorrent's
+``torrent::piece_failed`` takes it whatever ``received_invalid_data`` says: not banned as the
+piece's sole source, it is banned at the brain's ``ban_trust`` (its fourth bad piece with no
+good ones between), so a mirror whose every file differs is not fetched whole as garbage.
+Once it has nothing left to offer (a single-file torrent's one file) it is banned as the
+piece's sole source, and it stops. A bad piece it shared with peers counts against it as
+against them.
 
 When a fetch fails its blocks go back to the brain (rejected); a fetch none of whose blocks is
 wanted any more (cancelled, timed out, choked) is abandoned and its connection closed. A file
 the server does not have or will not give (404, 410, 403... any 4xx but 429: see
 ``_webseed_http``), or that keeps failing (a 5xx, say) :data:`MAX_FILE_FAILURES` times in a
 row while other files are served meanwhile, is no longer offered: the brain is told the web
-seed lacks its pieces (BEP 54's "don't have"), and those come from peers. A request our own
+seed lacks its pieces (BEP 54's "don't have"), and those come from peers. A busy server's
+answer (``429``, or ``503`` with a ``Retry-After``) counts against no file. Files refused
+:data:`MAX_REFUSALS` times in a row with nothing served between are a server refusing us
+(a 403 for all): each further refusal also makes it back off, as below. A request our own
 rules refuse (libtorrent's ``ssrf_mitigation`` and ``allow_idna``:
 :class:`WebSeedBlockedError`) would be refused again: the web seed leaves at once. Any other
 failure makes the web seed choke us for a delay growing from :data:`RETRY_DELAY` (libtorrent's
@@ -73,6 +79,7 @@ from ._webseed_layout import WebSeedFilesError, WebSeedLayout, WebSeedUrlError, 
 __all__ = [
     "MAX_FAILURES",
     "MAX_FILE_FAILURES",
+    "MAX_REFUSALS",
     "MAX_RUN",
     "MAX_WEB_SEED_REQUESTS",
     "RETRY_DELAY",
@@ -103,9 +110,18 @@ MAX_FILE_FAILURES: Final = 3
 """Failures in a row of one file (a 5xx, a wrong range, a trickle... each the first of its
 outage, so each after a delay), other files served since the first, after which the web
 seed no longer offers that file (libtorrent gives a file up on its first error status).
+A busy server's answer (``429``, or ``503`` with a ``Retry-After``) is about the server, not
+the file: it backs off, and counts nothing here.
 Without it, the other files' successes would start the count of failures afresh each time,
 and the file would choke the whole web seed every :data:`RETRY_DELAY` seconds for ever. A
 server failing every file serves nothing meanwhile: it backs off, and is given up."""
+MAX_REFUSALS: Final = 3
+"""Files refused in a row (a 4xx), nothing served between, after which the server is taken
+as refusing us (a 403 for all: hotlink protection, a geo block, a login) rather than lacking
+those files: each further refusal, still marking its file missing, makes it back off as any
+failure (libtorrent backs off ``urlseed_wait_retry`` after every refusal; a mirror lacking
+a few files among those it serves is spared the delays). Without it, such a server was
+asked once per file, back to back, until every file was marked missing."""
 
 
 class WebSeedState(enum.Enum):
@@ -166,6 +182,7 @@ class WebSeed:
         # delay is of the outage already counted.
         self._period = 0
         self._served = 0  # file ranges fetched whole
+        self._refused = 0  # files refused (4xx) since the last range served
         # Files failing in a row: file -> (failures, _served at the first). One entry per
         # outage at most (per delay), dropped when the file is served.
         self._file_failures: dict[int, tuple[int, int]] = {}
@@ -336,6 +353,8 @@ class WebSeed:
         data = bytearray()
         error: WebSeedError | None = None
         missing_file: int | None = None
+        refused = False  # the server refused a file (not one known missing)
+        fetched = False  # a range came from the server (not pad bytes only)
         failing_file: int | None = None  # the file being fetched when it failed
         period = self._period
         scope = trio.CancelScope()  # cancelled when none of the blocks is wanted any more
@@ -359,9 +378,12 @@ class WebSeed:
                         data += await self._client.fetch(url, part.offset, part.length)
                     except WebSeedFileMissingError:
                         missing_file = part.file_index
+                        refused = True
                         raise
                     failing_file = None
+                    fetched = True
                     self._served += 1
+                    self._refused = 0
                     self._file_failures.pop(part.file_index, None)
         except WebSeedError as failure:
             error = failure
@@ -387,20 +409,34 @@ class WebSeed:
         if scope.cancelled_caught or not self.usable:
             return  # abandoned, or stopped meanwhile: says nothing of the server
         if error is None:
-            self._succeeded()
+            if fetched:  # pad bytes alone (zeros, never asked for) say nothing of the server
+                self._succeeded()
         elif isinstance(error, WebSeedBlockedError):
             self._leave(str(error))
         elif missing_file is not None:
             self._file_missing(missing_file, error)
-        elif period != self._period or self.state is not WebSeedState.ACTIVE:
+            if refused and self.usable:
+                self._refused += 1
+                if self._refused >= MAX_REFUSALS and self._first_of_outage(period):
+                    await self._failed(error)  # it refuses us, not lacks the files
+        elif not self._first_of_outage(period):
             # Begun before the last delay, or failed during it: the same outage (a server
             # going down fails every request in flight at once), counted once, its delay
             # begun. Counted again, one outage would give the web seed up at once.
             return
+        elif failing_file is not None and failing_file in self._missing:
+            return  # given up meanwhile (by another run of it): counted already
+        elif failing_file is not None and error.busy:
+            await self._failed(error)  # "come back later": about the server, not the file
         elif failing_file is not None and self._file_keeps_failing(failing_file):
             self._file_missing(failing_file, f"{error}, {MAX_FILE_FAILURES} times")
         else:
             await self._failed(error)
+
+    def _first_of_outage(self, period: int) -> bool:
+        """Whether a run begun in ``period`` failing now is the first failure of an outage:
+        begun since the last delay, and failing while active."""
+        return period == self._period and self.state is WebSeedState.ACTIVE
 
     def _succeeded(self) -> None:
         # A fetch that began before a failure and ended during its delay proves nothing.

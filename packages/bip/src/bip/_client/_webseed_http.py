@@ -109,11 +109,16 @@ class WebSeedError(Exception):
     Attributes:
         retry_after: seconds a ``503`` or ``429`` answer asked us to wait (its
             ``Retry-After``, 0 or more, as sent: the caller bounds it), or None.
+        busy: the server said it is overloaded (``429``, or ``503`` with a
+            ``Retry-After``): about the server, not the file asked for.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, busy: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.busy = busy
 
 
 class WebSeedFileMissingError(WebSeedError):
@@ -349,9 +354,11 @@ def _payload(url: HttpTrackerUrl, response: HttpResponse, offset: int, length: i
             )
     else:
         reason = response.reason.strip()[:80]
+        retry_after = _retry_after(response.header("retry-after")) if status in _BUSY else None
         raise WebSeedError(
             f"HTTP {status}{' ' + reason if reason else ''} from {url.shown}",
-            retry_after=_retry_after(response.header("retry-after")) if status in _BUSY else None,
+            retry_after=retry_after,
+            busy=status == 429 or retry_after is not None,
         )
     if len(response.body) != length:
         raise WebSeedError(f"{url.shown} sent {len(response.body)} bytes of {length}")
