@@ -788,3 +788,24 @@ async def test_a_run_of_pad_bytes_alone_proves_nothing(
             # run() returns once it is given up.
     assert seed.state is WebSeedState.GONE
     assert sum(isinstance(event, PeerChokedUs) for event in inputs) == MAX_FAILURES - 1
+
+
+async def test_one_missing_file_fetched_by_every_worker_is_one_refusal(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A 404 for a large file whose runs the 4 workers fetch at once: one file refused, not
+    4 (counted as 4, they reached MAX_REFUSALS and choked the web seed for 30 s)."""
+    info = two_files(tmp_path)
+    client = StatusClient({"a.bin": 404})
+    inputs: list[Input] = []
+    seed = web_seed(info, client, inputs)
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(seed.run)
+            for piece in (0, 2, 4, 6):  # 4 runs of a.bin, one per worker
+                seed.act(SendRequest(seed, Block(piece, 0, PIECE)))
+            await until(lambda: client.calls.get("a.bin", 0) == 4 and bool(seed._missing))
+            await trio.sleep(1)
+            nursery.cancel_scope.cancel()
+    assert not [event for event in inputs if isinstance(event, PeerChokedUs)]
+    assert seed.state is WebSeedState.ACTIVE

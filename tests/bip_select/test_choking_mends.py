@@ -223,3 +223,20 @@ class TestStrictSuperSeedingLateBitfield:
         assert len(told) == 1, told
         ((_, piece),) = told
         assert [p for p in range(n) if brain.may_upload("lone", p)] == [piece]
+
+
+def test_a_late_have_all_moves_a_loose_super_seeding_peer_on() -> None:
+    # Loose mode moves on at a late bitfield or have all holding the piece alike (the
+    # have all kept it assigned, "on the way" to what is now a seed, until it stalled).
+    for late in ("bitfield", "have_all"):
+        reveal = SuperSeeding(4, range(4), rng=random.Random(0), strict=False, stall_timeout=60.0)
+        reveal.peer_joined("a", 0.0, fast=True)
+        assert reveal.peer_have_none("a", 0.0) == []  # its first message
+        piece = reveal.assigned("a")
+        assert piece is not None
+        if late == "bitfield":
+            reveal.peer_bitfield("a", [piece], 1.0)
+        else:
+            reveal.peer_have_all("a", 1.0)
+        assert reveal.assigned("a") != piece, late
+        assert reveal.next_deadline() is None, late

@@ -1018,7 +1018,7 @@ class SuperSeeding(RevelationStrategy):
                         released[key] = self._peers[key]
         own = view.assigned
         if own is not None and own not in had:
-            if self._had_it(view):
+            if self._had_it(view) or not self._strict:
                 released[view.key] = view  # (a have all is a bitfield: it had it before)
             else:
                 view.holding_since = now  # it got it from us: BEP 16 waits, as for a have

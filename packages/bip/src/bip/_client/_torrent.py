@@ -2460,7 +2460,7 @@ class Torrent:
             return False
         # Nothing left to offer (every piece marked lacked, one by one): banned, as
         # libtorrent bans a web seed with no piece left.
-        return seed in swarm.web_seeds and brain.picker.availability.peer_piece_count(seed) > 0
+        return brain.picker.availability.peer_piece_count(seed) > 0
 
     async def _web_block(self, seed: WebSeed, block: Block, data: bytes) -> None:
         """A block a web seed fetched: stored, then told to the brain, as a peer's."""

@@ -414,8 +414,11 @@ class WebSeed:
         elif isinstance(error, WebSeedBlockedError):
             self._leave(str(error))
         elif missing_file is not None:
+            # Only a file newly found missing counts as a refusal: the other runs of one
+            # large file in flight at once fail with it, and are not more files refused.
+            newly = missing_file not in self._missing
             self._file_missing(missing_file, error)
-            if refused and self.usable:
+            if refused and newly and self.usable:
                 self._refused += 1
                 if self._refused >= MAX_REFUSALS and self._first_of_outage(period):
                     await self._failed(error)  # it refuses us, not lacks the files
