@@ -28,7 +28,7 @@ from bip._client import ClientConfig, Session, TorrentOptions, open_session
 from bip._client._holepunch import HolepunchCounts, HolepunchPolicy
 from bip._client._torrent import Torrent
 from bip._cmd_download import add_session_arguments, config_from_args
-from bip_handshake import PeerAddress
+from bip_handshake import IPFilter, IPRange, PeerAddress
 from bip_handshake._handshaker import DialFailure
 from bip_metainfo import InfoHash
 from bip_peer import (
@@ -123,12 +123,21 @@ async def test_two_peers_behind_nats_meet_through_a_holepunch(tmp_path: Path) ->
     dial at once, each SYN passing the other's NAT once that side's own SYN opened it, and
     each end sees the other's connection arrive from the very address it is dialling (a
     simultaneous open): one connection is kept.
+
+    C refuses A: otherwise A connects to C, and C's first PEX message to A goes at C's next
+    tick, which lists B whenever B has connected to C by then (a matter of the sessions'
+    tick phases and the machine's load). A then dials B itself, its SYN passes B's NAT
+    (B's own SYNs to A opened it) and opens A's for B: they meet without a rendezvous.
+    With R as A's only peer, A can hear of B from R alone.
     """
     torrent = make_torrent(write_content(tmp_path / "data", (100_000,)), "v1")
+    # A's NAT and A itself (a TCP dial leaves from A's own address: the NAT is UDP's only):
+    # C neither dials A nor takes its connections.
+    refuse_a = IPFilter.blocking([IPRange(IPv4Address(OTHER_NAT_HOST), IPv4Address(A_HOST))])
     with trio.fail_after(DEADLINE):
         async with (
             open_session(loopback_config()) as relay,
-            open_session(loopback_config(holepunch=False)) as public,
+            open_session(loopback_config(holepunch=False, ip_filter=refuse_a)) as public,
             session_behind_nat(OTHER_NAT_HOST, A_HOST, utp_first) as (a, nat_a),
             session_behind_nat(NAT_HOST, B_HOST, utp_first) as (b, nat_b),
         ):
@@ -157,7 +166,8 @@ async def test_two_peers_behind_nats_meet_through_a_holepunch(tmp_path: Path) ->
             assert a_to_b.transport == b_to_a.transport == "utp"
             assert a_to_b.address == nat_b.public
             assert b_to_a.address == nat_a.public
-            assert nat_a.dropped  # B's SYNs before the holepunch
+            assert not met(at_a, public)  # C never met A: A heard of B from R alone
+            assert nat_b.public in nat_a.dropped  # B's SYNs before the holepunch
             assert at_b.status().holepunch_rendezvous == 1
             assert at_a.status().holepunch_rendezvous == 0
             assert at_a.status().holepunch_connects == at_b.status().holepunch_connects == 1
