@@ -832,3 +832,21 @@ def test_fsspec_sync_passes_over_a_file_removed_while_it_ran() -> None:
     assert fs.read("t/a.bin", 0, 1) == b"a"
     assert fs.stat("t/b.bin") is None
     fs.close()
+
+
+def test_a_failing_close_is_a_storage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write error NFS defers to close(): our StorageError, never a bare OSError."""
+    fs = NativeFileSystem(tmp_path)
+    fs.write("a.bin", 0, b"x")
+    real_close = os.close
+
+    def failing_close(fd: int) -> None:
+        real_close(fd)
+        raise OSError(errno.EIO, "deferred write error")
+
+    monkeypatch.setattr(os, "close", failing_close)
+    with pytest.raises(StorageError) as raised:
+        fs.close()
+    assert raised.value.errno == errno.EIO

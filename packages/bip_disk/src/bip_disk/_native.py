@@ -1030,13 +1030,17 @@ class NativeFileSystem:
     def close(self) -> None:
         """Close every cached descriptor (ones in use close when their call ends).
 
-        Every one is closed even if closing one fails; the first failure is raised then.
+        Every one is closed even if closing one fails (a write error NFS defers to the
+        close); the first failure is raised then, as a :class:`StorageError`.
         """
         idle: list[int] = []
         with self._lock:
             for path in list(self._handles):
                 self._retire(path, idle)
-        _close_all(idle)
+        try:
+            _close_all(idle)
+        except OSError as exc:
+            raise _error(exc, ".", "close") from None
 
 
 # -- helpers -------------------------------------------------------------------------
