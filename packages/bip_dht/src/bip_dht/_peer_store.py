@@ -159,10 +159,9 @@ def _ip_of(key: bytes) -> bytes:
 
 
 class _Peer:
-    __slots__ = ("announced_at", "network", "port", "seed")
+    __slots__ = ("announced_at", "network", "seed")
 
-    def __init__(self, port: int, seed: bool, announced_at: float, network: int | None) -> None:
-        self.port = port
+    def __init__(self, seed: bool, announced_at: float, network: int | None) -> None:
         self.seed = seed
         self.announced_at = announced_at
         self.network = network  # _network_key of its IP, kept to count it down when dropped
@@ -403,7 +402,7 @@ class PeerStore:
                 # A re-announce: refresh, and move to the back of the announce order (the
                 # IP's keys follow it).
                 del swarm.peers[key]
-                swarm.peers[key] = _Peer(address.port, bool(seed), now, network)
+                swarm.peers[key] = _Peer(bool(seed), now, network)
                 held.remove(key)
                 held.append(key)
                 return True
@@ -413,7 +412,7 @@ class PeerStore:
                 # The IP's least recently announced entry gives way (a restarted client's old
                 # port, most often): every count stays as it is.
                 del swarm.peers[held.pop(0)]
-                swarm.peers[key] = _Peer(address.port, bool(seed), now, network)
+                swarm.peers[key] = _Peer(bool(seed), now, network)
                 held.append(key)
                 return True
         if not self._has_room(swarm, packed, network):
@@ -428,7 +427,7 @@ class PeerStore:
             self._swarms[info_hash] = swarm
             self._hash_list.append(info_hash)
         count = len(swarm.peers)
-        swarm.peers[key] = _Peer(address.port, bool(seed), now, network)
+        swarm.peers[key] = _Peer(bool(seed), now, network)
         swarm.ips.setdefault(packed, []).append(key)
         self._count_network(swarm, network, 1)
         if len(packed) == 16:
@@ -462,8 +461,8 @@ class PeerStore:
             raise LocalProtocolError(f"an info-hash is 20 bytes, got {info_hash!r}")
         if not isinstance(address, PeerAddress):
             raise LocalProtocolError(f"a peer is a PeerAddress, got {address!r}")
-        host = address.normalized().host
-        return host.packed + address.port.to_bytes(2, "big"), _network_key(host)
+        address = address.normalized()
+        return address.to_compact(), _network_key(address.host)
 
     def get_peers(
         self,
@@ -489,13 +488,13 @@ class PeerStore:
             return []
         size = _COMPACT_V4 if family == 4 else _COMPACT_V6
         candidates = [
-            (key, peer)
+            key
             for key, peer in swarm.peers.items()
             if len(key) == size and not (noseed and peer.seed)
         ]
         if len(candidates) > limit:
             candidates = rng.sample(candidates, limit)
-        return [PeerAddress(_host(_ip_of(key)), peer.port) for key, peer in candidates]
+        return [PeerAddress.from_compact(key) for key in candidates]
 
     def counts(self, info_hash: bytes, now: float) -> tuple[int, int]:
         """How many live seeds and downloaders ``info_hash`` has (exact, unlike a scrape)."""

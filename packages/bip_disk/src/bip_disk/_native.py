@@ -440,16 +440,7 @@ class NativeFileSystem:
             if handle is not None and (handle.writable or not write):
                 self._handles.move_to_end(path)
                 handle.users += 1
-                if not write:
-                    return handle, None
-                # _start_write inlined: every block write comes this way.
-                self._serial += 1
-                self._dirty[path] = self._serial
-                flight = self._writing.get(path)
-                if flight is None:
-                    flight = self._writing[path] = _Flight(path)
-                flight.count += 1
-                return handle, flight
+                return handle, self._start_write(path) if write else None
             forgets = self._forgets
         flags = (os.O_RDWR | (os.O_CREAT if create else 0)) if write else os.O_RDONLY
         fd, created = self._open(path, parts, flags)
@@ -491,8 +482,7 @@ class NativeFileSystem:
 
     def _start_write(self, path: str) -> _Flight:
         """Mark ``path`` changed and count a write in flight on it (the lock is held)."""
-        self._serial += 1
-        self._dirty[path] = self._serial
+        self._mark(path)
         flight = self._writing.get(path)
         if flight is None:
             flight = self._writing[path] = _Flight(path)

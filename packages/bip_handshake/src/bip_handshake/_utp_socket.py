@@ -283,9 +283,11 @@ class UtpSocket:
         # that one the system refuses as too big goes back to its connection.
         self._queue: deque[tuple[bytes, PeerAddress, _Connection | None]] = deque()
         self._queue_ready = trio.Event()
-        # Set when the sender task's datagram in hand has gone (None: it holds none). One
-        # task writes at a time: trio lets only one wait for a full socket buffer.
-        self._sender_busy: trio.Event | None = None
+        # Whether the sender task holds a datagram it is writing, and the event _shutdown
+        # waits on for it to go (made only then). One task writes at a time: trio lets
+        # only one wait for a full socket buffer.
+        self._sending = False
+        self._sender_done: trio.Event | None = None
         self._closed = False
         self._send_failures = 0
         self._reset_tokens = _reset_burst(config.resets_per_second)
@@ -704,18 +706,18 @@ class UtpSocket:
             # Once closed, _shutdown sends what is left: it waits for our datagram in hand.
             while self._queue and not self._closed:
                 datagram, address, connection = self._queue.popleft()
-                self._sender_busy = busy = trio.Event()
-                sent = False
+                self._sending = True
                 try:
                     await self._send_one(datagram, address, connection)
-                    sent = True
+                except BaseException:
+                    # Cancelled while the send waited (the socket or its owner closing):
+                    # it never left. (_send_one counts the errors it catches itself.)
+                    self._counters["datagrams_dropped"] += 1
+                    raise
                 finally:
-                    if not sent:
-                        # Cancelled while the send waited (the socket or its owner
-                        # closing): it never left.
-                        self._counters["datagrams_dropped"] += 1
-                    self._sender_busy = None
-                    busy.set()
+                    self._sending = False
+                    if self._sender_done is not None:
+                        self._sender_done.set()
 
     async def _send_one(
         self, datagram: bytes, address: PeerAddress, connection: _Connection | None = None
@@ -760,10 +762,11 @@ class UtpSocket:
         self._incoming_send.close()
         with trio.move_on_after(0.5) as scope:
             scope.shield = True
-            if self._sender_busy is not None:
+            if self._sending:
                 # The sender task waits to write (a full socket buffer): a second writer
                 # would fail at once (trio's BusyResourceError) and lose the RESETs.
-                await self._sender_busy.wait()
+                self._sender_done = trio.Event()
+                await self._sender_done.wait()
             while self._queue:
                 datagram, address, _connection = self._queue[0]
                 await self._send_one(datagram, address)  # no resends now: RESETs only

@@ -225,7 +225,6 @@ class Choker:
         self.seeding = False
         """Rank as a seed (by upload) from the next rechoke on; the brain sets it on completion."""
         self._peers: dict[PeerKey, _Peer] = {}  # insertion order is join order
-        self._order = 0
         # Counts joins and unchokes: at the same instant, between peers both waiting or both
         # unchoked, the one stamped first goes first (a reconnection follows the choke that
         # caused it), as libtorrent's distinct timestamps would order them. A waiting peer
@@ -289,8 +288,8 @@ class Choker:
             raise LocalProtocolError(f"a peer key is hashable, not {peer!r}") from None
         if known:
             raise LocalProtocolError(f"peer {peer!r} was already added to the choker")
-        self._peers[peer] = _Peer(peer, self._order, self._stamp, now, self._rate_window)
-        self._order += 1
+        # Its join's stamp is its join order too: stamps only grow.
+        self._peers[peer] = _Peer(peer, self._stamp, self._stamp, now, self._rate_window)
         self._stamp += 1
 
     def remove_peer(self, peer: PeerKey, now: float) -> ChokeDecision:

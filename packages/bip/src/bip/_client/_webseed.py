@@ -352,8 +352,6 @@ class WebSeed:
         length = sum(block.length for block in blocks)
         data = bytearray()
         error: WebSeedError | None = None
-        missing_file: int | None = None
-        refused = False  # the server refused a file (not one known missing)
         fetched = False  # a range came from the server (not pad bytes only)
         failing_file: int | None = None  # the file being fetched when it failed
         period = self._period
@@ -367,19 +365,13 @@ class WebSeed:
                     if part.is_pad:
                         data += bytes(part.length)  # a pad file: zeros, never fetched
                         continue
+                    failing_file = part.file_index
                     if part.file_index in self._missing:
-                        missing_file = part.file_index
                         raise WebSeedFileMissingError("the server does not have this file")
                     # Made per request (as libtorrent): nothing is held per file. None is
                     # too long (ready checked the longest), so none is refused here.
                     url = self.layout.file_url(part.file_index)
-                    failing_file = part.file_index
-                    try:
-                        data += await self._client.fetch(url, part.offset, part.length)
-                    except WebSeedFileMissingError:
-                        missing_file = part.file_index
-                        refused = True
-                        raise
+                    data += await self._client.fetch(url, part.offset, part.length)
                     failing_file = None
                     fetched = True
                     self._served += 1
@@ -413,12 +405,12 @@ class WebSeed:
                 self._succeeded()
         elif isinstance(error, WebSeedBlockedError):
             self._leave(str(error))
-        elif missing_file is not None:
-            # Only a file newly found missing counts as a refusal: the other runs of one
-            # large file in flight at once fail with it, and are not more files refused.
-            newly = missing_file not in self._missing
-            self._file_missing(missing_file, error)
-            if refused and newly and self.usable:
+        elif isinstance(error, WebSeedFileMissingError) and failing_file is not None:
+            # Only a file newly found missing counts as a refusal: one known missing, or
+            # the other runs of one large file in flight at once, are not more refused.
+            newly = failing_file not in self._missing
+            self._file_missing(failing_file, error)
+            if newly and self.usable:
                 self._refused += 1
                 if self._refused >= MAX_REFUSALS and self._first_of_outage(period):
                     await self._failed(error)  # it refuses us, not lacks the files
@@ -427,11 +419,13 @@ class WebSeed:
             # going down fails every request in flight at once), counted once, its delay
             # begun. Counted again, one outage would give the web seed up at once.
             return
-        elif failing_file is not None and failing_file in self._missing:
+        elif failing_file is None:
+            await self._failed(error)  # (no file was being fetched: a bad range)
+        elif failing_file in self._missing:
             return  # given up meanwhile (by another run of it): counted already
-        elif failing_file is not None and error.busy:
+        elif error.busy:
             await self._failed(error)  # "come back later": about the server, not the file
-        elif failing_file is not None and self._file_keeps_failing(failing_file):
+        elif self._file_keeps_failing(failing_file):
             self._file_missing(failing_file, f"{error}, {MAX_FILE_FAILURES} times")
         else:
             await self._failed(error)
