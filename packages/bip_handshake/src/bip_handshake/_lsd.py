@@ -586,6 +586,11 @@ class LsdService:
         # Our messages must also decode at the default bound elsewhere.
         self._per_message = min(1 + (self._max_message - one) // _HASH_LINE, LSD_MAX_HASHES)
         self._hashes: dict[bytes, float] = {}  # info-hash -> when it falls due
+        # min(self._hashes.values()), or None when not known: the shell asks for it once per
+        # datagram received, and most are dropped unread (rate-limited); a scan of every
+        # torrent each time would make a flood cost O(torrents) per datagram. Known again
+        # after at most one scan per message sent, announce() or withdraw().
+        self._earliest: float | None = None
         # The info-hashes awaiting their first announce, oldest first (values unused): on a
         # monotonic clock, also the order in which they fall due.
         self._fresh: dict[bytes, None] = {}
@@ -663,6 +668,8 @@ class LsdService:
             if swarm_id not in self._hashes:
                 self._hashes[swarm_id] = now
                 self._fresh[swarm_id] = None
+                if self._earliest is not None:
+                    self._earliest = min(self._earliest, now)
 
     def withdraw(self, info_hash: bytes | InfoHash) -> None:
         """Stop announcing a torrent, and stop reporting its peers; a torrent not announced
@@ -672,7 +679,8 @@ class LsdService:
             LocalProtocolError: not a 20-byte id nor an InfoHash.
         """
         for swarm_id in _swarm_ids(info_hash):
-            self._hashes.pop(swarm_id, None)
+            if self._hashes.pop(swarm_id, None) is not None:
+                self._earliest = None
             self._fresh.pop(swarm_id, None)
             for waiting in self._retries:
                 waiting.pop(swarm_id, None)
@@ -714,7 +722,7 @@ class LsdService:
         announced)."""
         if not self._hashes:
             return None
-        regular = max(min(self._hashes.values()), self._next_send_at)
+        regular = max(self._earliest_due(), self._next_send_at)
         if not self._first_announces:
             return regular
         # A torrent awaiting its first announce is due since it was announced, a retry when
@@ -743,7 +751,7 @@ class LsdService:
         out: list[tuple[bytes, PeerAddress]] = []
         one_each = len(self._hashes) * self._min_gap <= self._interval
         while self._hashes and now >= self._next_send_at:
-            if min(self._hashes.values()) > now:
+            if self._earliest_due() > now:
                 break
             if one_each:
                 # One message each fits the schedule: old clients read one hash only.
@@ -764,6 +772,12 @@ class LsdService:
             self._first_sent.append(now)
             out.append(self._message(batch, now, regular=False))
         return out
+
+    def _earliest_due(self) -> float:
+        """When the first torrent falls due (some torrent is announced)."""
+        if self._earliest is None:
+            self._earliest = min(self._hashes.values())
+        return self._earliest
 
     def _first_batch(self, now: float, size: int) -> list[bytes]:
         """Up to ``size`` info-hashes owed a first-announce message now: those never
@@ -796,6 +810,7 @@ class LsdService:
         regular one makes the torrent fall due again in an interval; a first announce
         schedules its first retry, a retry the next one (the regular schedule stands);
         a regular announce drops the retries still owed (it does what they would)."""
+        self._earliest = None  # due times move on
         for h in batch:
             if h in self._fresh:
                 del self._fresh[h]

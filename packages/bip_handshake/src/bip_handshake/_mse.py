@@ -101,7 +101,8 @@ class MSEEstablished(MSEEvent):
     ``skey`` is the torrent's info-hash when MSE identified it (always set for an initiator).
     ``initial_payload`` is the peer's IA (receiver side only); ``trailing_data`` the bytes that
     followed the handshake, already decrypted (for a plaintext detection, the bytes seen so far,
-    starting with ``\\x13BitTorrent protocol``). The next layer reads :attr:`data` first.
+    starting with ``\\x13BitTorrent protocol``; for a plaintext-only initiator, every byte fed
+    before the event was taken). The next layer reads :attr:`data` first.
     """
 
     method: Literal["rc4", "plaintext"]
@@ -187,6 +188,7 @@ class _State(enum.Enum):
     AWAIT_VC = enum.auto()
     AWAIT_SELECT = enum.auto()
     AWAIT_PAD_D = enum.auto()
+    PLAINTEXT = enum.auto()  # plaintext only: established at the first next_event
     # receiver
     DETECT = enum.auto()
     AWAIT_YA = enum.auto()
@@ -351,9 +353,10 @@ class MSEInitiator(_MSEConnection):
             raise ValueError("initial payload is longer than 65535 bytes")
         self._ia = bytes(initial_payload)
         if policy is EncryptionPolicy.PLAINTEXT_ONLY:
+            # The event is built by next_event, not now: bytes fed before it (the peer's
+            # handshake) must come back in it as trailing data.
             self._out += self._ia
-            self._event = MSEEstablished("plaintext", self.skey, False)
-            self._state = _State.ESTABLISHED
+            self._state = _State.PLAINTEXT
             return
         self._provide = CRYPTO_RC4
         if policy is EncryptionPolicy.PREFER_ENCRYPTED:
@@ -366,6 +369,13 @@ class MSEInitiator(_MSEConnection):
         self._select = 0
         self._pad_d_len = 0
         self._state = _State.AWAIT_YB
+
+    def _on_plaintext(self) -> bool:
+        # No MSE: whatever arrived is the start of the peer's payload stream.
+        self._event = MSEEstablished("plaintext", self.skey, False, b"", bytes(self._in))
+        self._in.clear()
+        self._state = _State.ESTABLISHED
+        return True
 
     def _on_yb(self) -> bool:
         yb = self._take(DH_KEY_LEN)
@@ -422,6 +432,7 @@ class MSEInitiator(_MSEConnection):
         return True
 
     _HANDLERS: ClassVar[dict[_State, _Handler]] = {
+        _State.PLAINTEXT: _on_plaintext,
         _State.AWAIT_YB: _on_yb,
         _State.AWAIT_VC: _on_vc,
         _State.AWAIT_SELECT: _on_select,

@@ -9,10 +9,16 @@ The rules, libtorrent's defaults:
 
 - at most ``max_size`` entries (3000, libtorrent's ``max_peerlist_size``). When full, a new
   address replaces the least useful entry that is neither connected, being dialled, nor
-  given by the user: one that failed most first, then the lowest BEP 40 priority; when no
-  such entry is less useful than the newcomer, the newcomer is dropped. Only the
+  given by the user: one that failed most first, then the one of the lowest source (ranked
+  as candidates are, below), then the lowest BEP 40 priority; when no such entry is less
+  useful than the newcomer (which has no failure), the newcomer is dropped. So untried PEX
+  addresses give way to the user's, a tracker's or LSD's, not the other way round. Only the
   ``EVICTION_WINDOW`` oldest entries are looked at (as libtorrent's ``erase_peers`` looks at a
-  window), so a flood of addresses (PEX, a tracker) costs a bounded time per address;
+  window), so a flood of addresses (PEX, a tracker) costs a bounded time per address. A
+  connection (:meth:`PeerList.connected`, :meth:`PeerList.update_port`) is recorded
+  whatever its rank: it evicts the least useful such entry, looking past the window if none
+  of it may go (libtorrent's ``new_connection`` erases by force); only a list of connected,
+  dialled and user entries has no room for it;
 - a failed dial (or a failed connection) adds one to the entry's fail count; an entry that
   failed ``max_failcount`` times (3) is not dialled again. An offer from the user (a
   ``--peer`` given again) clears the count, the wait and the seed mark: the user asked for
@@ -502,10 +508,17 @@ class PeerList:
         return self._add(address, origin, swarm_id, capped=True)
 
     def _add(
-        self, address: PeerAddress, origin: PeerOrigin, swarm_id: bytes | None, *, capped: bool
+        self,
+        address: PeerAddress,
+        origin: PeerOrigin,
+        swarm_id: bytes | None,
+        *,
+        capped: bool,
+        force: bool = False,
     ) -> bool:
         """:meth:`add` of a normalised address; ``capped``: the per-host cap applies (not to
-        a connection being recorded: it exists whatever the sources said)."""
+        a connection being recorded: it exists whatever the sources said); ``force``: a full
+        list makes room whatever the newcomer's rank (a connection being recorded)."""
         if not address.is_connectable or address.host in self._banned:
             return False
         self._idle_until = -math.inf  # a new entry, or a known one's state changed: look again
@@ -533,7 +546,9 @@ class PeerList:
                 entry.failcount -= 1
             return True
         priority = self._priority_of(address)
-        if len(self._entries) >= self.max_size and not self._make_room(priority):
+        if len(self._entries) >= self.max_size and not self._make_room(
+            (0, -_source_rank(origin), -priority), force=force
+        ):
             self._dropped += 1
             return False
         entry = _Entry(address, origin, swarm_id)
@@ -645,7 +660,8 @@ class PeerList:
         self, address: PeerAddress, now: float, *, origin: PeerOrigin = PeerOrigin.NONE
     ) -> bool:
         """A connection to ``address`` is up (ours or the peer's); returns whether the list
-        records it (no room, or a banned host: not recorded).
+        records it (a banned host, or no room: every entry connected, being dialled or the
+        user's, is not recorded; any other entry is evicted to make room).
 
         An address the list did not know is added with ``origin`` (``INCOMING`` for an
         inbound connection: such an entry is never dialled, and goes when it disconnects).
@@ -653,7 +669,9 @@ class PeerList:
         address = address.normalized()
         entry = self._entries.get(address)
         if entry is None:
-            if not self._add(address, origin, None, capped=False):
+            # A connection that works beats any address merely heard of (libtorrent's
+            # new_connection erases a peer by force): room is made for it.
+            if not self._add(address, origin, None, capped=False, force=True):
                 return False
             entry = self._entries[address]
         else:
@@ -753,7 +771,7 @@ class PeerList:
                 entry.dial_started = None
                 self._insert(entry)
             else:
-                if not self._add(listen, PeerOrigin.INCOMING, None, capped=False):
+                if not self._add(listen, PeerOrigin.INCOMING, None, capped=False, force=True):
                     return None
                 entry = self._entries[listen]
         elif old is not None:  # neither connected nor being dialled (checked above)
@@ -897,20 +915,31 @@ class PeerList:
         ours = self._ours.get(address.family)
         return 0 if ours is None else peer_priority(ours, address)
 
-    def _make_room(self, newcomer_priority: int) -> bool:
-        """Evict the least useful entry of the oldest ones, if it is less useful than a new
-        entry of ``newcomer_priority`` (which has no failure); returns whether room was made."""
+    def _make_room(self, newcomer: tuple[int, int, int], *, force: bool) -> bool:
+        """Evict the least useful entry of the oldest ones, if it is less useful than the
+        newcomer, ranked as ``_uselessness`` ranks entries; returns whether room was made.
+
+        ``force`` (a connection being recorded): evict the least useful entry whatever the
+        newcomer, looking past the window when none of it may go (its entries being
+        dialled, or the user's); only a list of connected, dialled and user entries has
+        no room then. This costs a pass over the list at most once per connection."""
         window = itertools.islice(self._entries.values(), EVICTION_WINDOW)
-        worst = max(
-            (entry for entry in window if entry.evictable),
-            key=lambda e: (e.failcount, -_source_rank(e.origin), -e.priority),
-            default=None,
-        )
-        if worst is None or (worst.failcount == 0 and worst.priority >= newcomer_priority):
+        worst = max((e for e in window if e.evictable), key=_uselessness, default=None)
+        if worst is None and force:
+            rest = itertools.islice(self._entries.values(), EVICTION_WINDOW, None)
+            worst = max((e for e in rest if e.evictable), key=_uselessness, default=None)
+        if worst is None or (not force and _uselessness(worst) <= newcomer):
             return False
         self._delete(worst.address)
         self._evicted += 1
         return True
+
+
+def _uselessness(entry: _Entry) -> tuple[int, int, int]:
+    """How little ``entry`` is worth keeping, as connect_candidates ranks (higher: less):
+    more failures, then a lower source rank, then a lower BEP 40 priority. A newcomer ranks
+    as ``(0, -source rank, -priority)``."""
+    return (entry.failcount, -_source_rank(entry.origin), -entry.priority)
 
 
 def _is_link_local(address: PeerAddress) -> bool:

@@ -1,0 +1,200 @@
+"""Session 12 mends (M-lists): a plaintext-only MSE initiator keeps the bytes it was fed, a
+full peer list still records a connection and takes the user's (tracker's, LSD's) peers over
+untried PEX ones, and an LSD datagram costs no scan of every torrent announced."""
+
+from __future__ import annotations
+
+import random
+from ipaddress import IPv4Address
+from typing import Any
+
+from bip_handshake import EncryptionPolicy, MSEEstablished, MSEInitiator, MSEReceiver, PeerAddress
+from bip_handshake._lsd import LsdService
+from bip_handshake._peer_list import EVICTION_WINDOW, PeerList, PeerOrigin
+from bip_handshake._peer_priority import peer_priority
+
+SKEY = bytes(range(20))
+THEIR_HANDSHAKE = b"\x13BitTorrent protocol" + bytes(8) + SKEY + b"-XX0001-abcdefghijkl"
+
+
+# -- MSE: a plaintext-only initiator ------------------------------------------------------------
+
+
+def test_plaintext_initiator_hands_on_bytes_received_before_its_event() -> None:
+    # h11's contract: every byte fed comes back, here as the event's trailing data.
+    a = MSEInitiator(SKEY, EncryptionPolicy.PLAINTEXT_ONLY, random.Random(1), b"x" * 68)
+    assert a.data_to_send() == b"x" * 68
+    a.receive_data(THEIR_HANDSHAKE[:30])
+    a.receive_data(THEIR_HANDSHAKE[30:])
+    event = a.next_event()
+    assert event == MSEEstablished("plaintext", SKEY, False, b"", THEIR_HANDSHAKE)
+    assert event.data == THEIR_HANDSHAKE
+    assert a.established
+    assert a.decrypt(b"more") == b"more"
+
+
+def test_plaintext_initiator_against_a_receiver_fed_in_one_go() -> None:
+    a = MSEInitiator(SKEY, EncryptionPolicy.PLAINTEXT_ONLY, random.Random(1), THEIR_HANDSHAKE)
+    b = MSEReceiver([SKEY], EncryptionPolicy.PREFER_ENCRYPTED, random.Random(2))
+    b.receive_data(a.data_to_send())
+    ev_b = b.next_event()
+    assert isinstance(ev_b, MSEEstablished)
+    # The receiver's answer (its handshake and a bitfield) arrives before the initiator looks.
+    a.receive_data(b"their handshake" + b"bitfield")
+    ev_a = a.next_event()
+    assert isinstance(ev_a, MSEEstablished)
+    assert ev_a.data == b"their handshake" + b"bitfield"
+
+
+# -- PeerList: a full list ----------------------------------------------------------------------
+
+OURS = PeerAddress.parse("203.0.113.7:6881")
+
+
+def _by_priority(count: int) -> list[PeerAddress]:
+    """``count`` connectable addresses, highest BEP 40 priority against OURS first."""
+    rng = random.Random(7)
+    pool = {PeerAddress(IPv4Address(rng.getrandbits(32) | 0x0100_0000), 6881) for _ in range(400)}
+    ranked = sorted(
+        (a for a in pool if a.is_connectable), key=lambda a: (-peer_priority(OURS, a), str(a))
+    )
+    return ranked[:count]
+
+
+def _full_of_pex(size: int) -> tuple[PeerList, list[PeerAddress]]:
+    """A list of ``size`` entries, all untried PEX ones of the highest priorities."""
+    peers = PeerList(max_size=size)
+    peers.set_our_addresses([OURS])
+    pex = _by_priority(size)
+    assert peers.add_many(pex, PeerOrigin.PEX, 0.0) == size
+    return peers, pex
+
+
+def test_an_inbound_connection_is_recorded_in_a_list_full_of_untried_pex_entries() -> None:
+    peers, pex = _full_of_pex(8)
+    inbound = PeerAddress.parse("198.51.100.30:40001")
+    assert peer_priority(OURS, inbound) < min(peer_priority(OURS, a) for a in pex)
+    assert peers.connected(inbound, 3.0, origin=PeerOrigin.INCOMING)
+    assert len(peers) == 8
+    assert peers.statistics().evicted == 1
+    # ... and where it listens (its BEP 10 ``p``), to dial it back later.
+    listen = PeerAddress.parse("198.51.100.30:51413")
+    assert peers.update_port(inbound, 51413, 3.0) == listen
+    entry = peers.entry(listen)
+    assert entry is not None
+    assert entry.connected
+
+
+def test_an_unrecorded_connection_telling_its_port_is_recorded_in_a_full_list() -> None:
+    peers, _ = _full_of_pex(8)
+    inbound = PeerAddress.parse("198.51.100.31:40001")
+    listen = PeerAddress.parse("198.51.100.31:51413")
+    assert peers.update_port(inbound, 51413, 3.0) == listen
+    assert len(peers) == 8
+
+
+def test_a_connection_evicts_beyond_the_window_when_the_oldest_cannot_go() -> None:
+    size = EVICTION_WINDOW + 2
+    peers = PeerList(max_size=size)
+    peers.add_many(
+        (PeerAddress(IPv4Address(0x0A00_0000 + i), 6881) for i in range(size)),
+        PeerOrigin.PEX,
+        0.0,
+    )
+    dialling = peers.connect_candidates(EVICTION_WINDOW, 0.0)
+    assert len(dialling) == EVICTION_WINDOW
+    inbound = PeerAddress.parse("198.51.100.30:40001")
+    assert peers.connected(inbound, 1.0, origin=PeerOrigin.INCOMING)
+    assert all(peers.is_dialling(a) for a in dialling)
+    assert len(peers) == size
+
+
+def test_a_connection_still_evicts_no_connected_dialling_or_user_entry() -> None:
+    peers = PeerList(max_size=3)
+    a, b, c = (PeerAddress.parse(f"10.0.0.{i}:6881") for i in (1, 2, 3))
+    peers.add(a, PeerOrigin.USER, 0.0)
+    peers.add_many([b, c], PeerOrigin.PEX, 0.0)
+    peers.connected(b, 0.0)
+    assert peers.connect_candidates(5, 0.0) == [a, c]
+    assert not peers.connected(PeerAddress.parse("198.51.100.30:40001"), 1.0)
+    assert {e.address for e in peers.entries()} == {a, b, c}
+
+
+def test_user_tracker_and_lsd_peers_displace_untried_pex_entries() -> None:
+    peers, pex = _full_of_pex(4)
+    lowest = min(peer_priority(OURS, a) for a in pex)
+    newcomers = [
+        (PeerOrigin.USER, PeerAddress.parse("198.51.100.20:51413")),
+        (PeerOrigin.TRACKER, PeerAddress.parse("198.51.100.21:51413")),
+        (PeerOrigin.LSD, PeerAddress.parse("192.168.1.20:6881")),
+    ]
+    for origin, address in newcomers:
+        assert peer_priority(OURS, address) < lowest
+        assert peers.add(address, origin, 1.0), origin
+        assert address in peers
+    assert peers.statistics().evicted == 3
+    assert peers.statistics().dropped == 0
+    assert len(peers) == 4
+    assert peers.connect_candidates(3, 2.0) == [a for _, a in newcomers]
+
+
+def test_a_pex_newcomer_does_not_displace_a_better_sourced_entry() -> None:
+    # The same order as connect_candidates: fewest failures, then source, then priority.
+    peers = PeerList(max_size=2)
+    peers.set_our_addresses([OURS])
+    best, low = _by_priority(2)[0], _by_priority(300)[-1]
+    assert peers.add(low, PeerOrigin.TRACKER, 0.0)
+    assert peers.add(PeerAddress.parse("198.51.100.40:6881"), PeerOrigin.DHT, 0.0)
+    assert not peers.add(best, PeerOrigin.PEX, 1.0)
+    assert peers.statistics().dropped == 1
+    # A failed entry still goes first, whatever its source.
+    peers.connect_candidates(2, 1.0)
+    peers.dial_failed(low, 1.0)
+    peers.dial_cancelled(PeerAddress.parse("198.51.100.40:6881"), 1.0)
+    assert peers.add(best, PeerOrigin.PEX, 2.0)
+    assert low not in peers
+
+
+# -- LSD: the cost of a datagram ----------------------------------------------------------------
+
+
+class _CountingDict(dict[bytes, float]):
+    """The service's due times, counting the calls that walk all of them."""
+
+    walks = 0
+
+    def values(self) -> Any:
+        _CountingDict.walks += 1
+        return super().values()
+
+    def items(self) -> Any:
+        _CountingDict.walks += 1
+        return super().items()
+
+
+def test_lsd_datagrams_cost_no_scan_of_every_torrent() -> None:
+    rng = random.Random(0)
+    service = LsdService(6881, cookie="c", rng=rng)
+    for _ in range(2000):
+        service.announce(rng.randbytes(20), 0.0)
+    now = 0.0
+    for _ in range(1000):  # the start-up schedule, until a quiet second comes
+        service.datagrams_to_send(now)
+        deadline = service.next_deadline()
+        assert deadline is not None
+        if deadline >= now + 1.0:
+            break
+        now = deadline
+    else:
+        raise AssertionError("the schedule has no quiet second")
+    service._hashes = _CountingDict(service._hashes)
+    _CountingDict.walks = 0
+    source = PeerAddress.parse("192.168.1.66:6771")
+    for _ in range(500):  # the shell's loop, once per datagram (almost all rate-limited)
+        now += 1e-3  # 0.5 s in all: within the quiet second
+        service.handle_timer(now)
+        assert service.datagrams_to_send(now) == []
+        assert service.next_deadline() is not None
+        service.receive_datagram(b"x" * 100, source, now)
+    assert service.statistics().rate_limited > 400
+    assert _CountingDict.walks <= 2
