@@ -288,6 +288,8 @@ class SwarmBrain:
         self._spread_due = False
         self._deadline: float | None = None
         self.choker.seeding = self.is_seed
+        # Deadline pieces go to peers that could be asked for them (PiecePicker.askable).
+        self.picker.askable = self._askable
         # The Streaming layer the brain put around the user's strategy for deadlines (None:
         # none, or the strategy has its own); taken off again when every deadline is cleared.
         self._own_streaming: Streaming | None = None
@@ -916,6 +918,10 @@ class SwarmBrain:
         if state.choking_us:
             return []
         state.choking_us = True
+        if self._streaming() is not None:
+            # Now, not at the next refresh: a choking peer's rate must not keep deadline
+            # pieces from the peers that can be asked (PiecePicker._deadline_ok).
+            self._set_rate(peer, state, now)
         actions: list[Action] = []
         # Blocks that arrived and wait for our disk are served, not requests: kept (asked
         # of the peer until stored or dropped), or they would be asked of others again.
@@ -977,7 +983,13 @@ class SwarmBrain:
         actions: list[Action] = []
         if state.snubbed_since is not None:  # the queues cleared their snub: it ends
             self._sync_snub(peer, state, now, actions)
-        received = self.picker.block_received(peer, block)
+        picker = self.picker
+        holder = picker.holder(block[0])
+        received = picker.block_received(peer, block, choking=self._choking_us)
+        if holder is not None and picker.holder(block[0]) is None:
+            # The parole holder chokes us and nothing of the piece is asked of it any more:
+            # the piece is everyone's again (the peers starved by its hold may take it).
+            self._released(now, actions, (block[0],))
         if received is not None:
             # Not to a loser whose copy arrived already (it waits for our disk): it was sent.
             actions.extend(
@@ -1000,6 +1012,31 @@ class SwarmBrain:
         # (super-seeding, seeds 0-3: the largest share of a leecher's time spent on its last
         # 1% of pieces went from 2.8% to 3.7%, worse on every seed).
         return actions
+
+    def _choking_us(self, peer: PeerKey) -> bool:
+        """Whether connected ``peer`` chokes us (for the picker's parole holds)."""
+        state = self._peers.get(peer)
+        return state is not None and state.choking_us
+
+    def _askable(self, peer: PeerKey, piece: int, now: float) -> bool:
+        """Whether ``peer`` could be asked for ``piece`` at ``now``, for the picker's deadline
+        choice (libtorrent's ``can_request_time_critical``): it unchokes us or allows the
+        piece fast (one that chokes us and allows nothing fast is out already: its rate is
+        0), is not snubbed, has no more than twice its queue depth out, and, on parole, may
+        take the piece (``PiecePicker.parole_may_take``)."""
+        state = self._peers.get(peer)
+        if state is None or not state.interested:
+            return False
+        picker = self.picker
+        if state.choking_us and state.allowed_fast and not picker.is_allowed_fast(peer, piece):
+            return False  # one that allows nothing fast has rate 0 (_set_rate): no rival
+        queues = self.queues
+        if queues.is_snubbed(peer):
+            return False
+        if picker.requests.num_outstanding(peer) > 2 * queues.desired_depth(peer, now):
+            return False
+        parole_peers = queues.parole_peers
+        return peer not in parole_peers or picker.parole_may_take(peer, piece, now, parole_peers)
 
     def _block_arrived(self, event: BlockArrived, now: float) -> list[Action]:
         peer, block = event.peer, event.block
@@ -1425,6 +1462,15 @@ class SwarmBrain:
             assert peer in self._peers
         for peer in self.queues.parole_peers:
             assert peer in self._peers
+        # A parole hold of a peer that chokes us lasts only while something of the piece is
+        # asked of it (a reject ends it) or the piece is allowed fast: else nobody could ever
+        # finish the piece.
+        picker = self.picker
+        for piece, holder in picker._exclusive.items():
+            if self._peers[holder].choking_us:
+                assert picker.requests.is_asked_of(piece, holder) or picker.is_allowed_fast(
+                    holder, piece
+                ), (piece, holder)
         own = self._own_streaming
         assert own is None or self.picker.strategy is own
         for piece in self.deadlines():

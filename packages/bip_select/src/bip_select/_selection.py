@@ -381,6 +381,8 @@ _MAX_FORFEITS_PER_PIECE = 8
 # eight records for each of 100,000 pieces (some 60 MB); so, parole peers times this.
 _MAX_FORFEITS_PER_PEER = 64
 
+_NO_BLOCKS: frozenset[Block] = frozenset()
+
 
 class PiecePicker:
     """Decides which blocks to request from which peer (see the module docstring)."""
@@ -393,6 +395,8 @@ class PiecePicker:
         "_forfeits_of",
         "_priority",
         "_rates",
+        "_timed_out",
+        "askable",
         "availability",
         "endgame_depth",
         "geometry",
@@ -454,6 +458,14 @@ class PiecePicker:
         # The same records by peer: {peer: {piece: None}}, oldest first (the per-peer bound,
         # and a departing peer's records found without a scan of every piece).
         self._forfeits_of: dict[PeerKey, dict[int, None]] = {}
+        # peer -> (when, the blocks whose requests to it timed out then): not asked of it
+        # again at that same ``now`` (see :meth:`block_timed_out`); one entry per peer.
+        self._timed_out: dict[PeerKey, tuple[float, set[Block]]] = {}
+        self.askable: Callable[[PeerKey, int, float], bool] | None = None
+        """``askable(peer, piece, now)``: whether ``peer`` could be asked for ``piece`` at
+        ``now`` (it unchokes us or allows the piece fast, is not snubbed, may take the piece
+        on parole...), for deadline decisions (:class:`SwarmBrain` sets it). ``None``: every
+        peer that has the piece could."""
 
     # -- wanted pieces and priorities --------------------------------------------------
 
@@ -526,6 +538,7 @@ class PiecePicker:
         self._allowed_fast.pop(peer, None)
         self._rates.pop(peer, None)
         self._release_exclusive(peer)
+        self._timed_out.pop(peer, None)
         for piece in list(self._forfeits_of.get(peer, ())):
             self._unforfeit(piece, peer)
         return self.requests.drop_peer(peer)
@@ -627,11 +640,35 @@ class PiecePicker:
 
     # -- blocks ------------------------------------------------------------------------
 
-    def block_received(self, peer: PeerKey, block: Block) -> Received | None:
-        """A block arrived (see :meth:`RequestBook.receive`)."""
-        if self._forfeited and _is_piece(block.piece, self.geometry.num_pieces):
+    def block_received(
+        self,
+        peer: PeerKey,
+        block: Block,
+        *,
+        choking: Callable[[PeerKey], bool] | None = None,
+    ) -> Received | None:
+        """A block arrived (see :meth:`RequestBook.receive`).
+
+        ``choking(holder)``: whether the parole peer holding the block's piece chokes us
+        (with the fast extension). Its hold then ends once nothing of the piece is asked
+        of it (this block was its last, or another peer's copy settled its request) and the
+        piece is not allowed fast, as at the choke itself (:meth:`peer_choked`): no reject
+        would ever end it, and no other peer could finish the piece.
+        """
+        if not _is_piece(block.piece, self.geometry.num_pieces):
+            return self.requests.receive(peer, block)  # not a block of ours: None
+        if self._forfeited:
             self._unforfeit(block.piece, peer)  # it delivers that piece again
-        return self.requests.receive(peer, block)
+        received = self.requests.receive(peer, block)
+        holder = self._exclusive.get(block.piece)
+        if holder is not None and choking is not None and choking(holder):
+            self._release_idle(holder, block.piece)
+        return received
+
+    def holder(self, piece: int) -> PeerKey | None:
+        """The parole peer that holds ``piece`` (only it may be asked for it), or None.
+        O(1)."""
+        return self._exclusive.get(piece) if _is_piece(piece, self.geometry.num_pieces) else None
 
     def block_rejected(self, peer: PeerKey, block: Block, now: float | None = None) -> bool:
         """``peer`` rejected ``block``: it is free again (for anyone); returns whether it
@@ -668,14 +705,28 @@ class PiecePicker:
         Otherwise a stalled parole peer, refilled first, would take the piece straight
         back at every time-out, for ever (one that sent nothing of it even as a fresh
         piece: its requests gone, the piece is no longer started).
+
+        With ``now`` the block is not asked of the peer again by a pick at that same
+        ``now`` (the refill of the same step).
         """
         piece = block.piece
+        step = now  # the caller's step (None: none given)
         if self._exclusive.get(piece) == peer:
             if now is None:
                 now = self.requests.outstanding(peer).get(block, 0.0)
             del self._exclusive[piece]
             self._forfeit(piece, peer, now)
-        return self.requests.time_out(peer, block)
+        timed_out = self.requests.time_out(peer, block)
+        if timed_out and step is not None:
+            # Not asked of it again in this step (a refill at the same ``now``): its BEP 6
+            # reject of our cancel would read as a reject of the new request (libtorrent:
+            # never request a block twice from the same peer). Only the last step's kept.
+            when, blocks = self._timed_out.get(peer, (step, set()))
+            if when != step:
+                blocks = set()
+            blocks.add(block)
+            self._timed_out[peer] = (step, blocks)
+        return timed_out
 
     def _forfeit(self, piece: int, peer: PeerKey, now: float) -> None:
         """``peer`` (on parole) may not take ``piece`` back until ``now`` plus
@@ -814,17 +865,29 @@ class PiecePicker:
         return now + (self.requests.num_outstanding(peer) + extra) * BLOCK_SIZE / rate
 
     def _deadline_ok(self, peer: PeerKey, piece: int, when: float, now: float) -> bool:
-        """Whether ``peer`` should take a deadline piece: it can make it, or none can
-        and it is the fastest peer that has the piece."""
-        if self._eta(peer, now) <= when:
+        """Whether ``peer`` should take a deadline piece: it can make it, or none can and
+        no other peer that has the piece and could be asked for it now (:attr:`askable`)
+        would deliver sooner, its queue counted (libtorrent's
+        ``request_time_critical_pieces`` ranks by queue time among the peers it may ask).
+        A faster peer that may not take the piece (on parole, choking us, snubbed) must
+        not keep it from the others: the urgent piece would wait for ever."""
+        mine = self._eta(peer, now)
+        if mine <= when:
             return True
-        mine = self._rates.get(peer, 0.0)
-        availability = self.availability
-        return all(
-            self._rates.get(other, 0.0) <= mine
-            for other in self._rates
-            if other != peer and availability.peer_has(other, piece)
-        )
+        if piece in self._exclusive:
+            return True  # held by ``peer`` (``pick`` checked): nobody else may take it
+        peer_has = self.availability.peer_has
+        askable = self.askable
+        eta = self._eta
+        for other in self._rates:
+            if (
+                other != peer
+                and peer_has(other, piece)
+                and eta(other, now) < mine
+                and (askable is None or askable(other, piece, now))
+            ):
+                return False
+        return True
 
     def pick(
         self,
@@ -883,6 +946,13 @@ class PiecePicker:
         requests = self.requests
         strategy = self.strategy
         forfeited = self._forfeited
+        avoid: AbstractSet[Block] = _NO_BLOCKS
+        timed_out = self._timed_out.get(peer)
+        if timed_out is not None:
+            if timed_out[0] == now:
+                avoid = timed_out[1]  # timed out at it in this very step: not again now
+            else:
+                del self._timed_out[peer]  # a step gone by
         allowed: Collection[int] | None = None
         if choked:
             allowed = self._allowed_fast.get(peer)
@@ -924,7 +994,12 @@ class PiecePicker:
                 and not self._stranded(piece, peer, on_parole)
             ):
                 return
-            for block in requests.free_blocks(piece, count - len(picked)):
+            need = count - len(picked)
+            for block in requests.free_blocks(piece, need + len(avoid)):
+                if block in avoid:
+                    continue
+                if len(picked) >= count:
+                    break
                 requests.request(peer, block, now)
                 picked.append(block)
             if exclusive and picked and picked[-1].piece == piece:
@@ -932,7 +1007,9 @@ class PiecePicker:
 
         # 1. Late deadline blocks: ask a faster peer too (never a parole peer).
         if not exclusive:
-            self._deadline_duplicates(peer, count, now, allowed, picked, arrived=arrived)
+            self._deadline_duplicates(
+                peer, count, now, allowed, picked, arrived=arrived, avoid=avoid
+            )
 
         # 2. Started pieces first within a tier, then the strategy's fresh pieces.
         # A started piece beats a fresh one of the same tier and rank (libtorrent: a
@@ -1005,10 +1082,33 @@ class PiecePicker:
                     and held.get(piece, peer) == peer
                 )
 
-            for block in requests.duplicate_candidates(peer, has, room, arrived):
+            candidates = requests.duplicate_candidates(peer, has, room + len(avoid), arrived)
+            for block in [b for b in candidates if b not in avoid][:room]:
                 requests.request(peer, block, now, duplicate=True)
                 picked.append(block)
         return picked
+
+    def parole_may_take(
+        self, peer: PeerKey, piece: int, now: float, on_parole: AbstractSet[PeerKey]
+    ) -> bool:
+        """Whether ``peer``, on parole, may be asked for ``piece`` at ``now`` by the rules
+        of :meth:`pick`'s ``exclusive`` and ``on_parole``: no other peer holds it, its own
+        forfeit of it is over (or nobody else has the piece), and nobody else worked on it
+        unless only parole peers are left to finish it. Changes nothing; O(peers on the
+        piece), O(parole peers) when only they may be left."""
+        owner = self._exclusive.get(piece)
+        if owner is not None:
+            return owner == peer
+        forfeits = self._forfeited.get(piece)
+        until = forfeits.get(peer) if forfeits is not None else None
+        if until is not None and now < until and self.availability.count(piece) > 1:
+            return False
+        requests = self.requests
+        if requests.is_started(piece) and requests.worked_on_by_others(piece, peer):
+            return self._maybe_stranded(piece, peer, on_parole) and self._stranded(
+                piece, peer, on_parole
+            )
+        return True
 
     def _maybe_stranded(self, piece: int, peer: PeerKey, on_parole: AbstractSet[PeerKey]) -> bool:
         """The cheap half of ``_stranded``: False when a peer not in ``on_parole`` surely
@@ -1056,10 +1156,12 @@ class PiecePicker:
         picked: list[Block],
         *,
         arrived: Callable[[PeerKey, Block], bool] | None = None,
+        avoid: AbstractSet[Block] = _NO_BLOCKS,
     ) -> None:
         """Late blocks of started deadline pieces, asked of ``peer`` too when it would
-        deliver them sooner. A parole peer's hold does not stop it (a missed deadline is a
-        stall the user sees); ``pick`` never calls this for a parole peer."""
+        deliver them sooner (not those in ``avoid``: timed out at it in this step). A
+        parole peer's hold does not stop it (a missed deadline is a stall the user sees);
+        ``pick`` never calls this for a parole peer."""
         if not self.has_deadlines():
             return
         deadline = self.strategy.deadline
@@ -1085,6 +1187,8 @@ class PiecePicker:
                     return
                 asked = requests.requesters(block)
                 if not asked or peer in asked or len(asked) >= _MAX_DEADLINE_COPIES:
+                    continue
+                if block in avoid:
                     continue
                 if arrived is not None and any(arrived(other, block) for other in asked):
                     continue  # it is here, waiting for our disk: not late
@@ -1131,6 +1235,8 @@ class PiecePicker:
             1 for p in requests.started_pieces() if self.wants(p) and not requests.num_free(p)
         )
         assert full == requests.num_full, (full, requests.num_full)
+        for peer in self._timed_out:
+            assert self.availability.has_peer(peer)  # its record went with it
         for peer, pieces in self._forfeits_of.items():
             assert 0 < len(pieces) <= _MAX_FORFEITS_PER_PEER
             assert self.availability.has_peer(peer)  # its records went with it

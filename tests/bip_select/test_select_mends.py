@@ -1,0 +1,317 @@
+"""Mends of the picker's parole holds, deadline choice and time-outs (each test failed before
+its fix; the hunt's probes are condensed here).
+
+- A parole peer's hold on a piece outlived its requests when it choked us (fast extension)
+  while its last blocks waited for our disk, or while a faster peer's deadline duplicate
+  settled its pending request: nothing was asked of it, no reject was coming, and no other
+  peer could ever finish the piece (end-game never started).
+- When no peer could make a deadline, only the single fastest holder (by raw rate) might take
+  the piece, even one that could not be asked for it (a parole peer barred from a piece
+  another started): the urgent piece waited until the end of the download. The holders that
+  could be asked now are compared by when they would deliver (their queues counted).
+- A request time-out refilled the timed-out peer, in the same step, with the very block just
+  cancelled at it (with BEP 6 its reject of the cancel then reads as a reject of the new
+  request).
+
+Sans-IO: time is the ``now`` each call is given.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Hashable
+
+from _brains import requests_to, starved_slow_peer
+
+from bip_select._actions import SendCancel, SendRequest
+from bip_select._brain import SwarmBrain
+from bip_select._geometry import BLOCK_SIZE, Block, TorrentGeometry
+from bip_select._inputs import (
+    BlockArrived,
+    BlockReceived,
+    BlockRejected,
+    Input,
+    PeerChokedUs,
+    PeerHave,
+    PeerHaveAll,
+    PeerJoined,
+    PeerUnchokedUs,
+    PieceDeadlineSet,
+    PieceVerified,
+    RequestTimedOut,
+    Tick,
+)
+from bip_select._queueing import PeerQueues, QueueConfig
+from bip_select._selection import PiecePicker, RarestFirst, Streaming
+
+
+class _Swarm:
+    """A brain and what it asked of each peer (requests minus cancels)."""
+
+    def __init__(self, brain: SwarmBrain) -> None:
+        self.brain = brain
+        self.now = 0.0
+        self.asked: dict[Hashable, list[Block]] = {}
+
+    def feed(self, event: Input) -> None:
+        for action in self.brain.handle(event, self.now):
+            if isinstance(action, SendRequest):
+                self.asked.setdefault(action.peer, []).append(action.block)
+            elif isinstance(action, SendCancel):
+                self.asked[action.peer].remove(action.block)
+        self.brain.check()
+
+    def deliver(self, peer: Hashable, block: Block, good: bool = True) -> None:
+        """``peer`` sends ``block``; a piece complete is verified (``good``)."""
+        self.asked[peer].remove(block)
+        self.feed(BlockReceived(peer, block))
+        geometry = self.brain.geometry
+        requests = self.brain.picker.requests
+        piece = block.piece
+        complete = all(requests.is_received(b) for b in geometry.blocks(piece))
+        if complete and not self.brain.has_piece(piece):
+            self.feed(PieceVerified(piece, good))
+
+    def serve(self, peer: Hashable, steps: int) -> None:
+        """``peer`` answers every request at once, once a second, for ``steps`` seconds (or
+        until the download is complete)."""
+        for _ in range(steps):
+            if self.brain.is_complete:
+                return
+            self.now += 1.0
+            for block in list(self.asked.get(peer, [])):
+                self.deliver(peer, block)
+            self.feed(Tick(self.now))
+
+
+def _parole_holder() -> tuple[_Swarm, int]:
+    """P (fast extension, reqq 2) sent a whole piece that failed (parole, not banned), had its
+    requests rejected at a choke, and unchoked us again: it holds a fresh piece and is asked
+    for two of its four blocks. Returns the swarm and the held piece."""
+    geometry = TorrentGeometry(3, 4 * BLOCK_SIZE)
+    brain = SwarmBrain(
+        geometry, rng=random.Random(0), queueing=QueueConfig(ban_sole_contributor=False)
+    )
+    swarm = _Swarm(brain)
+    swarm.feed(PeerJoined("P", reqq=2, fast=True))
+    swarm.feed(PeerHaveAll("P"))
+    swarm.feed(PeerUnchokedUs("P"))
+    bad = swarm.asked["P"][0].piece
+    requests = brain.picker.requests
+    while not all(requests.is_received(b) for b in geometry.blocks(bad)):
+        block = next(b for b in swarm.asked["P"] if b.piece == bad)
+        swarm.asked["P"].remove(block)
+        swarm.feed(BlockReceived("P", block))
+    swarm.feed(PieceVerified(bad, False))
+    assert brain.queues.on_parole("P")
+    swarm.feed(PeerChokedUs("P"))
+    for block in list(swarm.asked["P"]):
+        swarm.asked["P"].remove(block)
+        swarm.feed(BlockRejected("P", block))
+    swarm.feed(PeerUnchokedUs("P"))
+    held = swarm.asked["P"][0].piece
+    assert len(swarm.asked["P"]) == 2
+    assert all(b.piece == held for b in swarm.asked["P"])
+    return swarm, held
+
+
+def _honest_seed_joins(swarm: _Swarm) -> None:
+    swarm.feed(PeerJoined("H", fast=True))
+    swarm.feed(PeerHaveAll("H"))
+    swarm.feed(PeerUnchokedUs("H"))
+
+
+# ---------------------------------------------------------------- 1. parole holds
+
+
+def test_hold_ends_when_the_choking_holders_last_blocks_are_stored() -> None:
+    swarm, held = _parole_holder()
+    mine = list(swarm.asked["P"])
+    for block in mine:  # both arrive (our disk is slow), then P chokes us: nothing to reject
+        swarm.feed(BlockArrived("P", block))
+    swarm.feed(PeerChokedUs("P"))
+    for block in mine:
+        swarm.asked["P"].remove(block)
+        swarm.feed(BlockReceived("P", block))
+    _honest_seed_joins(swarm)
+    # The honest seed is asked for the held piece's last blocks: the download completes.
+    assert any(b.piece == held for b in swarm.asked["H"])
+    swarm.serve("H", 30)
+    assert swarm.brain.is_complete
+
+
+def test_hold_ends_when_another_peers_copy_settles_the_choking_holders_request() -> None:
+    swarm, held = _parole_holder()
+    brain = swarm.brain
+    _honest_seed_joins(swarm)
+    for _ in range(3):  # H delivers the other pieces and is measured
+        swarm.now += 1.0
+        for block in list(swarm.asked.get("H", [])):
+            if block.piece != held:
+                swarm.deliver("H", block)
+        swarm.feed(Tick(swarm.now))
+    swarm.now = 4.0
+    swarm.feed(PieceDeadlineSet(held, 5.0))
+    swarm.feed(PeerChokedUs("P"))  # its rejects are on their way
+    pending_rejects = list(swarm.asked["P"])
+    swarm.now = 6.0
+    swarm.feed(Tick(6.0))
+    late = [b for b in swarm.asked.get("H", []) if b.piece == held]
+    assert late  # H was asked for P's late blocks too
+    for block in late:
+        swarm.deliver("H", block)  # H's copies settle P's requests (cancels to P)
+    for block in pending_rejects:  # P's rejects come after: of requests no longer pending
+        if block in swarm.asked["P"]:
+            swarm.asked["P"].remove(block)
+        swarm.feed(BlockRejected("P", block))
+    swarm.serve("H", 30)
+    assert brain.is_complete, brain.picker.requests.free_blocks(held)
+
+
+def test_hold_stays_with_a_choking_holder_still_asked() -> None:
+    """Only the holder's last request settled ends it: one still asked will be rejected."""
+    swarm, held = _parole_holder()
+    first, second = swarm.asked["P"]
+    swarm.feed(BlockArrived("P", first))
+    swarm.feed(PeerChokedUs("P"))
+    swarm.asked["P"].remove(first)
+    swarm.feed(BlockReceived("P", first))
+    assert swarm.brain.picker.holder(held) == "P"
+    swarm.asked["P"].remove(second)
+    swarm.feed(BlockRejected("P", second))  # the choke's reject ends it, as before
+    assert swarm.brain.picker.holder(held) is None
+
+
+# ---------------------------------------------------------------- 2. deadline choice
+
+
+def test_deadline_piece_not_kept_for_parole_peers_barred_from_it() -> None:
+    """Host P (two connections, on parole, fast) has every piece; honest H (slow) started a
+    piece that then gets a deadline nobody can make: H must finish it, P may not."""
+    geometry = TorrentGeometry(40, 16 * BLOCK_SIZE)
+    queues = PeerQueues(
+        QueueConfig(ban_sole_contributor=False),
+        identity=lambda key: "hostP" if str(key).startswith("P") else key,
+    )
+    brain = SwarmBrain(
+        geometry, rng=random.Random(3), queueing=queues, selection=Streaming(then=RarestFirst())
+    )
+    swarm = _Swarm(brain)
+    swarm.asked = {"P1": [], "P2": [], "H": []}
+    swarm.feed(PeerJoined("P1", fast=True))
+    swarm.feed(PeerHaveAll("P1"))
+    swarm.feed(PeerUnchokedUs("P1"))
+    bad = swarm.asked["P1"][0].piece
+    for block in geometry.blocks(bad):
+        swarm.deliver("P1", block, good=False)
+    for event in (PeerJoined("P2", fast=True), PeerHaveAll("P2"), PeerUnchokedUs("P2")):
+        swarm.feed(event)
+    for event in (PeerJoined("H", fast=True), PeerHaveAll("H"), PeerUnchokedUs("H")):
+        swarm.feed(event)
+    assert queues.on_parole("P1")
+    assert queues.on_parole("P2")
+    urgent = -1
+    for step in range(1, 11):  # P1, P2 send 12 blocks a second each, H 2
+        swarm.now = step * 0.5
+        for peer, per_step in (("P1", 6), ("P2", 6), ("H", 1)):
+            for block in list(swarm.asked[peer])[:per_step]:
+                swarm.deliver(peer, block)
+        swarm.feed(Tick(swarm.now))
+        if step == 6:
+            urgent = next(b.piece for b in swarm.asked["H"])
+            swarm.feed(PieceDeadlineSet(urgent, swarm.now + 2.0))
+    # Two seconds on, every free block of the urgent piece is asked of H (the only peer that
+    # may finish it); it waited for the end of the download before.
+    assert brain.picker.requests.num_free(urgent) == 0
+    assert queues.on_parole("P1")
+
+
+def _rated(rates: dict[str, float], outstanding: dict[str, int]) -> PiecePicker:
+    """A picker on Streaming with peers of ``rates`` (each has every piece) and
+    ``outstanding`` requests already out at each (all of piece 0); piece 2 is due at 0.1 s,
+    a deadline none of them can make."""
+    geometry = TorrentGeometry(4, 64 * BLOCK_SIZE)
+    streaming = Streaming(then=RarestFirst())
+    streaming.set_deadline(2, 0.1)
+    picker = PiecePicker(geometry, random.Random(0), streaming)
+    for peer, rate in rates.items():
+        picker.add_peer(peer)
+        picker.peer_have_all(peer)
+        picker.set_rate(peer, rate)
+    for peer, count in outstanding.items():
+        for block in picker.requests.free_blocks(0, count):
+            picker.requests.request(peer, block, 0.0)
+    return picker
+
+
+def test_deadline_nobody_makes_goes_to_the_earliest_arrival_not_the_highest_rate() -> None:
+    # "a" (16 KiB/s, nothing out) delivers a block in 1 s; "b" (32 KiB/s) only after the 60
+    # it is already asked for (about 30 s). Neither makes a deadline 0.1 s away.
+    picker = _rated({"a": 16384.0, "b": 32768.0}, {"b": 60})
+    got = picker.pick("a", 1, 0.0)
+    assert [b.piece for b in got] == [2]
+
+
+def test_deadline_not_left_to_a_faster_peer_that_cannot_be_asked() -> None:
+    picker = _rated({"a": 16384.0, "f": 10e6}, {})
+
+    def askable(peer: Hashable, piece: int, now: float) -> bool:
+        return peer != "f"  # f chokes us, say
+
+    picker.askable = askable
+    assert [b.piece for b in picker.pick("a", 1, 0.0)] == [2]
+    picker.askable = None  # f could take it: a waits, as before
+    assert 2 not in [b.piece for b in picker.pick("a", 1, 0.0)]
+
+
+def test_a_peer_that_chokes_us_no_longer_keeps_a_deadline_piece_waiting() -> None:
+    # "f" (10 MB/s) unchokes us, is asked for piece 20, then chokes us (fast extension) and
+    # rejects: it cannot be asked for anything. The slow "a" then announces piece 20, due in
+    # 3 s, which it cannot make either: it takes it (it waited for f's unchoke before).
+    geometry = TorrentGeometry(64, 32768)
+    brain = starved_slow_peer(geometry, Streaming())
+    asked_f = requests_to(brain.handle(PeerUnchokedUs("f"), 0.0), "f")
+    assert {b.piece for b in asked_f} == {20}
+    brain.handle(PeerChokedUs("f"), 0.0)
+    for block in asked_f:
+        brain.handle(BlockRejected("f", block), 0.0)
+    assert brain.handle(PieceDeadlineSet(20, 3.0), 0.0) == []
+    assert requests_to(brain.handle(PeerHave("a", 20), 0.0), "a") == list(geometry.blocks(20))
+    brain.check()
+
+
+# ---------------------------------------------------------------- 3. time-outs
+
+
+def _snubbed_at_61() -> tuple[SwarmBrain, list[Block], list[SendCancel], list[SendRequest]]:
+    brain = SwarmBrain(TorrentGeometry(4, 4 * BLOCK_SIZE), rng=random.Random(0))
+    brain.handle(PeerJoined("A", fast=True), 0.0)
+    brain.handle(PeerHaveAll("A"), 0.0)
+    first = [a.block for a in brain.handle(PeerUnchokedUs("A"), 0.0) if isinstance(a, SendRequest)]
+    actions = brain.tick(61.0)
+    brain.check()
+    cancels = [a for a in actions if isinstance(a, SendCancel)]
+    asks = [a for a in actions if isinstance(a, SendRequest)]
+    return brain, first, cancels, asks
+
+
+def test_a_timed_out_peer_is_not_asked_again_for_the_block_in_the_same_step() -> None:
+    brain, first, cancels, asks = _snubbed_at_61()
+    assert {c.block for c in cancels} == set(first)
+    assert asks  # snubbed: one request at a time, of something else
+    assert not {a.block for a in asks} & set(first)
+    # A's reject answering our cancel is of a request no longer pending: nothing changes.
+    assert not brain.handle(BlockRejected("A", first[0]), 61.1)
+    assert {a.block for a in asks} <= set(brain.picker.requests.outstanding("A"))
+
+
+def test_a_client_time_out_does_not_re_ask_the_block_of_the_same_peer() -> None:
+    brain = SwarmBrain(TorrentGeometry(1, BLOCK_SIZE), rng=random.Random(0))
+    brain.handle(PeerJoined("A", fast=True), 0.0)
+    brain.handle(PeerHaveAll("A"), 0.0)
+    first = [a.block for a in brain.handle(PeerUnchokedUs("A"), 0.0) if isinstance(a, SendRequest)]
+    actions = brain.handle(RequestTimedOut("A", first[0]), 30.0)
+    assert actions == [SendCancel("A", first[0])]  # snubbed: room for one, but not that one
+    # At the next step the block may be asked of it again (nobody else has it).
+    later = brain.tick(31.0)
+    assert SendRequest("A", first[0]) in later
