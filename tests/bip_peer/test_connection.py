@@ -605,8 +605,15 @@ def test_message_under_an_id_we_assigned_without_codec() -> None:
 def test_malformed_extension_payload_is_remote_error() -> None:
     conn = make()
     conn.send(ExtendedHandshake(m=IDS))
-    with pytest.raises(RemoteProtocolError, match="lt_donthave"):
-        deliver(conn, Extended(IDS["lt_donthave"], b"\x00"))
+    with pytest.raises(RemoteProtocolError, match="ut_pex"):
+        deliver(conn, Extended(IDS["ut_pex"], b"x"))
+
+
+def test_wrong_size_donthave_is_ignored_as_libtorrent_does() -> None:
+    conn = make()
+    conn.send(ExtendedHandshake(m=IDS))
+    event = UnknownExtended(IDS["lt_donthave"], "lt_donthave", b"\x00")
+    assert deliver(conn, Extended(IDS["lt_donthave"], b"\x00"), Have(1)) == [event, Have(1)]
 
 
 def test_donthave_out_of_range() -> None:

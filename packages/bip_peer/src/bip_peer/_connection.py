@@ -59,9 +59,12 @@ for allowed-fast pieces, which may still be served): the rejects are returned by
 Extensions. The ids come from the BEP 10 handshakes: ours (sent through
 :meth:`~PeerConnection.send`) decode what the peer sends, theirs encode what we
 send. An extended message under an id we did not assign, or under a name we
-have no codec for, is surfaced as :class:`UnknownExtended`; sending an extension
-the peer did not offer is a :class:`LocalProtocolError`. A later handshake
-updates the map (an id of 0 removes an extension).
+have no codec for, is surfaced as :class:`UnknownExtended`, and so is a
+``lt_donthave`` or ``upload_only`` message of the wrong size (libtorrent ignores
+those); sending an extension the peer did not offer is a
+:class:`LocalProtocolError`. A later handshake updates the map (an id of 0 removes
+an extension) and only the fields it carries (BEP 10: it may carry just the
+changes), so :attr:`~PeerConnection.their_handshake` is the merged view.
 
 Ignored and counted (``ignored_out_of_range``), as libtorrent does: a suggest,
 allowed fast, cancel or reject for a piece past the end. The port message (BEP 5)
@@ -76,7 +79,7 @@ caller: the connection knows piece counts, not piece sizes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, TypeAlias, TypeVar
 
 from bip_handshake import Extensions, PeerAddress
@@ -86,6 +89,7 @@ from ._errors import LocalProtocolError, RemoteProtocolError, StaleSendError
 from ._extended import (
     _U32_MAX,  # the largest reqq an extended handshake carries: max_peer_requests is ours
     MAX_EXTENSION_NAME_LENGTH,  # defined with the handshake's other bounds, exported here too
+    MAX_HANDSHAKE_EXTRA_KEYS,
     DontHave,
     ExtendedHandshake,
     MetadataData,
@@ -247,6 +251,10 @@ class ConnectionLimits:
 class UnknownExtended:
     """An extended message we cannot decode, surfaced so the caller may ignore it (BEP 10).
 
+    That is one under an id we assigned to no extension we decode, of a ``ut_metadata`` type
+    we do not know, or a ``lt_donthave`` / ``upload_only`` message of the wrong size (which
+    libtorrent ignores too).
+
     Attributes:
         extended_id: the id it came under (one of ours).
         name: the extension name we assigned that id to, or None if we assigned it
@@ -277,6 +285,10 @@ _EXTENSIONS: Final[dict[str, tuple[tuple[type, ...], Callable[[bytes], object]]]
     "lt_donthave": ((DontHave,), DontHave.decode_payload),
     "upload_only": ((UploadOnly,), UploadOnly.decode_payload),
 }
+# Extensions whose wrong-size payload is ignored (surfaced as UnknownExtended), not fatal:
+# libtorrent's on_extended logs a wrong-length lt_donthave or upload_only and keeps the
+# connection (a malformed ut_metadata or ut_pex dictionary disconnects there, and here).
+_IGNORED_WHEN_MALFORMED: Final = frozenset({"lt_donthave", "upload_only"})
 _NAME_OF_CLASS: Final[dict[type, str]] = {
     cls: name for name, (classes, _) in _EXTENSIONS.items() for cls in classes
 }
@@ -706,7 +718,15 @@ class PeerConnection:
 
     @property
     def their_handshake(self) -> ExtendedHandshake | None:
-        """The peer's latest extended handshake, if any."""
+        """What the peer's extended handshakes said, merged, if it sent any.
+
+        BEP 10 lets a later handshake carry only the changes: a field it leaves out (or
+        sends invalid, which decoding drops) keeps the value an earlier one gave, one it
+        sends replaces it, as libtorrent reads each field only when present. ``m`` is
+        :attr:`their_extension_ids` (0 removes a name); ``extra`` keeps its earliest keys
+        up to :data:`~bip_peer._extended.MAX_HANDSHAKE_EXTRA_KEYS`. The event
+        :meth:`next_event` returns is the handshake as received.
+        """
         return self._their_handshake
 
     @property
@@ -716,7 +736,8 @@ class PeerConnection:
 
     @property
     def peer_reqq(self) -> int | None:
-        """How many outstanding requests the peer says it queues (``reqq``), if it said."""
+        """How many outstanding requests the peer says it queues (``reqq``), if it said
+        (in its latest handshake that has one)."""
         return None if self._their_handshake is None else self._their_handshake.reqq
 
     @property
@@ -739,6 +760,20 @@ class PeerConnection:
             return []
         pieces = allowed_fast_set(self._peer_address.host, self._swarm_id, self._num_pieces, k)
         return [index for index in pieces if index not in self._peer_pieces]
+
+    def withdraw_peer_request(self, index: int, begin: int, length: int) -> bool:
+        """Forget a request of the peer that we will never answer (a block the disk could
+        not read), so that it stops holding one of the ``reqq`` slots we advertised.
+
+        For a peer without the fast extension, which gets no reject (it times the request
+        out); with fast, send :class:`RejectRequest` instead (BEP 6 answers every request),
+        which frees the slot too. Nothing is sent. Returns whether the request was open.
+        """
+        key = (index, begin, length)
+        if key not in self._peer_requests:
+            return False
+        self._peer_requests.discard(key)
+        return True
 
     def __repr__(self) -> str:
         """The peer and the state a log line wants."""
@@ -1114,6 +1149,8 @@ class PeerConnection:
         try:
             event = codec[1](message.payload)
         except (ValueError, RemoteProtocolError) as error:
+            if name in _IGNORED_WHEN_MALFORMED:
+                return UnknownExtended(message.extended_id, name, message.payload)
             raise RemoteProtocolError(f"malformed {name} message: {error}") from None
         if event is None:
             return UnknownExtended(message.extended_id, name, message.payload)
@@ -1143,7 +1180,9 @@ class PeerConnection:
         except (ValueError, RemoteProtocolError) as error:
             raise RemoteProtocolError(f"malformed extended handshake: {error}") from None
         _merge_their_ids(self._their_ext_ids, handshake.m, self._our_ext_ids)
-        self._their_handshake = handshake
+        self._their_handshake = _merged_handshake(
+            self._their_handshake, handshake, self._their_ext_ids
+        )
         if handshake.upload_only is not None:
             self._peer_upload_only = handshake.upload_only
         return handshake
@@ -1412,6 +1451,32 @@ def _hash_key(message: HashRequest | Hashes | HashReject) -> HashKey:
         message.index,
         message.length,
         message.proof_layers,
+    )
+
+
+def _merged_handshake(
+    old: ExtendedHandshake | None, new: ExtendedHandshake, ids: Mapping[str, int]
+) -> ExtendedHandshake:
+    """``new`` on top of ``old``: fields ``new`` lacks keep their old values, ``m`` is the
+    merged ``ids`` (a later handshake may carry only changes, BEP 10), ``extra`` stays
+    bounded as one received handshake's is."""
+    if old is None:
+        return replace(new, m=ids)
+    extra = dict(old.extra)
+    for key, value in new.extra.items():
+        if key in extra or len(extra) < MAX_HANDSHAKE_EXTRA_KEYS:
+            extra[key] = value
+    return ExtendedHandshake(
+        m=ids,
+        v=old.v if new.v is None else new.v,
+        p=old.p if new.p is None else new.p,
+        yourip=old.yourip if new.yourip is None else new.yourip,
+        ipv4=old.ipv4 if new.ipv4 is None else new.ipv4,
+        ipv6=old.ipv6 if new.ipv6 is None else new.ipv6,
+        reqq=old.reqq if new.reqq is None else new.reqq,
+        metadata_size=old.metadata_size if new.metadata_size is None else new.metadata_size,
+        upload_only=old.upload_only if new.upload_only is None else new.upload_only,
+        extra=extra,
     )
 
 

@@ -18,7 +18,11 @@ at all (not a bencoded dictionary, a ``ut_metadata`` message without an int ``ms
 ``piece``, a ``lt_donthave`` payload that is not 4 bytes) raises
 :class:`~bip_peer._errors.RemoteProtocolError`, while a single field of the wrong type or range
 in an otherwise valid dictionary is ignored as if absent (a ``reqq`` sent as a string, a ``p``
-of 0, an ``m`` entry of 300). What each decoder ignores is listed in its docstring.
+of 0, an ``m`` entry of 300). What each decoder ignores is listed in its docstring. What the
+connection does with a decoder's error is its own: as libtorrent, a
+:class:`~bip_peer.PeerConnection` ends the connection for a malformed ``ut_metadata`` or
+``ut_pex`` message but ignores a ``lt_donthave`` or ``upload_only`` message of the wrong size
+(surfaced as :class:`~bip_peer.UnknownExtended`).
 Constructing a message locally checks every field and raises ``TypeError`` / ``ValueError``.
 """
 

@@ -194,7 +194,7 @@ def handle_message(brain: SwarmBrain, peer: Peer, message: object, now: float) -
 
     Every message :func:`input_for` translates goes to :meth:`SwarmBrain.handle
     <bip_select.SwarmBrain.handle>`. The BEP 10 extended handshake, which usually arrives
-    after the join, sets the peer's request limit (``reqq``; the brain's
+    after the join, sets the peer's request limit when it has a ``reqq`` (the brain's
     :attr:`QueueConfig.max_queue <bip_select.QueueConfig.max_queue>` still caps the queue,
     so the peer's number cannot make us keep more requests open) and tells the brain its
     BEP 21 flag if that changed. Blocks and requests give no action: see :func:`input_for`.
@@ -204,9 +204,13 @@ def handle_message(brain: SwarmBrain, peer: Peer, message: object, now: float) -
     """
     if type(message) is ExtendedHandshake:
         assert isinstance(message, ExtendedHandshake)
-        brain.queues.set_reqq(peer, message.reqq)  # raises for a peer the brain does not know
         upload_only = peer.connection.peer_upload_only
-        if upload_only != brain.is_upload_only(peer):
+        was_upload_only = brain.is_upload_only(peer)  # raises for a peer the brain does not know
+        if message.reqq is not None:
+            # A later handshake may carry only changes (BEP 10): one without reqq leaves the
+            # peer's earlier reqq in place, as libtorrent does.
+            brain.queues.set_reqq(peer, message.reqq)
+        if upload_only != was_upload_only:
             return brain.handle(PeerUploadOnly(peer, upload_only), now)
         return []
     event = input_for(peer, message)

@@ -81,6 +81,7 @@ from bip_peer import (
     PeerManager,
     Piece,
     RateMeter,
+    RejectRequest,
     Request,
 )
 from bip_select import Block
@@ -362,6 +363,25 @@ class Uploader:
             return None
         return peer, state, key
 
+    def _unserved(self, peer: Peer, key: _BlockKey) -> None:
+        """Answer ``peer``'s request ``key`` we could not read, so it frees its ``reqq`` slot.
+
+        With fast, a reject (BEP 6: every request is answered; libtorrent rejects a block
+        whose read failed). Without, or if the reject cannot be queued, the connection
+        forgets the request: left open, it would hold a slot for good and later requests
+        would be refused.
+        """
+        connection = peer.connection
+        if key not in connection.peer_requests:
+            return  # cancelled, or rejected by a choke, while it was read
+        if connection.fast:
+            try:
+                if self._manager.send_control(peer, RejectRequest(*key)):
+                    return
+            except LocalProtocolError:  # StaleSendError: overtaken by the peer
+                return
+        connection.withdraw_peer_request(*key)
+
     def _set_aside(self, peer: Peer, state: _PeerQueue, limit: int) -> None:
         """Hand ``peer`` to a watcher that waits for fewer than ``limit`` bytes queued."""
         nursery = self._nursery
@@ -427,6 +447,7 @@ class Uploader:
         except (TorrentStateError, StorageError) as error:
             # A storage fault stops the torrent; its event says why.
             logger.debug("cannot serve %s: %s", key, error)
+            self._unserved(peer, key)
             return
         if key not in peer.connection.peer_requests:
             return  # cancelled, or rejected by a choke, while it was read
