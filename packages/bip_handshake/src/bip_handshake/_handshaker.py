@@ -59,7 +59,9 @@ Encryption: an :class:`~bip_handshake.EncryptionPolicy` selects MSE/PE, as libto
 does it. Outbound, :meth:`Handshaker._secure` runs the MSE initiator with the swarm id
 we dial as SKEY and our BEP 3 handshake as the initial payload; with
 ``PREFER_ENCRYPTED`` (the default) a peer that closes or garbles the MSE handshake is
-dialled once more in plaintext (counted in ``plaintext_fallback``). Inbound, the first
+dialled once more in plaintext (counted in ``plaintext_fallback``), unless the IP filter
+blocks it by then (``filtered_ip``); a redial that cannot connect ends the attempt as the
+failed MSE handshake (``mse_failed``): the peer was reachable. Inbound, the first
 bytes tell: ``\x13BitTorrent protocol`` is plaintext (refused and counted in
 ``refused_plaintext`` under ``REQUIRE_ENCRYPTED``), anything else runs the MSE receiver
 with the registered swarm ids as SKEYs. With RC4 negotiated the delivered stream is an
@@ -163,6 +165,9 @@ DEFAULT_MAX_CONCURRENT: Final = 64
 """How many dials may be connecting or handshaking at once by default (the half-open bound)."""
 DEFAULT_MAX_QUEUED: Final = 1024
 """How many discovered addresses may wait for a dial by default; more are dropped."""
+MAX_SELF_ADDRESSES: Final = 64
+"""How many addresses found to be ours (:meth:`Handshaker.is_self_address`) are remembered;
+the oldest is forgotten first."""
 _RECEIVE_SIZE: Final = 16 * 1024
 _PSTR: Final = b"\x13BitTorrent protocol"
 _ACCEPT_BACKOFF: Final = 0.1
@@ -224,7 +229,8 @@ class DialFailure:
     """An outbound dial that never connected (``open_handshaker(on_dial_failed=...)``).
 
     Only the connect counts: a peer that accepted the connection and then failed the
-    handshake (closed it, sent garbage, was too slow) is reachable, and is not reported.
+    handshake (closed it, sent garbage, was too slow) is reachable, and is not reported, even
+    when the plaintext redial after its failed MSE handshake cannot connect.
 
     Attributes:
         torrent: the torrent the dial was for.
@@ -395,7 +401,8 @@ class HandshakerStatistics:
             info-hash in an answer, too much data).
         connection_lost: peers that closed or reset the connection mid-handshake.
         unknown_info_hash: inbound handshakes for a torrent that is not registered.
-        self_connection: handshakes with our own peer id.
+        self_connection: handshakes with our own peer id (a dial's address is remembered
+            as ours: :meth:`Handshaker.is_self_address`).
         over_limit: inbound connections closed at once because ``max_inbound`` inbound
             handshakes were in progress, or ``max_inbound_per_host`` from the same host (an
             IPv4 address, an IPv6 /64), and inbound handshakes closed after a quarter of the
@@ -411,7 +418,8 @@ class HandshakerStatistics:
         filtered_ip: blocked by the IP filter (:meth:`Handshaker.set_ip_filter`): offered
             addresses not queued, queued dials dropped, inbound connections closed before
             any byte is read (all of them not attempts), and handshakes refused at the end
-            because a filter set meanwhile blocks them (those are failures).
+            or plaintext redials not made because a filter set meanwhile blocks them
+            (those are failures).
         filtered_info_hash: refused by :attr:`HandshakeFilters.info_hash`.
         filtered_extensions: refused by :attr:`HandshakeFilters.extensions`.
         filtered_peer_id: refused by :attr:`HandshakeFilters.peer_id`.
@@ -426,7 +434,8 @@ class HandshakerStatistics:
         refused_plaintext: inbound plaintext handshakes refused because encryption is
             required.
         mse_failed: MSE handshakes that failed and ended the attempt (garbage, no
-            acceptable method, an outbound peer closing under ``REQUIRE_ENCRYPTED``).
+            acceptable method, an outbound peer closing under ``REQUIRE_ENCRYPTED``, or
+            under ``PREFER_ENCRYPTED`` one whose plaintext redial could not connect).
             An inbound MSE handshake for a torrent that is not registered counts as
             ``unknown_info_hash``, a peer closing an inbound one as ``connection_lost``,
             and one sent to a ``PLAINTEXT_ONLY`` handshaker as ``protocol_error``.
@@ -723,6 +732,9 @@ class Handshaker:
         ](max_queued)
         self._done_send, self._done_receive = trio.open_memory_channel[CompletedHandshake](backlog)
         self._counts: Counter[str] = Counter()
+        # Addresses our dials found to be ourselves (our own peer id answered), oldest first;
+        # bounded: a peer echoing our peer id back under many ports adds one each.
+        self._self_addresses: dict[PeerAddress, None] = {}
 
     # -- public API ----------------------------------------------------------------
 
@@ -858,6 +870,14 @@ class Handshaker:
         """
         key = (torrent, address.normalized())
         return key in self._dialling or key in self._open
+
+    def is_self_address(self, address: PeerAddress) -> bool:
+        """Whether a dial to ``address`` reached ourselves (answered with our own peer id,
+        ``self_connection``): a tracker or the DHT listing our address, or a NAT looping it
+        back. An owner keeping its own dial book stops dialling it (libtorrent bans the
+        peer). The last ``MAX_SELF_ADDRESSES`` such addresses are remembered; O(1).
+        """
+        return address.normalized() in self._self_addresses
 
     def accept_stream(
         self, stream: trio.abc.Stream, address: PeerAddress, *, transport: Transport = "tcp"
@@ -1127,7 +1147,22 @@ class Handshaker:
                     )
                     await trio.aclose_forcefully(stream)
                     stream = None
-                    stream = await self._connect(address)
+                    # Its torrent unregistered meanwhile (counted there), or a filter set
+                    # while MSE ran blocks the peer: no fresh connection, which would carry
+                    # our info-hash and peer id to it in the clear.
+                    if run.ended:
+                        raise _RefusedError("unregistered") from None
+                    if self._ip_blocked(address):
+                        raise _RefusedError("filtered_ip") from None
+                    try:
+                        stream = await self._connect(address)
+                    except _RefusedError as redial:
+                        # The first connect succeeded: the peer was reachable, so this is
+                        # the failed encryption handshake, not a dial that never connected
+                        # (on_dial_failed, holepunch, must not hear of it).
+                        raise _RefusedError(
+                            "mse_failed", f"{exc}; the plaintext redial: {redial.describe()}"
+                        ) from None
                     peer = await self._handshake(
                         stream,
                         address,
@@ -1148,6 +1183,8 @@ class Handshaker:
                     if peer.encryption == "rc4":
                         self._counts["encrypted"] -= 1
         except _RefusedError as refused:
+            if refused.reason == "self_connection":
+                self._remember_self(address)
             if run.ended:
                 # Its connect or handshake failed in the step unregister ran in, before this
                 # task resumed: unregister counted it (in ``unregistered``), once is enough.
@@ -1175,6 +1212,14 @@ class Handshaker:
             and self._registered.get(torrent) is run.registration
         ):
             self._report_dial_failure(torrent, address, failure)
+
+    def _remember_self(self, address: PeerAddress) -> None:
+        """``address`` (normalised) is ours: remembered before the dial's pair is free, so
+        that an owner finding the dial gone finds the address here."""
+        self._self_addresses.pop(address, None)  # the newest again
+        self._self_addresses[address] = None
+        if len(self._self_addresses) > MAX_SELF_ADDRESSES:
+            del self._self_addresses[next(iter(self._self_addresses))]
 
     def _end_outbound(self, run: _OutboundRun) -> None:
         """``run``'s dial is over (or cancelled by :meth:`unregister`): its slot and its pair

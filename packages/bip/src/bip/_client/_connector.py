@@ -22,6 +22,13 @@ at once, so that a seeding torrent does not dial it again. A torrent paused or r
 meanwhile; it wakes the connector when it comes back (:meth:`Connector.wake`). The dials its
 hold ended cost their peers nothing (no failure, no wait, as its connected peers): they are
 dialled again as soon as it is back.
+
+Our own addresses are no peers: one the session knows as ours (``our_addresses``) is neither
+recorded nor dialled (PEX refuses them too), and one a dial found to be ourselves (answered
+with our own peer id: a tracker or the DHT listing us) is dropped from its list and refused
+from then on, in every torrent. libtorrent bans that peer; left in, it was dialled again
+after every announce listing it. The address alone: other peers on our host (other clients
+on the machine, behind the same NAT) are peers like any.
 """
 
 from __future__ import annotations
@@ -69,6 +76,9 @@ logger = logging.getLogger("bip.client")
 _TRIES: Final = 8
 _MIN_WAIT: Final = 0.001  # seconds: the shortest wait for the next dial token
 _WAKE_INTERVAL: Final = 1.0  # seconds: a pass at least this often (backoffs end, seeds change)
+# Addresses found to be ourselves remembered at most (the oldest forgotten first): a peer
+# echoing our peer id back under many ports adds one each.
+_MAX_FOUND_OURS: Final = 64
 # Removals that count as a failed connection: the peer misbehaved or the link broke. A peer
 # that closed, went idle or was dropped by us (redundant, a duplicate, choked out) did not fail.
 _FAILED_REASONS: Final = frozenset({REASON_PROTOCOL, REASON_TRANSPORT, REASON_SEND_TIMEOUT})
@@ -147,6 +157,8 @@ class Connector:
         # Peers recorded under another address than their connection's: one that dialled us,
         # under the address it listens on (its BEP 10 ``p``). Bounded by the connected peers.
         self._listed: dict[Peer, PeerAddress] = {}
+        # Addresses our dials found to be ourselves (normalised, oldest first): refused.
+        self._found_ours: dict[PeerAddress, None] = {}
         self._wake = trio.Event()
         self._tokens = float(connection_speed)
         self._refilled = -math.inf
@@ -191,7 +203,10 @@ class Connector:
             return  # not (or no longer) ours: the handshaker would drop them too
         swarm_id = bytes(info_hash[:20]) if isinstance(info_hash, bytes) else None
         now = trio.current_time()
-        if peers.add_many(addresses, PeerOrigin.from_name(source), now, swarm_id=swarm_id):
+        ours = self._ours(self._our_addresses())
+        # (Anything not an address goes on, for add_many to refuse as it does.)
+        others = (a for a in addresses if not (isinstance(a, PeerAddress) and _is_in(a, ours)))
+        if peers.add_many(others, PeerOrigin.from_name(source), now, swarm_id=swarm_id):
             self.wake()
 
     # -- what became of dials and connections ---------------------------------------------
@@ -314,11 +329,31 @@ class Connector:
             if not peers.is_dialling(address):  # settled already (or forgotten)
                 del self._dialled[key]
             elif not self._handshaker.is_dialling(info_hash, address):
-                if torrent.halted or unregistered != seen:
+                if self._handshaker.is_self_address(address):
+                    self._found_ourselves(peers, address)
+                elif torrent.halted or unregistered != seen:
                     self._dropped_by_hold(peers, address, now)
                 else:
                     peers.dial_failed(address, now)
                 del self._dialled[key]
+
+    def _found_ourselves(self, peers: PeerList, address: PeerAddress) -> None:
+        """A dial to ``address`` reached ourselves: forgotten, and refused from now on (in
+        every torrent's list: ``_ours``), as libtorrent bans the peer on ``self_connection``.
+        Charged as a failure, it was dialled again after each announce listing it, forever
+        (each source's offer takes a failure off)."""
+        logger.debug("%s is ourselves: forgotten, and not dialled again", address)
+        peers.remove(address)
+        found = address.normalized()
+        self._found_ours.pop(found, None)  # the newest again
+        self._found_ours[found] = None
+        if len(self._found_ours) > _MAX_FOUND_OURS:
+            del self._found_ours[next(iter(self._found_ours))]
+
+    def _ours(self, given: Iterable[PeerAddress]) -> frozenset[PeerAddress]:
+        """Our addresses: ``given`` (the session's, from ``our_addresses``) and those our
+        dials found to be ourselves; normalised."""
+        return frozenset(address.normalized() for address in given) | self._found_ours.keys()
 
     @staticmethod
     def _dropped_by_hold(peers: PeerList, address: PeerAddress, now: float) -> None:
@@ -368,20 +403,28 @@ class Connector:
         load = {t: len(t.peers) + peers.dialling for t, peers in self._lists.items()}
         for peers in self._lists.values():
             peers.set_our_addresses(ours)
+        refused = self._ours(ours)
         # A paused torrent dials nobody: dry from the start.
         dry: set[ConnectorTorrent] = {t for t in self._lists if t.halted}
         while budget > 0 and len(dry) < len(self._lists):
             torrent = min((t for t in self._lists if t not in dry), key=load.__getitem__)
-            if self._dial_one(torrent, now, statistics.unregistered):
+            if self._dial_one(torrent, now, statistics.unregistered, refused):
                 budget -= 1
                 self._tokens -= 1
                 load[torrent] += 1
             else:
                 dry.add(torrent)
 
-    def _dial_one(self, torrent: ConnectorTorrent, now: float, unregistered: int) -> bool:
+    def _dial_one(
+        self,
+        torrent: ConnectorTorrent,
+        now: float,
+        unregistered: int,
+        ours: frozenset[PeerAddress],
+    ) -> bool:
         """Dial the torrent's best candidate; returns False when it has none.
-        ``unregistered``: the handshaker's count now, kept with the dial (``_settle``)."""
+        ``unregistered``: the handshaker's count now, kept with the dial (``_settle``);
+        ``ours``: our addresses (``_ours``), never dialled."""
         peers = self._lists[torrent]
         seed = torrent.completed.is_set()
         for _ in range(_TRIES):
@@ -389,6 +432,11 @@ class Connector:
             if not candidates:
                 return False
             [address] = candidates
+            if _is_in(address, ours):
+                # Recorded before it was known to be ours (our external address decided, or a
+                # dial of another torrent's reaching ourselves, since): forgotten undialled.
+                peers.remove(address)
+                continue
             entry = peers.entry(address)
             swarm_id = None if entry is None else entry.swarm_id
             info_hash = torrent.info_hash
@@ -405,3 +453,8 @@ class Connector:
     def _list_of(self, info_hash: InfoHash) -> PeerList | None:
         torrent = self._find(info_hash)
         return None if torrent is None else self._lists.get(torrent)
+
+
+def _is_in(address: PeerAddress, addresses: frozenset[PeerAddress]) -> bool:
+    """Whether ``address`` (in any form: IPv4-mapped...) is one of ``addresses`` (normalised)."""
+    return address.normalized() in addresses
