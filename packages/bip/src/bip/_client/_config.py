@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
@@ -30,6 +31,7 @@ from bip_handshake import (
 from bip_peer import check_rate
 from bip_utracker import DEFAULT_MAX_ANNOUNCE_INTERVAL, DEFAULT_MIN_ANNOUNCE_INTERVAL
 
+from ._http_tracker import DEFAULT_MAX_CONCURRENT_HTTP_ANNOUNCES
 from ._queue import QueueLimits
 
 __all__ = [
@@ -146,6 +148,9 @@ class ClientConfig:
             first listen host of each family; a family with no listen host gets the any
             address beside an unspecified host or a host name, and nothing beside a
             specific one: no tracker is reached in it.
+        max_concurrent_http_announces: HTTP(S) tracker requests in flight at once at most,
+            all torrents together (libtorrent's setting of that name, 50); the others wait
+            for a slot, and a tracker's timeout counts from when its request holds one.
         dial: how outbound connections are opened (``None``: TCP, and uTP as ``utp`` and
             ``prefer_utp`` say; tests pass their own, and then uTP is only accepted).
         connect_timeout: seconds a connect may take, the fallback to the other transport
@@ -306,6 +311,7 @@ class ClientConfig:
     trackers: bool = True
     tracker_min_interval: float = DEFAULT_MIN_ANNOUNCE_INTERVAL
     tracker_bind: str | None = None
+    max_concurrent_http_announces: int = DEFAULT_MAX_CONCURRENT_HTTP_ANNOUNCES
     dial: Dialer | None = None
     connect_timeout: float = 10.0
     handshake_timeout: float = 20.0
@@ -394,7 +400,12 @@ class ClientConfig:
         port = self.natpmp_gateway_port
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 0xFFFF:
             raise ValueError(f"natpmp_gateway_port must be in 1..65535, not {port!r}")
-        for name in ("max_peers", "connection_speed", "max_peerlist_size"):
+        for name in (
+            "max_peers",
+            "connection_speed",
+            "max_peerlist_size",
+            "max_concurrent_http_announces",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, not {value!r}")
@@ -621,11 +632,20 @@ class TorrentOptions:
             ``add_torrent`` starts the torrent it is given, and queueing is asked for.
             ``Torrent.set_auto_managed`` switches it while running.
 
+    Checked and normalised when made, before a session sees them: ``save_dir`` may be a
+    ``str`` or any path-like (kept as a :class:`~pathlib.Path`), ``peers`` any iterable of
+    :class:`~bip_handshake.PeerAddress` (kept as a tuple), ``files`` a set or frozenset
+    (kept as a frozenset, as :meth:`~bip._client.Torrent.set_files` takes it).
+
     Raises:
-        TypeError: ``file_priorities`` is not a sequence of ints, ``paused``,
-            ``super_seeding`` or ``auto_managed`` not a bool or ``None``.
-        ValueError: a priority is outside 0..7, or both ``files`` and ``file_priorities``
-            are given.
+        TypeError: ``save_dir`` is not a path, ``peers`` not an iterable of
+            :class:`~bip_handshake.PeerAddress` (``(host, port)`` pairs and ``"host:port"``
+            strings are not: :func:`~bip._client.resolve_peers` makes them), ``files`` not a
+            set of ints, ``file_priorities`` not a sequence of ints, ``extra_trackers`` not
+            a sequence of str, ``storage`` not callable, ``resume`` or ``web_seeds`` not a
+            bool, ``paused``, ``super_seeding`` or ``auto_managed`` not a bool or ``None``.
+        ValueError: a file index is negative, a priority is outside 0..7, or both
+            ``files`` and ``file_priorities`` are given.
     """
 
     save_dir: Path
@@ -641,7 +661,26 @@ class TorrentOptions:
     auto_managed: bool | None = None
 
     def __post_init__(self) -> None:
-        """Refuse priorities and flags that cannot work; keep the priorities as a tuple."""
+        """Refuse options that cannot work, here: found by the torrent's task instead, a
+        wrong type raised there and took the whole session down. Keep each in one form."""
+        # frozen: each normalised once, here
+        if not isinstance(self.save_dir, str | os.PathLike):
+            raise TypeError(f"save_dir must be a path, not {self.save_dir!r:.80}")
+        object.__setattr__(self, "save_dir", Path(self.save_dir))
+        object.__setattr__(self, "peers", _check_peers(self.peers))
+        if self.files is not None:
+            object.__setattr__(self, "files", _check_files(self.files))
+        trackers: object = self.extra_trackers  # whatever the caller gave
+        if isinstance(trackers, str | bytes) or not isinstance(trackers, Sequence):
+            raise TypeError(f"extra_trackers must be a sequence of str, not {trackers!r:.80}")
+        if any(not isinstance(url, str) for url in trackers):
+            raise TypeError(f"extra_trackers must be a sequence of str, not {trackers!r:.80}")
+        object.__setattr__(self, "extra_trackers", tuple(trackers))
+        if self.storage is not None and not callable(self.storage):
+            raise TypeError(f"storage must be callable or None, not {self.storage!r:.80}")
+        for name in ("resume", "web_seeds"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r:.80}")
         for name in ("paused", "super_seeding", "auto_managed"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
@@ -652,6 +691,38 @@ class TorrentOptions:
         object.__setattr__(self, "file_priorities", priorities)  # frozen: normalised once
         if self.files is not None:
             raise ValueError("give files or file_priorities, not both")
+
+
+def _check_peers(peers: object) -> tuple[PeerAddress, ...]:
+    """``peers`` as a tuple of :class:`~bip_handshake.PeerAddress`.
+
+    Raises:
+        TypeError: not an iterable of them (a str, a ``(host, port)`` pair is none).
+    """
+    if isinstance(peers, str | bytes) or not isinstance(peers, Iterable):
+        raise TypeError(f"peers must be an iterable of PeerAddress, not {peers!r:.80}")
+    peers = tuple(peers)
+    for peer in peers:
+        if not isinstance(peer, PeerAddress):
+            raise TypeError(
+                f"peers must be PeerAddress (resolve_peers makes them), not {peer!r:.80}"
+            )
+    return peers
+
+
+def _check_files(files: object) -> frozenset[int]:
+    """``files`` as a frozenset of file indices, as ``Torrent.set_files`` takes them (a list
+    or a tuple is refused: read as a selection, it would be mistaken for priorities).
+
+    Raises:
+        TypeError: not a set or frozenset of ints (a bool is none).
+        ValueError: an index is negative.
+    """
+    if not isinstance(files, frozenset | set) or any(type(index) is not int for index in files):
+        raise TypeError(f"files must be a frozenset of ints or None, not {files!r:.80}")
+    if any(index < 0 for index in files):
+        raise ValueError(f"files are file indices, 0 or more, not {min(files)}")
+    return frozenset(files)
 
 
 def check_file_priorities(priorities: object) -> tuple[int, ...]:

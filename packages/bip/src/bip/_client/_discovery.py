@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -80,6 +82,11 @@ TRACKER_MAX_INTERVAL: Final = DEFAULT_MAX_ANNOUNCE_INTERVAL
 """Seconds between two announces to a tracker at most (a tracker asking for more is capped)."""
 _TRACKER_RETRY: Final = 15.0  # first wait after a failed announce, doubled up to the max
 _ANNOUNCE_TIMEOUT: Final = 60.0  # bip_utracker retransmits for hours (BEP 15): cut it short
+# An HTTP announce may wait for a slot of the session's HttpTrackerClient (its requests in
+# flight are bounded) for as long as the queue ahead of it takes; the client's own timeout
+# counts from when it holds one. This only backs that up: a tracker is not failed for the
+# queue.
+_HTTP_ANNOUNCE_TIMEOUT: Final = TRACKER_MAX_INTERVAL
 _STOPPED_TIMEOUT: Final = 2.0  # the goodbye announce must not hold up an exit
 # Answers whose peer names wait for the resolver at most; one more is dropped (at DEBUG): the
 # tracker names them again at its next announce.
@@ -170,8 +177,8 @@ class TrackerAnnouncer:
     here made the torrent a seed (``completed``, once: when every piece is verified, not when
     a partial selection finished, as libtorrent), whether it is a partial seed (its selection
     complete, a piece still missing: BEP 21's ``paused`` in an HTTP tracker's regular
-    announces; a UDP tracker hears ``none``, BEP 15 having no such event), every tier at once
-    (as libtorrent's ``announce_to_all_tiers``), and an INFO record per failure. ``udp://``
+    announces; a UDP tracker hears ``none``, BEP 15 having no such event), which tracker of
+    each tier to announce to (BEP 12, below), and an INFO record per failure. ``udp://``
     URLs go to ``client``, ``http://`` and ``https://`` ones to ``http_client``; trackers of
     other schemes (``wss://``...), or of a scheme whose client is missing, are skipped with a
     warning. The peers an HTTP tracker names by DNS name go to the sink once resolved
@@ -181,6 +188,18 @@ class TrackerAnnouncer:
     a way no tracker should make it (a bug, a misuse of the library) ends alone, logged at
     ERROR with its traceback and shown in :meth:`status` (``given_up``), never taking the
     torrent, its other trackers or the session with it.
+
+    BEP 12 tiers: each tier is shuffled once (when built), and one tracker of it is announced
+    to at a time, the first in its order; a tracker that fails (every family's last announce
+    failed, given up, or ended on an error) hands over to the next one of its tier that its
+    backoff lets try, and is tried again when its turn comes and its backoff ran out; a
+    tracker that answers moves to the front of its tier. Alternates of one tier are never
+    announced to together, as libtorrent with ``announce_to_all_trackers`` off. Every tier is
+    announced to at once (libtorrent's ``announce_to_all_tiers``, which libtorrent leaves
+    off: it announces to the first tier that works alone): a torrent's tiers are more often
+    separate trackers than backups. ``completed`` goes to the trackers announced to when the
+    download finishes; one that never heard ``started`` from us is not told (nor does a
+    tracker taking over learn it: it hears ``started`` with nothing left).
 
     BEP 7: "an announce to the tracker should be made for each local IP address the client
     listens on". With ``families`` of both IP versions (by default those of ``client``'s
@@ -205,7 +224,8 @@ class TrackerAnnouncer:
 
     Args:
         client: the session's UDP tracker client.
-        urls: the torrent's tracker URLs (every tier: all are announced to, in parallel).
+        urls: the torrent's tracker tiers (BEP 12): each a sequence of URLs, or one URL
+            (a tier of its own). A URL is kept in its first tier only.
         peer_id: ours.
         http_client: the session's HTTP tracker client (None: HTTP trackers are skipped).
         on_external_ip: called with our address as an HTTP tracker saw it (its BEP 24
@@ -222,17 +242,18 @@ class TrackerAnnouncer:
             two: the families the session listens in (those the tracker's client cannot
             reach it in left out). None: those of ``client``'s sockets (none through its
             proxy). Each announce tells the tracker ``target.listen_port``.
+        rng: shuffles the tiers (default: an unpredictable one).
 
     Raises:
         ValueError: ``min_interval`` is not a number of seconds in
-            ``(0, TRACKER_MAX_INTERVAL]``, or ``families`` holds something other than 4
-            and 6.
+            ``(0, TRACKER_MAX_INTERVAL]``, ``families`` holds something other than 4
+            and 6, or a URL is not a str.
     """
 
     def __init__(
         self,
         client: TrackerClient,
-        urls: Sequence[str],
+        urls: Sequence[str | Sequence[str]],
         *,
         peer_id: PeerId,
         http_client: HttpTrackerClient | None = None,
@@ -240,6 +261,7 @@ class TrackerAnnouncer:
         min_interval: float = TRACKER_MIN_INTERVAL,
         resolve_peer_names: bool = True,
         families: Iterable[Family] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         # Checked now, not when the first Announcer is built after the torrent's check: a bad
         # setting is the caller's mistake, not one tracker's to skip.
@@ -254,12 +276,24 @@ class TrackerAnnouncer:
         self.http_client = http_client
         self.on_external_ip = on_external_ip
         self.peer_id = peer_id
-        self.urls: tuple[str, ...] = tuple(dict.fromkeys(urls))
+        given = _tiers_of(urls)
+        self.urls: tuple[str, ...] = tuple(url for tier in given for url in tier)
+        # BEP 12: "URLs within each tier will be processed in a randomly chosen order", once.
+        shuffler = rng if rng is not None else random.Random()
+        for tier in given:
+            shuffler.shuffle(tier)
+        self._tiers = given
         self.resolve_peer_names = resolve_peer_names
         self._names_dropped = False
         self._announcers: list[Announcer] = []
         # The announcers that ended on an error of their own, and why (see _run_alone).
         self._broken: dict[Announcer, UtrackerError] = {}
+
+    @property
+    def tiers(self) -> tuple[tuple[str, ...], ...]:
+        """The tiers in the order their trackers are tried: the first of each is the one
+        announced to (once running, the trackers that cannot be used are left out)."""
+        return tuple(tuple(tier) for tier in self._tiers)
 
     def status(self) -> tuple[AnnouncerStatus, ...]:
         """Where each tracker, swarm and family stands (empty until the announces start;
@@ -276,7 +310,8 @@ class TrackerAnnouncer:
         return dataclasses.replace(status, given_up=f"stopped: {error}", last_error=error)
 
     async def run(self, target: DiscoveryTarget, sink: PeerSink) -> None:
-        """Announce to every usable tracker in every swarm of the torrent, forever."""
+        """Announce to one usable tracker of each tier in every swarm of the torrent,
+        forever."""
         usable = [url for url in self.urls if self._client_for(url) is not None]
         skipped = [url for url in self.urls if url not in usable]
         if skipped:
@@ -304,39 +339,112 @@ class TrackerAnnouncer:
                 self._drop_names(status)
             self._external_ip(status)
 
-        for url in usable:
-            # The swarm id, not the InfoHash: a hybrid's v2 swarm is announced (and its peers
-            # dialled) with the truncated v2 hash.
-            for swarm_id in target.info_hash.swarm_ids():
-                # One tracker entry per family (BEP 7), each told of the others' state to
-                # decide whether the tracker as a whole fails.
-                group: list[Announcer] = []
-
-                def on_update(status: AnnouncerStatus, group: list[Announcer] = group) -> None:
-                    updated(status, group)
-
+        # The swarm id, not the InfoHash: a hybrid's v2 swarm is announced (and its peers
+        # dialled) with the truncated v2 hash. Each tier runs once per swarm.
+        swarm_ids = target.info_hash.swarm_ids()
+        runs: list[tuple[list[str], dict[str, _Entry]]] = []
+        built: dict[tuple[str, bytes], _Entry] = {}
+        kept = set(usable)
+        for order in self._tiers:
+            order[:] = [url for url in order if url in kept]
+            entries: dict[bytes, dict[str, _Entry]] = {swarm_id: {} for swarm_id in swarm_ids}
+            for url in list(order):
                 try:
-                    for family in self._families_of(url):
-                        group.append(
-                            self._announcer(url, swarm_id, target, sink, on_update, family=family)
+                    for swarm_id in swarm_ids:
+                        entries[swarm_id][url] = self._entry(
+                            url, swarm_id, target=target, sink=sink, updated=updated, order=order
                         )
                 except UtrackerLocalProtocolError as error:  # a malformed URL
                     logger.warning("skipping tracker %s: %s", shown_url(url), error)
-                    break
-                self._announcers.extend(group)
+                    order.remove(url)
+                    kept.discard(url)
+                    for of_swarm in entries.values():
+                        of_swarm.pop(url, None)
+            runs.extend((order, of_swarm) for of_swarm in entries.values() if of_swarm)
+            built.update(
+                ((url, swarm_id), entry)
+                for swarm_id, of_swarm in entries.items()
+                for url, entry in of_swarm.items()
+            )
+        # The statuses in the order the URLs were given, whatever the shuffle.
+        self._announcers = [
+            announcer
+            for url in self.urls
+            if url in kept
+            for swarm_id in swarm_ids
+            for announcer in built[url, swarm_id].announcers
+        ]
         if not self._announcers:
             return
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_resolve_names, names_out, sink)
-            for announcer in self._announcers:
-                nursery.start_soon(self._run_alone, announcer)
+            for order, of_swarm in runs:
+                nursery.start_soon(self._run_tier, order, of_swarm)
             if not seed:
                 await self._until_seed(target)
                 # "completed" is for a download that finished here, not for data a magnet
-                # link's check found whole.
+                # link's check found whole; and for the trackers that heard "started" (an
+                # announcer running now): a tier's alternate taking over later hears
+                # "started" with nothing left, as libtorrent's (its complete_sent needs
+                # start_sent).
                 if target.transfer()[1] > 0:
                     for announcer in self._announcers:
-                        announcer.mark_completed()
+                        if announcer.status.running:
+                            announcer.mark_completed()
+
+    def _entry(
+        self,
+        url: str,
+        swarm_id: bytes,
+        *,
+        target: DiscoveryTarget,
+        sink: PeerSink,
+        updated: Callable[[AnnouncerStatus, Sequence[Announcer]], None],
+        order: list[str],
+    ) -> _Entry:
+        """The tracker ``url`` in one swarm, in its tier ``order``: an announcer per family
+        (BEP 7), each told of the others' state to decide whether the tracker as a whole
+        fails.
+
+        Raises:
+            UtrackerLocalProtocolError: a malformed URL.
+        """
+        entry = _Entry(url, order)
+
+        def on_update(status: AnnouncerStatus) -> None:
+            updated(status, entry.announcers)
+            entry.updated(status)
+
+        for family in self._families_of(url):
+            entry.announcers.append(
+                self._announcer(url, swarm_id, target, sink, on_update, family=family)
+            )
+        return entry
+
+    async def _run_tier(self, order: list[str], entries: dict[str, _Entry]) -> None:
+        """Announce to one tracker of a tier (``entries``, one swarm's, tried in ``order``)
+        at a time, forever: the first that may be tried, until it fails; then the next."""
+        if len(entries) == 1:  # no alternate: its announcers' own backoff is all there is
+            [entry] = entries.values()
+            await self._run_entry(entry)
+            return
+        while True:
+            entry = await _next_of_tier(order, entries)
+            entry.restart()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._run_entry, entry)
+                await entry.failed.wait()
+                # Read before the cancel: a stopped announcer has no next announce.
+                entry.retry_at = entry.next_try()
+                nursery.cancel_scope.cancel()
+
+    async def _run_entry(self, entry: _Entry) -> None:
+        """Run a tracker's announcers (one per family) until cancelled; should each end on
+        an error of its own, the tracker fails for good."""
+        async with trio.open_nursery() as nursery:
+            for announcer in entry.announcers:
+                nursery.start_soon(self._run_alone, announcer)
+        entry.failed.set()
 
     async def _run_alone(self, announcer: Announcer) -> None:
         """Run one announcer; an error out of it ends it alone.
@@ -477,7 +585,7 @@ class TrackerAnnouncer:
             min_interval=self.min_interval,
             max_interval=TRACKER_MAX_INTERVAL,
             retry_delay=_TRACKER_RETRY,
-            timeout=_ANNOUNCE_TIMEOUT,
+            timeout=_ANNOUNCE_TIMEOUT if client is self.client else _HTTP_ANNOUNCE_TIMEOUT,
             stopped_timeout=_STOPPED_TIMEOUT,
             on_update=on_update,
             family=family,
@@ -497,6 +605,92 @@ def _literal_family(url: str) -> Family | None:
         return None
     # A mapped IPv6 address is the IPv4 tracker it names (the clients send to it so).
     return 4 if address.version == 4 or getattr(address, "ipv4_mapped", None) else 6
+
+
+def _tiers_of(urls: Sequence[str | Sequence[str]]) -> list[list[str]]:
+    """The tiers of ``urls`` (a str is a tier of its own), each URL in its first tier only,
+    empty tiers left out.
+
+    >>> _tiers_of(["udp://a:1", ["http://b/announce", "udp://a:1", "udp://c:1"], []])
+    [['udp://a:1'], ['http://b/announce', 'udp://c:1']]
+
+    Raises:
+        ValueError: a URL is not a str.
+    """
+    seen: set[str] = set()
+    tiers: list[list[str]] = []
+    for item in urls:
+        tier = [item] if isinstance(item, str) else list(item)
+        if not all(isinstance(url, str) for url in tier):
+            raise ValueError(f"a tracker URL is a str, got {item!r:.80}")
+        kept = [url for url in dict.fromkeys(tier) if url not in seen]
+        seen.update(kept)
+        if kept:
+            tiers.append(kept)
+    return tiers
+
+
+class _Entry:
+    """One tracker of a tier, in one swarm: its announcers (one per family), and when its
+    tier may try it again after it failed."""
+
+    __slots__ = ("announcers", "failed", "order", "outcomes", "retry_at", "url")
+
+    def __init__(self, url: str, order: list[str]) -> None:
+        self.url = url
+        self.order = order  # the tier's URLs, the one to try first in front (shared)
+        self.announcers: list[Announcer] = []
+        self.retry_at = -math.inf
+        self.failed = trio.Event()
+        # Whether each family's last announce of this run was answered (by its family).
+        self.outcomes: dict[Family | None, bool] = {}
+
+    def restart(self) -> None:
+        """A new turn of the tracker in its tier: nothing heard of it yet."""
+        self.failed = trio.Event()
+        self.outcomes = {}
+
+    def updated(self, status: AnnouncerStatus) -> None:
+        """One family's announce ended: the tracker answered, and goes to the front of its
+        tier (BEP 12: "if a connection with a tracker is successful, it will be moved to the
+        front of the tier"); or every family failed its last one this turn: it fails."""
+        if status.last_event is AnnounceEvent.STOPPED and status.last_error is None:
+            return  # our goodbye: no news of the tracker's health
+        answered = status.last_error is None
+        self.outcomes[status.family] = answered
+        if answered:
+            if self.order and self.order[0] != self.url and self.url in self.order:
+                self.order.remove(self.url)
+                self.order.insert(0, self.url)
+        elif len(self.outcomes) == len(self.announcers) and not any(self.outcomes.values()):
+            self.failed.set()
+
+    def next_try(self) -> float:
+        """When the tracker may be tried again: the earliest next announce its announcers
+        planned (their backoff, a BEP 31 ``retry in``); never when all gave up."""
+        return min(
+            (
+                due
+                for announcer in self.announcers
+                if (due := announcer.status.next_announce) is not None
+            ),
+            default=math.inf,
+        )
+
+
+async def _next_of_tier(order: Sequence[str], entries: dict[str, _Entry]) -> _Entry:
+    """The first tracker of the tier, in its order, that may be tried now; waits for the
+    earliest one otherwise (for ever when every one gave up)."""
+    while True:
+        now = trio.current_time()
+        for url in order:
+            entry = entries.get(url)
+            if entry is not None and entry.retry_at <= now:
+                return entry
+        soonest = min(entry.retry_at for entry in entries.values())
+        if math.isinf(soonest):
+            await trio.sleep_forever()
+        await trio.sleep_until(soonest)
 
 
 def _log_failure(status: AnnouncerStatus, families: Sequence[Announcer]) -> None:

@@ -72,6 +72,7 @@ from ._http_tracker_errors import HttpTrackerError, TrackerBlockedError
 
 __all__ = [
     "DEFAULT_HTTP_TRACKER_TIMEOUT",
+    "DEFAULT_MAX_CONCURRENT_HTTP_ANNOUNCES",
     "DEFAULT_MAX_REDIRECTS",
     "MAX_ADDRESSES_PER_NAME",
     "PEER_NAME_LOOKUPS",
@@ -90,6 +91,9 @@ DEFAULT_MAX_REDIRECTS: Final = 5
 DEFAULT_HTTP_TRACKER_TIMEOUT: Final = 30.0
 """Seconds one whole exchange may take, redirects included (libtorrent's
 ``tracker_completion_timeout``)."""
+DEFAULT_MAX_CONCURRENT_HTTP_ANNOUNCES: Final = 50
+"""HTTP tracker requests in flight at once by default, all torrents together (libtorrent's
+``max_concurrent_http_announces``): each holds a connection and up to a megabyte of answer."""
 PEER_NAME_LOOKUPS: Final = 4
 """Peer names looked up at once by default, by all torrents together: each lookup holds one of
 trio's worker threads."""
@@ -199,8 +203,13 @@ class HttpTrackerClient:
     A bip_utracker :class:`~bip_utracker.AnnounceClient`: give it to an
     :class:`~bip_utracker.Announcer` with an http(s) URL. Each request is one connection
     (``Connection: close``), its whole exchange within ``timeout`` seconds, redirects
-    included. One random 32-bit ``key`` per client goes with every announce (as libtorrent
-    sends it), and the ``tracker id`` a tracker gave goes back to it. Each distinct
+    included. At most ``max_concurrent`` requests are in flight at once (libtorrent's
+    ``max_concurrent_http_announces``): one torrent listing a thousand trackers must not open
+    a thousand connections, hold a megabyte of answer for each and flood whatever hosts its
+    URLs name. The others wait for a slot, first come first served; ``timeout`` counts from
+    when a request holds its slot. One random 32-bit ``key`` per client goes with every
+    announce (as libtorrent sends it), and the ``tracker id`` a tracker gave goes back to
+    it. Each distinct
     ``warning message`` is logged once, at INFO on the ``bip.client`` logger (the first
     few of each tracker; any more at DEBUG). Use it in an
     ``async with`` block, or call :meth:`aclose`: requests in flight then fail with
@@ -230,6 +239,7 @@ class HttpTrackerClient:
             it has one. A host name is resolved here, or by the
             proxy with ``socks5h://`` (``_http_exchange`` says what the rules above then
             judge).
+        max_concurrent: requests (announces and scrapes) in flight at once at most.
 
     Raises:
         LocalProtocolError: a bad argument.
@@ -255,6 +265,7 @@ class HttpTrackerClient:
         ssrf_mitigation: bool = True,
         allow_idna: bool = False,
         proxy: ProxyConfig | None = None,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT_HTTP_ANNOUNCES,
     ) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise LocalProtocolError(f"timeout is a positive number of seconds, got {timeout!r}")
@@ -265,6 +276,13 @@ class HttpTrackerClient:
             raise LocalProtocolError(f"max_redirects is an int, got {max_redirects!r}")
         if max_redirects < 0:
             raise LocalProtocolError(f"max_redirects is 0 or more, got {max_redirects}")
+        if (
+            isinstance(max_concurrent, bool)
+            or not isinstance(max_concurrent, int)
+            or max_concurrent < 1
+        ):
+            raise LocalProtocolError(f"max_concurrent is an int above 0, got {max_concurrent!r}")
+        self._slots = trio.CapacityLimiter(max_concurrent)
         try:
             local_sources(local_address)
         except ValueError as error:
@@ -318,6 +336,11 @@ class HttpTrackerClient:
         return self._proxy
 
     @property
+    def max_concurrent(self) -> int:
+        """Requests in flight at once at most; the others wait for a slot."""
+        return int(self._slots.total_tokens)
+
+    @property
     def families(self) -> frozenset[int]:
         """The IP versions (4, 6) a tracker is connected to in directly: those of
         ``local_address`` (both when it is None)."""
@@ -325,7 +348,8 @@ class HttpTrackerClient:
         return frozenset((4, 6) if sources is None else sources)
 
     async def aclose(self) -> None:
-        """Close the client: requests in flight are cancelled, later ones refused."""
+        """Close the client: requests in flight (or waiting for a slot) are cancelled, later
+        ones refused."""
         self._closed = True
         for scope in self._in_flight:
             scope.cancel()
@@ -543,7 +567,9 @@ class HttpTrackerClient:
             raise LocalProtocolError("the HTTP tracker client is closed")
         self._requests += 1
         request_id = RequestId(self._requests)
-        scope = trio.CancelScope(deadline=trio.current_time() + self._timeout)
+        # In _in_flight while waiting for a slot too, so that aclose() ends the wait; the
+        # timeout runs from when the slot is held (a tracker is not failed for the queue).
+        scope = trio.CancelScope()
         self._in_flight.add(scope)
 
         async def fetch(
@@ -555,15 +581,17 @@ class HttpTrackerClient:
 
         try:
             with scope:
-                response, address, _ = await follow_redirects(
-                    url,
-                    with_query(url.target, query),
-                    fetch,
-                    max_redirects=self._max_redirects,
-                    error=HttpTrackerError,
-                    ssrf_mitigation=self._ssrf_mitigation,
-                )
-                return response, address, request_id
+                async with self._slots:
+                    scope.deadline = trio.current_time() + self._timeout
+                    response, address, _ = await follow_redirects(
+                        url,
+                        with_query(url.target, query),
+                        fetch,
+                        max_redirects=self._max_redirects,
+                        error=HttpTrackerError,
+                        ssrf_mitigation=self._ssrf_mitigation,
+                    )
+                    return response, address, request_id
         finally:
             self._in_flight.discard(scope)
         if self._closed:

@@ -499,16 +499,17 @@ class Session:
             raise TorrentError(f"torrent {info_hash.hex()} is already in the session")
         sources: list[PeerSource] = [factory() for factory in self._sources]
         if self.trackers is not None and self.config.trackers:
-            urls = [url for tier in _trackers_of(source) for url in tier]
-            urls += options.extra_trackers
+            # BEP 12 tiers as the torrent has them; each extra tracker a tier of its own.
+            tiers = [*_trackers_of(source), *([url] for url in options.extra_trackers)]
             # UDP trackers go through the proxy's UDP relay too (the tracker client's).
             proxied = _tracker_proxy(self.config) is not None
-            if urls:
+            if any(tiers):
                 sources.append(
                     TrackerAnnouncer(
                         self.trackers,
-                        urls,
+                        tiers,
                         peer_id=self.peer_id,
+                        rng=random.Random(self._rng.getrandbits(64)),
                         http_client=self.http_trackers,
                         # Through a proxy a tracker sees the proxy's address, not ours.
                         on_external_ip=None if proxied else self.external.tracker_vote,
@@ -1319,9 +1320,11 @@ async def _close(handshake: CompletedHandshake) -> None:
 
 
 def _trackers_of(source: Metainfo | MagnetLink) -> Sequence[Sequence[str]]:
+    """The BEP 12 tiers of ``source``'s trackers: a magnet link's ``tr`` are a tier each (as
+    libtorrent's ``parse_magnet_uri``): all are announced to, not one of them."""
     if isinstance(source, Metainfo):
         return source.trackers
-    return [source.trackers]
+    return [[url] for url in source.trackers]
 
 
 def _tracker_binds(config: ClientConfig) -> tuple[str | None, str | None]:
@@ -1721,6 +1724,7 @@ async def open_session(
                         ssrf_mitigation=config.ssrf_mitigation,
                         allow_idna=config.allow_idna,
                         proxy=_tracker_proxy(config),
+                        max_concurrent=config.max_concurrent_http_announces,
                     )
                 )
             if dht is not None and config.ip_filter is not None:

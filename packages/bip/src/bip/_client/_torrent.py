@@ -75,6 +75,7 @@ import dataclasses
 import logging
 import math
 import random
+import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from ipaddress import IPv4Address, IPv6Address
@@ -89,6 +90,7 @@ from bip_disk import (
     FileSystem,
     NativeFileSystem,
     PieceLost,
+    ResumeData,
     ResumeDataError,
     StorageError,
     TorrentFailed,
@@ -190,6 +192,11 @@ _T = TypeVar("_T")
 _FileChoice: TypeAlias = frozenset[int] | tuple[int, ...] | None
 
 _RATE_WINDOW: Final = 5.0
+# bip_disk's RACY_WINDOW_NS (FAT's mtime granularity): a file written this close to a resume
+# record's date is racy, and the next start hashes its pieces the record does not list.
+_RACY_WINDOW_NS: Final = 2_000_000_000
+# The clean stop's saves after the last one (_settle_resume): each waits the window at most.
+_SETTLE_SAVES: Final = 2
 REASON_BAD_REQUEST: Final = "request outside its piece"
 """Why a peer asking for bytes past the end of a piece is dropped."""
 REASON_REDUNDANT: Final = "both seeds"
@@ -471,6 +478,9 @@ class Torrent:
         # lost; read only while the brain exists (transfer()).
         self._unverified = 0
         self._downloaded = 0
+        # The bytes of the pieces that failed their hash check (libtorrent's
+        # total_failed_bytes): left out of the downloaded trackers hear (transfer()).
+        self._corrupt = 0
         self._uploaded = 0
         self._bad_pieces = 0
         now = trio.current_time()
@@ -559,6 +569,7 @@ class Torrent:
         self._save_lock = trio.Lock()
         self._save_now = trio.Event()  # cuts the wait between two saves short (a pause)
         self._last_pieces = 0
+        self._saved_resume: bytes | None = None  # the disk's record last saved
 
     def __repr__(self) -> str:
         return f"<Torrent {self._name!r} {self._info_hash.hex()}>"
@@ -601,6 +612,9 @@ class Torrent:
         the metadata is known it is 1: unknown, but not a seed (libtorrent sends 16 KiB;
         any value but 0 says the same). :meth:`status`'s ``total`` and ``done`` stay about
         the selection.
+
+        ``downloaded`` leaves out the pieces that failed their hash check (:attr:`corrupt`),
+        as libtorrent's announce does; :meth:`status`'s ``downloaded`` counts every byte.
         """
         info = self.info
         swarm = self.swarm
@@ -616,7 +630,16 @@ class Torrent:
         else:
             # At least 1: a piece all of pad bytes counts for nothing, but is not had yet.
             left = max(self._unverified, 1)
-        return self._uploaded, self._downloaded, left
+        # The bytes of failed pieces were received but are not had: as libtorrent announces
+        # total_payload_download - total_failed_bytes (a liar would inflate it unbounded).
+        return self._uploaded, max(self._downloaded - self._corrupt, 0), left
+
+    @property
+    def corrupt(self) -> int:
+        """Bytes of the pieces that failed their hash check so far (libtorrent's
+        ``total_failed_bytes``): received, counted in
+        :meth:`status`'s ``downloaded``, but left out of :meth:`transfer`'s."""
+        return self._corrupt
 
     def status(self) -> TorrentStatus:
         """A snapshot of the torrent's progress."""
@@ -1630,7 +1653,14 @@ class Torrent:
             if self._stopped.is_set():
                 return  # closed or removed before it began: nothing to open
             with self._scope:
-                await self._run()
+                try:
+                    await self._run()
+                except Exception as error:
+                    # A bug (ours, or a storage factory's): it fails this torrent, never the
+                    # session whose nursery runs it, as libtorrent puts a torrent in its
+                    # error state and goes on.
+                    logger.exception("%s: unexpected error", self._name)
+                    self._fail(f"unexpected error: {_first_leaf(error)!r}")
         finally:
             self._storage_settled.set()  # however it ended (set already once opened)
 
@@ -1757,7 +1787,9 @@ class Torrent:
         """Internal (the session's close, which then closes its torrents one by one, and
         :meth:`close`): refuse every control from now on (:class:`TorrentError`), so that
         none restarts what the close is about to stop (a resume's trackers, a move, a
-        recheck) while the torrent waits for its turn, and serve nothing more."""
+        recheck) while the torrent waits for its turn, and serve nothing more. Nor is any
+        block written from now on (:meth:`_store_block`): every torrent of a closing
+        session stops writing at once, and its last resume save need not wait long."""
         self._closing = True
         self._stop_serving()
 
@@ -1782,6 +1814,7 @@ class Torrent:
             self._pieces()  # the count the status shows from now on
             with trio.CancelScope(shield=True):
                 await self._save_resume(sync=True)
+                await self._settle_resume()
                 with contextlib.suppress(TorrentStateError):
                     await self._disk.remove_torrent(self.handle)
         else:
@@ -1791,6 +1824,41 @@ class Torrent:
                 await self._save_resume(sync=True)
         if self._filesystem is not None:
             self._filesystem.close()
+
+    async def _settle_resume(self) -> None:
+        """At a clean stop, once the torrent writes no more (:meth:`_begin_close`): when the
+        record just saved would have the next start hash pieces because files were written
+        within the racy window before it (a write right after could have left their mtime
+        unchanged), wait out the rest of the window and save again, so that the restart
+        trusts the files as they are: libtorrent never hashes again after a clean stop.
+        Bounded: :data:`_SETTLE_SAVES` saves at most, each after the window at most (the
+        disk may still write pieces it had queued meanwhile)."""
+        info, filesystem = self.info, self._filesystem
+        if info is None or filesystem is None:
+            return
+        for _ in range(_SETTLE_SAVES):
+            data = self._saved_resume
+            if data is None or self._phase is TorrentPhase.CHECKING:
+                return  # no record made (no resume data, a fault, a check under way)
+            try:
+                if not await self._disk.pieces_to_hash(info, filesystem, resume_data=data):
+                    return
+                record = ResumeData.from_bytes(data)
+            except DiskError as error:  # the disk closing, a stat's fault: as saved
+                logger.debug("%s: resume data not settled: %s", self._name, error)
+                return
+            racy = [
+                stat.mtime_ns + _RACY_WINDOW_NS
+                for index, stat in enumerate(record.files)
+                if stat is not None and record.is_racy(index)
+            ]
+            if not racy:
+                return  # hashed for another reason (files changed): no wait helps
+            wait = min(max(racy) - time.time_ns(), _RACY_WINDOW_NS)
+            if wait > 0:
+                await trio.sleep(wait / 1e9)
+            self._saved_resume = None
+            await self._save_resume(sync=True)
 
     async def _remove(self, *, delete_data: bool) -> None:
         """Internal (:meth:`bip._client.Session.remove_torrent`): stop for good, disconnect
@@ -2071,7 +2139,10 @@ class Torrent:
         make = self.options.storage
         if make is None:  # files at save_dir/<path> (a custom storage names them its own way)
             await trio.to_thread.run_sync(check_storage_place, info, self.options.save_dir)
-        self._filesystem = self._make_filesystem(self.options.save_dir)
+        try:
+            self._filesystem = self._make_filesystem(self.options.save_dir)
+        except (StorageError, OSError) as error:  # as _move_files: this torrent's failure
+            raise TorrentError(f"cannot open {self.options.save_dir}: {error}") from None
         resume = None if self._store is None else await self._store.load_resume()
         # Now checking. As libtorrent's checking_resume_data, the disk first says whether the
         # check will hash anything (files stat'ed, none read), out of the queue's view and
@@ -2090,7 +2161,7 @@ class Torrent:
                 await self._check_turn()
             self._disk_checking = True
             handle = await self._add_to_disk(self._filesystem, resume)
-        except (TorrentStateError, ResumeDataError) as error:
+        except (TorrentStateError, ResumeDataError, StorageError, OSError) as error:
             raise TorrentError(str(error)) from None
         self.handle = handle
         state = await self._disk.wait_checked(handle)
@@ -2466,7 +2537,7 @@ class Torrent:
         """A block a web seed fetched: stored, then told to the brain, as a peer's."""
         swarm, handle = self.swarm, self.handle
         assert handle is not None
-        if swarm is None:  # a recheck began since it was asked for: not wanted any more
+        if swarm is None or self._closing:  # a recheck began since, or closing (_begin_close)
             return
         try:
             await self._disk.write_block(handle, block.piece, block.begin, data)
@@ -2530,6 +2601,12 @@ class Torrent:
         """Store a peer's block (the writer's task, in the order they came), then tell the
         brain: the block is the brain's once it is on its way to disk, as before."""
         swarm, peer, message = item
+        if self._closing:
+            # Closing (the session closes its torrents one by one): nothing more is written,
+            # so that the last resume save trusts the files (_settle_resume) without waiting
+            # for the torrents closed before. A block of a piece not complete is lost at the
+            # close anyway (the disk drops pieces in memory).
+            return
         if swarm is not self.swarm:
             # Asked by a brain a recheck or a move replaced: the new one asks again for what
             # it lacks, and this block would be written into a check (or a moved storage).
@@ -2606,6 +2683,8 @@ class Torrent:
                 self._resume_dirty.set()
             else:
                 self._bad_pieces += 1
+                if self.info is not None:
+                    self._corrupt += self.info.piece_size(event.piece)
                 # Per piece, and a lying peer controls how many: DEBUG, as bip_disk logs it.
                 logger.debug("%s: piece %d failed its hash check", self._name, event.piece)
             if swarm is not None:
@@ -2710,6 +2789,7 @@ class Torrent:
                 try:
                     data = await self._disk.save_resume_data(handle, sync=sync)
                     await self._store.save_resume(data)
+                    self._saved_resume = data
                 except (TorrentStateError, StorageError, OSError) as error:
                     logger.warning("%s: cannot save resume data: %s", self._name, error)
             await self._save_peers()
@@ -2750,6 +2830,14 @@ class Torrent:
             logger.warning("%s: cannot save its state: %s", self._name, error)
             return
         self._saved_state = state
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    """The first exception an exception group holds (``error`` itself when not a group): what
+    went wrong, without the nurseries' wrapping."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
 
 
 def _per_file(choice: _FileChoice, info: Info) -> tuple[int, ...]:

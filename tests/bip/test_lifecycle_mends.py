@@ -1,0 +1,204 @@
+"""A torrent's life at its edges: options checked before anything changes, one torrent's
+failure (bad options, a storage that cannot open, a bug) never takes the session down, and the
+``downloaded`` trackers hear leaves out the pieces that failed their hash check."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import trio
+from _engine_helpers import address_of, loopback_config, make_torrent, until, write_content
+
+from bip._client import TorrentError, TorrentOptions, TorrentPhase, open_session
+from bip._client._resume import ResumeStore
+from bip_disk import (
+    FileSystem,
+    MemoryFileSystem,
+    NativeFileSystem,
+    ResumeData,
+    StorageError,
+    open_disk_manager,
+)
+from bip_handshake import PeerAddress
+
+DEADLINE = 20.0
+
+
+# -- TorrentOptions: refused or normalised up front ------------------------------------------
+
+
+def test_files_as_a_set_is_normalised_as_set_files_does(tmp_path: Path) -> None:
+    options = TorrentOptions(tmp_path, files={0, 2})  # type: ignore[arg-type]
+    assert options.files == frozenset({0, 2})
+    assert isinstance(options.files, frozenset)
+
+
+@pytest.mark.parametrize(
+    ("files", "error"),
+    [
+        ([0, 1], TypeError),  # a list: read as priorities before, a crash after
+        ((0, 1), TypeError),
+        (frozenset({"a"}), TypeError),
+        (frozenset({True}), TypeError),
+        (frozenset({-1}), ValueError),
+    ],
+)
+def test_files_that_cannot_be_a_selection_are_refused(
+    tmp_path: Path, files: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="files"):
+        TorrentOptions(tmp_path, files=files)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("peers", [(("127.0.0.1", 6881),), ("127.0.0.1:6881",), "127.0.0.1"])
+def test_peers_that_are_not_peer_addresses_are_refused(tmp_path: Path, peers: object) -> None:
+    with pytest.raises(TypeError, match="peers"):
+        TorrentOptions(tmp_path, peers=peers)  # type: ignore[arg-type]
+
+
+def test_peers_as_a_list_and_save_dir_as_a_str_are_normalised(tmp_path: Path) -> None:
+    address = PeerAddress.parse("127.0.0.1:6881")
+    options = TorrentOptions(str(tmp_path), peers=[address])  # type: ignore[arg-type]
+    assert options.peers == (address,)
+    assert options.save_dir == tmp_path
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"save_dir": 5},
+        {"extra_trackers": "http://127.0.0.1/announce"},
+        {"extra_trackers": (b"http://127.0.0.1/announce",)},
+        {"resume": "yes"},
+        {"web_seeds": 1},
+        {"storage": "memory"},
+    ],
+)
+def test_other_options_of_the_wrong_type_are_refused(
+    tmp_path: Path, changes: dict[str, object]
+) -> None:
+    settings: dict[str, object] = {"save_dir": tmp_path, **changes}
+    with pytest.raises(TypeError):
+        TorrentOptions(**settings)  # type: ignore[arg-type]
+
+
+# -- one torrent fails, the session goes on ---------------------------------------------------
+
+
+async def _fails_alone(tmp_path: Path, options: TorrentOptions) -> str:
+    """Add a torrent with ``options`` beside a healthy seed: it fails (its error returned), the
+    seed and the session go on."""
+    folder = write_content(tmp_path / "other", (50_000,), seed=2)
+    fresh = make_torrent(write_content(tmp_path / "new", (50_000,), seed=5), "v1")
+    with trio.fail_after(DEADLINE):
+        async with open_session(loopback_config()) as session:
+            healthy = await session.add_torrent(
+                make_torrent(folder, "v1"), TorrentOptions(folder.parent, resume=False)
+            )
+            await healthy.wait_complete()
+            bad = await session.add_torrent(fresh, options)
+            with pytest.raises(TorrentError):
+                await bad.wait_complete()
+            status = bad.status()
+            assert status.phase is TorrentPhase.FAILED
+            assert healthy.status().phase is TorrentPhase.SEEDING
+            assert session.find(healthy.info_hash) is healthy
+            assert status.error is not None
+            return status.error
+
+
+def _refusing(error: Exception) -> FileSystem:
+    raise error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [PermissionError(13, "Permission denied"), StorageError("cannot reach the bucket")],
+)
+async def test_a_storage_that_cannot_open_fails_the_torrent_alone(
+    tmp_path: Path, error: Exception
+) -> None:
+    options = TorrentOptions(tmp_path / "d", storage=lambda _: _refusing(error), resume=False)
+    reason = await _fails_alone(tmp_path, options)
+    assert str(error) in reason
+
+
+async def test_an_unexpected_error_in_a_torrent_fails_that_torrent_alone(tmp_path: Path) -> None:
+    # A bug of the storage factory's (or ours): not a StorageError, yet one torrent's.
+    options = TorrentOptions(
+        tmp_path / "d", storage=lambda _: _refusing(ZeroDivisionError("oops")), resume=False
+    )
+    reason = await _fails_alone(tmp_path, options)
+    assert "ZeroDivisionError" in reason
+
+
+# -- downloaded, less the corrupt bytes --------------------------------------------------------
+
+
+async def test_the_downloaded_trackers_hear_leaves_out_failed_pieces(tmp_path: Path) -> None:
+    sizes = (200_000,)
+    folder = write_content(tmp_path / "seed", sizes)
+    torrent = make_torrent(folder, "v1", piece_length=16384)
+    memory = MemoryFileSystem()
+    for entry in torrent.info.files:
+        memory.write("/".join(entry.path), 0, folder.parent.joinpath(*entry.path).read_bytes())
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_session(loopback_config(listen=(("127.0.0.2", 0),))) as liar,
+            open_session(loopback_config(listen=(("127.0.0.3", 0),))) as leecher,
+        ):
+            lying = await liar.add_torrent(
+                torrent,
+                TorrentOptions(
+                    tmp_path / "liar", files=frozenset(), resume=False, storage=lambda _: memory
+                ),
+            )
+            await lying.wait_complete()
+            garbage = random.Random(5)
+            for entry in torrent.info.files:  # it serves garbage from now on
+                memory.write("/".join(entry.path), 0, garbage.randbytes(entry.length))
+            download = await leecher.add_torrent(
+                torrent, TorrentOptions(tmp_path / "down", peers=(address_of(liar),))
+            )
+            await until(lambda: download.refuses(address_of(liar)))
+            _, downloaded, _ = download.transfer()
+            status = download.status()
+            assert status.pieces == 0
+            # The status keeps every byte received; the trackers hear the good ones only.
+            assert downloaded < status.downloaded
+            assert download.corrupt >= 16384
+            assert downloaded == max(status.downloaded - download.corrupt, 0)
+
+
+# -- a clean stop leaves nothing to hash -------------------------------------------------------
+
+
+async def test_a_clean_stop_mid_download_leaves_the_restart_nothing_to_hash(
+    tmp_path: Path,
+) -> None:
+    folder = write_content(tmp_path / "full", (1_000_000,))
+    torrent = make_torrent(folder, "v1", piece_length=16384)
+    down = tmp_path / "down"
+    slow = loopback_config(upload_rate_limit=300_000, limit_local_peers=True)
+    with trio.fail_after(DEADLINE):
+        async with open_session(slow) as seeder:
+            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+            await seeding.wait_complete()
+            async with open_session(loopback_config()) as leecher:
+                download = await leecher.add_torrent(
+                    torrent, TorrentOptions(down, peers=(address_of(seeder),))
+                )
+                await until(lambda: download.status().pieces >= 5)
+            # Closed while the pieces kept coming: the files were written just now.
+        resume = await ResumeStore(down, torrent.info.info_hash).load_resume()
+        assert resume is not None
+        assert len(ResumeData.from_bytes(resume).have) >= 5
+        filesystem = NativeFileSystem(down)
+        try:
+            async with open_disk_manager() as disk:
+                hashed = await disk.pieces_to_hash(torrent, filesystem, resume_data=resume)
+        finally:
+            filesystem.close()
+    assert hashed == 0  # as libtorrent: no rehash after a clean stop
