@@ -53,7 +53,7 @@ def test_a_node_on_port_zero_is_refused(
     out = tmp_path / "x.torrent"
     assert main(["create", str(_share(tmp_path)), "-o", str(out), "-q", "--node", node]) == 1
     line = _error_line(capsys.readouterr().err)
-    assert f"--node {node}: port 0 is no port a DHT node listens on" in line
+    assert f"--node {node}: a port is in 1..65535, not 0" in line
     assert not out.exists()
 
 
@@ -258,7 +258,7 @@ def test_a_node_port_out_of_range_names_the_ports_a_node_may_have(
     for port in ("-1", "65536"):
         assert main(["create", str(share), "-o", str(out), "--node", f"h:{port}"]) == 1
         line = _error_line(capsys.readouterr().err)
-        assert line.endswith(f"--node h:{port}: a DHT node's port is in 1..65535, not {port}")
+        assert line.endswith(f"--node h:{port}: a port is in 1..65535, not {port}")
 
 
 def test_create_torrent_refuses_an_output_the_torrent_would_share(tmp_path: Path) -> None:

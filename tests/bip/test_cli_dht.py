@@ -190,6 +190,7 @@ def test_state_is_written_durably(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         (["put", "v", "--salt", "s", "--bootstrap", "127.0.0.1:1"], "--salt goes with --key-file"),
         (["announce", "ab" * 20, "--port", "0", "--bootstrap", "h:1"], "--port is in 1..65535"),
         (["get-peers", "ab" * 20, "--bootstrap", "nonsense"], "missing port"),
+        (["get-peers", "ab" * 20, "--bootstrap", "127.0.0.1:0"], "a port is in 1..65535"),
         (["resolve", "magnet:?xt=urn:btih:" + "ab" * 20, "--bootstrap", "h:1"], "not a BEP 46"),
         (["resolve", "magnet:?xs=urn:btpk:abcd", "--bootstrap", "h:1"], "64 hex digits"),
     ],

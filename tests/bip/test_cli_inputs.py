@@ -81,6 +81,17 @@ def test_parse_port() -> None:
         parse_port("-1")
 
 
+def test_an_address_to_reach_has_no_port_0() -> None:
+    """A peer, a DHT node or a bootstrap address names a port something listens on: 0 is
+    no such port (it was taken, as a port to bind, and failed later or never answered)."""
+    assert parse_port("1", lowest=1) == 1
+    with pytest.raises(CLIError, match=r"a port is in 1\.\.65535, not 0"):
+        parse_port("0", lowest=1)
+    assert parse_endpoint("h:0") == ("h", 0)  # to bind: any free port
+    with pytest.raises(CLIError, match=r"1\.\.65535"):
+        parse_endpoint("[::1]:0", lowest_port=1)
+
+
 def test_parse_info_hash() -> None:
     assert parse_info_hash("ab" * 20).v1 == bytes.fromhex("ab" * 20)
     assert parse_info_hash(" " + "cd" * 32 + "\n").v2 == bytes.fromhex("cd" * 32)

@@ -144,6 +144,16 @@ def test_download_bad_file_list(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "goes backwards" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", ["--peer", "--dht-bootstrap"])
+def test_download_refuses_port_0_to_dial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    path, _ = torrent_file(tmp_path)
+    argv = ["download", str(path), "--dir", str(tmp_path / "down"), *LOCAL, "-q"]
+    assert main([*argv, option, "127.0.0.1:0"]) == 1
+    assert "a port is in 1..65535, not 0" in capsys.readouterr().err
+
+
 def test_download_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path, _ = torrent_file(tmp_path)
     with socket.socket() as taken:

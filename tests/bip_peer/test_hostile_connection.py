@@ -169,7 +169,7 @@ def test_our_own_raw_handshake_is_kept_whole() -> None:
     assert dict(conn.our_handshake.extra) == {b"x": [b"a", {b"b": 2}], b"y": b"z" * 1000}
 
 
-def test_repeated_handshakes_keep_only_the_latest() -> None:
+def test_repeated_handshakes_do_not_pile_up() -> None:
     conn = connection()
     payload = b"d1:xl" + b"le" * 1000 + b"e1:ei1ee"
     for _ in range(50):

@@ -22,7 +22,7 @@ from . import __version__
 from ._describe import safe_text, torrent_version
 from ._errors import CLIError
 from ._humanize import format_size, parse_size
-from ._inputs import WHOLE_NUMBER, check_tracker_url, check_url, parse_endpoint
+from ._inputs import check_tracker_url, check_url, parse_endpoint
 from ._progress import ProgressBar
 
 __all__ = ["add_parser", "run"]
@@ -55,21 +55,12 @@ def _node(text: str) -> tuple[str, int]:
     """A ``--node`` value as ``(host, port)``.
 
     Raises:
-        CLIError: not ``HOST:PORT``, or a port out of 1..65535 (0 too: no node listens
-            there; ``parse_endpoint`` takes it, as a port to bind).
+        CLIError: not ``HOST:PORT``, or a port out of 1..65535 (no node listens on 0).
     """
-    # Checked first, naming the range a node's port is in: parse_endpoint's message names
-    # 0..65535, the ports one may bind. A bare IPv6 address ends in at most four hex
-    # digits, which are never out of range, so no address is taken for a port here.
-    port_text = text.strip().rpartition(":")[2]
-    if WHOLE_NUMBER.fullmatch(port_text) and not 0 <= int(port_text) <= 0xFFFF:
-        raise CLIError(
-            f"--node {safe_text(text)}: a DHT node's port is in 1..65535, not {int(port_text)}"
-        )
-    host, port = parse_endpoint(text)
-    if port == 0:
-        raise CLIError(f"--node {safe_text(text)}: port 0 is no port a DHT node listens on")
-    return host, port
+    try:
+        return parse_endpoint(text, lowest_port=1)
+    except CLIError as error:
+        raise CLIError(f"--node {safe_text(text)}: {error}") from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -264,7 +264,7 @@ async def _node(args: argparse.Namespace, *, read_only: bool = False) -> AsyncIt
     Raises:
         CLIError: a malformed address or state, or nothing to start from.
     """
-    bootstrap = [parse_endpoint(text) for text in args.bootstrap]
+    bootstrap = [parse_endpoint(text, lowest_port=1) for text in args.bootstrap]
     proxy = proxy_settings(args)
     state = await trio.to_thread.run_sync(_read_state, args.state)
     try:

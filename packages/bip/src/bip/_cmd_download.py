@@ -385,7 +385,9 @@ async def open_dht_node(
     if args.no_dht:
         yield None, None
         return
-    bootstrap = [parse_endpoint(text) for text in args.dht_bootstrap] + list(more_bootstrap)
+    bootstrap = [parse_endpoint(text, lowest_port=1) for text in args.dht_bootstrap] + list(
+        more_bootstrap
+    )
     state_path = state_dir / RESUME_DIRECTORY / DHT_STATE
     try:
         # As a resume file is read: at most _MAX_STATE_SIZE + 1 bytes, and never from a FIFO
@@ -573,7 +575,7 @@ async def user_peers(args: argparse.Namespace) -> tuple[PeerAddress, ...]:
     Raises:
         CLIError: a malformed or unresolvable peer.
     """
-    pairs = [parse_endpoint(text) for text in args.peer]
+    pairs = [parse_endpoint(text, lowest_port=1) for text in args.peer]
     try:
         return await resolve_peers(pairs)
     except SourceError as error:

@@ -144,8 +144,9 @@ def parse_info_hash(text: str) -> InfoHash:
 WHOLE_NUMBER = re.compile("-?[0-9]{1,20}")
 
 
-def parse_port(text: str) -> int:
-    """A port number, 0 to 65535 (0: any free port, where binding).
+def parse_port(text: str, *, lowest: int = 0) -> int:
+    """A port number, ``lowest`` to 65535 (0: any free port, where binding; 1 where the
+    port is one another host listens on).
 
     Raises:
         CLIError: not a number in range.
@@ -155,18 +156,23 @@ def parse_port(text: str) -> int:
     if WHOLE_NUMBER.fullmatch(text) is None:
         raise CLIError(f"not a port number: {text!r}")
     port = int(text)
-    if not 0 <= port <= 0xFFFF:
-        raise CLIError(f"a port is in 0..65535, not {port}")
+    if not lowest <= port <= 0xFFFF:
+        raise CLIError(f"a port is in {lowest}..65535, not {port}")
     return port
 
 
 def parse_endpoint(
-    text: str, *, default_host: str | None = None, default_port: int | None = None
+    text: str,
+    *,
+    default_host: str | None = None,
+    default_port: int | None = None,
+    lowest_port: int = 0,
 ) -> tuple[str, int]:
     """``HOST:PORT``, ``[IPV6]:PORT``, ``:PORT`` or ``HOST`` as ``(host, port)``.
 
     A bare IPv6 address (``::1``) is a host, not a port. Missing parts come from the
-    defaults; without one the input is refused.
+    defaults; without one the input is refused. ``lowest_port`` is 0 for an address to
+    bind (any free port) and 1 for one to reach (nothing listens on port 0).
 
     Raises:
         CLIError: a malformed pair, a bad port, or a missing part with no default.
@@ -201,7 +207,7 @@ def parse_endpoint(
         except ValueError:
             raise CLIError(f"not an IPv6 address: {host!r}") from None
     if port_text:
-        port = parse_port(port_text)
+        port = parse_port(port_text, lowest=lowest_port)
     elif default_port is not None:
         port = default_port
     else:

@@ -698,7 +698,9 @@ class Peer:
 
     @property
     def extended_handshake(self) -> ExtendedHandshake | None:
-        """The peer's BEP 10 extended handshake, once received."""
+        """What the peer's BEP 10 extended handshakes said, once one is received: a later
+        handshake's fields replace the earlier ones, those it leaves out are kept
+        (:attr:`~bip_peer.PeerConnection.their_handshake`)."""
         return self._connection.their_handshake
 
     def __repr__(self) -> str:

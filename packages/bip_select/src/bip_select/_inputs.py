@@ -390,7 +390,8 @@ class PieceDeadlineSet(Input):
     """``piece`` is needed by time ``when`` (the clock of ``now``), for streaming.
 
     libtorrent's ``set_piece_deadline``: pieces with a deadline are picked before any other,
-    earliest first, from peers fast enough to deliver in time (or the fastest there is), and a
+    earliest first, from peers fast enough to deliver in time (when none is, from the holder
+    that could be asked now and would deliver soonest, its queue counted), and a
     block its peer will not deliver in time is asked of a faster peer as well. A new deadline
     for the same piece replaces the old one; a piece that passes its hash check forgets its
     deadline; one for a piece we have is ignored. A strategy without a
