@@ -14,12 +14,16 @@ from _engine_helpers import address_of, loopback_config, make_torrent, until, wr
 from bip._client import TorrentError, TorrentOptions, TorrentPhase, open_session
 from bip._client._resume import ResumeStore
 from bip_disk import (
+    DiskManager,
     FileSystem,
     MemoryFileSystem,
     NativeFileSystem,
     ResumeData,
     StorageError,
     open_disk_manager,
+)
+from bip_disk import (
+    PieceVerified as DiskPieceVerified,
 )
 from bip_handshake import PeerAddress
 
@@ -30,7 +34,8 @@ DEADLINE = 20.0
 
 
 def test_files_as_a_set_is_normalised_as_set_files_does(tmp_path: Path) -> None:
-    options = TorrentOptions(tmp_path, files={0, 2})  # type: ignore[arg-type]
+    # Typed as documented: a set, no type: ignore (mypy strict checks these tests).
+    options = TorrentOptions(tmp_path, files={0, 2})
     assert options.files == frozenset({0, 2})
     assert isinstance(options.files, frozenset)
 
@@ -60,7 +65,7 @@ def test_peers_that_are_not_peer_addresses_are_refused(tmp_path: Path, peers: ob
 
 def test_peers_as_a_list_and_save_dir_as_a_str_are_normalised(tmp_path: Path) -> None:
     address = PeerAddress.parse("127.0.0.1:6881")
-    options = TorrentOptions(str(tmp_path), peers=[address])  # type: ignore[arg-type]
+    options = TorrentOptions(str(tmp_path), peers=[address])  # as documented: no type: ignore
     assert options.peers == (address,)
     assert options.save_dir == tmp_path
 
@@ -125,6 +130,7 @@ async def test_a_storage_that_cannot_open_fails_the_torrent_alone(
     assert str(error) in reason
 
 
+@pytest.mark.torrent_bug
 async def test_an_unexpected_error_in_a_torrent_fails_that_torrent_alone(tmp_path: Path) -> None:
     # A bug of the storage factory's (or ours): not a StorageError, yet one torrent's.
     options = TorrentOptions(
@@ -202,3 +208,95 @@ async def test_a_clean_stop_mid_download_leaves_the_restart_nothing_to_hash(
         finally:
             filesystem.close()
     assert hashed == 0  # as libtorrent: no rehash after a clean stop
+
+
+# -- a bug in a torrent called from the session's tasks --------------------------------------
+
+
+@pytest.mark.torrent_bug
+@pytest.mark.parametrize("method", ["tick", "disk_event", "peer_message", "peer_removed"])
+async def test_a_bug_in_a_torrent_run_by_the_sessions_tasks_fails_that_torrent_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    # The session's own tasks (its tick, the disk's and the peers' routing) call into each
+    # torrent: a bug there is that torrent's, as one in its run is.
+    mine = write_content(tmp_path / "mine", (50_000,), seed=1)
+    theirs = write_content(tmp_path / "theirs", (50_000,), seed=2)
+    wanted = make_torrent(theirs, "v1", piece_length=16384)
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_session(loopback_config(listen=(("127.0.0.2", 0),))) as seeder,
+            open_session(loopback_config(listen=(("127.0.0.3", 0),))) as session,
+        ):
+            seeding = await seeder.add_torrent(wanted, TorrentOptions(theirs.parent, resume=False))
+            healthy = await session.add_torrent(
+                make_torrent(mine, "v1"), TorrentOptions(mine.parent, resume=False)
+            )
+            await seeding.wait_complete()
+            await healthy.wait_complete()
+            bad = await session.add_torrent(
+                wanted, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
+            )
+
+            def bug(*_: object) -> None:
+                raise ZeroDivisionError(f"a bug in {method}")
+
+            monkeypatch.setattr(bad, method, bug)
+            # peer_removed: the seeds part once the download is done.
+            await until(lambda: bad.status().phase is TorrentPhase.FAILED)
+            assert "ZeroDivisionError" in (bad.status().error or "")
+            assert healthy.status().phase is TorrentPhase.SEEDING
+            assert session.find(healthy.info_hash) is healthy
+            await trio.sleep(0.3)  # a few more ticks and routed events: the session lives on
+            assert healthy.status().phase is TorrentPhase.SEEDING
+
+
+# -- corrupt counts data bytes ------------------------------------------------------------------
+
+
+async def test_corrupt_counts_the_data_bytes_of_a_v2_tail_piece(tmp_path: Path) -> None:
+    # v2: each file's last piece is short (20_000 = 16384 + 3616); downloaded counts its
+    # 3616 bytes, so the corrupt bytes taken off it must be those too.
+    folder = write_content(tmp_path / "seed", (20_000, 20_000), seed=1)
+    torrent = make_torrent(folder, "v2", piece_length=16384)
+    with trio.fail_after(DEADLINE):
+        async with open_session(loopback_config()) as session:
+            download = await session.add_torrent(
+                torrent, TorrentOptions(tmp_path / "down", resume=False)
+            )
+            await until(lambda: download.handle is not None and download.swarm is not None)
+            assert download.handle is not None
+            await download.disk_event(DiskPieceVerified(download.handle, 1, good=False))
+            assert download.corrupt == 3616
+            await download.disk_event(DiskPieceVerified(download.handle, 0, good=False))
+            assert download.corrupt == 3616 + 16384
+
+
+# -- a clean stop of a seed: nothing to settle ---------------------------------------------------
+
+
+async def test_closing_a_seed_stats_no_file_to_settle_its_resume_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A record that has every piece is never hashed for files being racy (only pieces it
+    # lacks are): the close need not stat every file again to find out.
+    folder = write_content(tmp_path / "seed", (20_000,) * 5)
+    torrent = make_torrent(folder, "v1", piece_length=16384)
+    store = ResumeStore(folder.parent, torrent.info.info_hash)
+    with trio.fail_after(DEADLINE):
+        async with open_session(loopback_config()) as session:
+            seeding = await session.add_torrent(torrent, TorrentOptions(folder.parent))
+            await seeding.wait_complete()
+            while await store.load_resume() is None:
+                await trio.sleep(0.01)
+            # Saved while running: the bytes are not kept (only the close looks at them).
+            assert seeding._saved_resume is None
+            asked: list[object] = []
+            plan = DiskManager.pieces_to_hash
+
+            async def counted(self: DiskManager, *args: object, **kwargs: object) -> int:
+                asked.append(args)
+                return await plan(self, *args, **kwargs)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(DiskManager, "pieces_to_hash", counted)
+    assert asked == []

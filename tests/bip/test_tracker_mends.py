@@ -345,14 +345,15 @@ async def test_completed_goes_to_the_trackers_announced_to_only(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A download finished: ``completed`` goes to the tracker of the tier that was announced
-    to; its alternate, which never heard ``started``, is not told."""
-    tracker = MiniTracker()
+    to; its alternate, which never heard ``started``, is not told, nor is it when it takes
+    over after the first one failed (it hears ``started`` with nothing left)."""
+    first, second = Failing(), MiniTracker()
     async with (
-        http_server(tracker) as server,
+        http_server(first) as server,
+        http_server(second) as alternate,
         open_tracker_client(bind_v4="127.0.0.1", bind_v6=None) as udp,
     ):
-        other = dead_url()
-        announcer = announcer_putting_first([server.url, other], server.url, udp)
+        announcer = announcer_putting_first([server.url, alternate.url], server.url, udp)
         target = Target()
         target.ready.set()
         left = [100]
@@ -369,7 +370,148 @@ async def test_completed_goes_to_the_trackers_announced_to_only(
             target.seeded.set()
             await trio.sleep(10)
             statuses = {status.tracker: status for status in announcer.status()}
+            first.failing = True  # its next regular announce fails: the alternate takes over
+            await until(lambda: len(alternate.requests) >= 1)
+            await trio.sleep(10)
             nursery.cancel_scope.cancel()
     assert statuses[server.url].last_event is AnnounceEvent.COMPLETED
-    assert statuses[other].announces == 0
-    assert statuses[other].failures == 0
+    assert statuses[alternate.url].announces == 0
+    assert statuses[alternate.url].failures == 0
+    assert events_of(server.requests)[:2] == [b"started", b"completed"]
+    heard = [query_of(request) for request in alternate.requests]
+    assert [(q.get("event"), q["left"]) for q in heard] == [(b"started", b"0"), (b"stopped", b"0")]
+
+
+# -- review mends: fair slots, queue waits, goodbyes, failover, tier checks ------------------------
+
+OTHER_HASH = bytes(range(20, 40))
+
+
+class Failing:
+    """A MiniTracker that refuses every announce once ``failing`` is set."""
+
+    def __init__(self) -> None:
+        self.tracker = MiniTracker()
+        self.failing = False
+
+    async def __call__(self, request: bytes, stream: trio.abc.Stream) -> None:
+        if self.failing:
+            await reply(answer(failure_reason=b"gone"))(request, stream)
+        else:
+            await self.tracker(request, stream)
+
+
+def events_of(requests: list[bytes]) -> list[bytes | None]:
+    return [query_of(request).get("event") for request in requests]
+
+
+async def test_one_swarms_many_announces_do_not_hold_up_anothers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Slots go round-robin between swarms: 20 announces of one swarm to silent trackers wait
+    for 2 slots; another swarm's announce takes the next slot that frees, not the 11th."""
+    silent = Holding()  # never released
+    good = MiniTracker()
+    async with http_server(silent) as hole, http_server(good) as server:
+        client = HttpTrackerClient(timeout=30, max_concurrent=2)
+
+        async def hog(number: int) -> None:
+            with pytest.raises(TrackerTimeoutError):
+                await client.announce(f"{hole.url}?n={number}", HASH, peer_id=PEER_ID, port=1)
+
+        async with trio.open_nursery() as nursery:
+            for number in range(20):
+                nursery.start_soon(hog, number)
+            await until(lambda: silent.open == 2)
+            start = trio.current_time()
+            await client.announce(server.url, OTHER_HASH, peer_id=PEER_ID, port=1)
+            took = trio.current_time() - start
+            nursery.cancel_scope.cancel()
+    assert took <= 30 + 1
+
+
+async def test_a_tracker_is_not_failed_for_its_torrents_own_queue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One slot held 300 s by each of 7 silent trackers of a swarm: an honest tracker of the
+    same swarm waits 2100 s for it, beyond the announcer's old 1800 s, and is not failed."""
+    good = MiniTracker()
+    async with (
+        http_server(Holding()) as hole,
+        http_server(good) as server,
+        open_tracker_client(bind_v4="127.0.0.1", bind_v6=None) as udp,
+    ):
+        http = HttpTrackerClient(timeout=300, max_concurrent=1)
+        hogs = TrackerAnnouncer(
+            udp, [f"{hole.url}?n={n}" for n in range(7)], peer_id=PEER_ID, http_client=http
+        )
+        honest = TrackerAnnouncer(udp, [server.url], peer_id=PEER_ID, http_client=http)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hogs.run, checked_seed(), Sink())
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(honest.run, checked_seed(), Sink())
+            await trio.sleep(7 * 300 + 10)
+            [status] = honest.status()
+            heard = events_of(server.requests)
+            nursery.cancel_scope.cancel()
+    assert (status.failures, status.last_error) == (0, None)
+    assert heard == [b"started"]
+
+
+async def test_a_stopped_announce_does_not_wait_behind_regular_ones(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every slot held by a silent tracker: a leaving torrent's ``stopped`` goes at once, on
+    slots of its own (as many again, no more: 5 goodbyes to a silent tracker, 1 at a time)."""
+    silent = Holding()
+    good = MiniTracker()
+    async with http_server(silent) as hole, http_server(good) as server:
+        client = HttpTrackerClient(timeout=30, max_concurrent=1)
+
+        async def announce(url: str, event: AnnounceEvent) -> None:
+            with pytest.raises(TrackerTimeoutError):
+                await client.announce(url, HASH, peer_id=PEER_ID, port=1, event=event)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(announce, hole.url, AnnounceEvent.NONE)
+            await until(lambda: silent.open == 1)
+            with trio.fail_after(2):
+                await client.announce(
+                    server.url, OTHER_HASH, peer_id=PEER_ID, port=1, event=AnnounceEvent.STOPPED
+                )
+            for _ in range(5):
+                nursery.start_soon(announce, hole.url, AnnounceEvent.STOPPED)
+            await until(lambda: silent.open == 2)
+            await trio.testing.wait_all_tasks_blocked()
+            assert silent.peak == 2
+            nursery.cancel_scope.cancel()
+    assert events_of(server.requests) == [b"stopped"]
+
+
+async def test_no_stopped_goes_to_the_tracker_a_tier_fails_over_from(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The tracker that answered ``started`` then failed is left without a goodbye (as
+    libtorrent): its alternate takes over at once; the torrent's end says goodbye to it."""
+    first, second = Failing(), MiniTracker()
+    async with (
+        http_server(first) as s1,
+        http_server(second) as s2,
+        open_tracker_client(bind_v4="127.0.0.1", bind_v6=None) as udp,
+    ):
+        announcer = announcer_putting_first([s1.url, s2.url], s1.url, udp)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(announcer.run, checked_seed(), Sink())
+            await until(lambda: len(s1.requests) == 1)
+            first.failing = True
+            await trio.sleep(1800 + 10)  # its next regular announce fails: failover
+            nursery.cancel_scope.cancel()
+    assert events_of(s1.requests) == [b"started", None]
+    assert events_of(s2.requests) == [b"started", b"stopped"]
+
+
+@pytest.mark.parametrize("bad", [[5], [None], ["udp://a:1", 7], [[b"udp://a:1"]]])
+def test_a_tier_that_is_not_urls_is_a_value_error(bad: list[object]) -> None:
+    with pytest.raises(ValueError, match="tracker URL is a str"):
+        TrackerAnnouncer(object(), bad, peer_id=PEER_ID)  # type: ignore[arg-type]

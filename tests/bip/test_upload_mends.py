@@ -1,12 +1,21 @@
 """Mends of the upload side (bip._client._upload.Uploader): a block the disk cannot read is
-still answered (BEP 6) and never keeps a slot of the peer's request queue."""
+still answered (BEP 6) and never keeps a slot of the peer's request queue; nor does a request
+the torrent refuses (a piece lost from storage)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import trio
 import trio.testing
-from test_upload_fairness import BLOCK, NUM_PIECES, TORRENT, Remote, Seed, requests, seed
+from _engine_helpers import address_of, loopback_config, make_torrent, write_content
+from _hostile_peer import hostile_peer
+from test_upload_fairness import BLOCK, DEADLINE, NUM_PIECES, TORRENT, Remote, Seed, requests, seed
 
+from bip._client import TorrentOptions, open_session
+from bip._client._swarm import REASON_STALLED
+from bip_disk import PieceLost
 from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
 from bip_peer import (
     NEED_DATA,
@@ -100,3 +109,56 @@ async def test_a_failed_read_without_fast_withdraws_the_request() -> None:
         await remote.read_until(lambda: len(remote.pieces) == 1)
         assert remote.pieces == [(1, 0)]
         assert peer.connection.refused_requests == 0
+
+
+async def test_a_fast_peer_that_stopped_reading_is_dropped_when_a_failed_read_cannot_be_rejected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # send_control refuses a reject when the peer left its whole bound of control messages
+    # unwritten: it stopped reading, and is dropped (as Torrent._refuse does), not kept on
+    # with its request quietly withdrawn.
+    async with seed(reqq=4) as s:
+        s.disk.failing.add((0, 0, BLOCK))
+        peer, remote = await s.connect(1)
+        removed: list[tuple[Peer, str]] = []
+        remove = s.manager.remove_peer
+
+        def record(peer: Peer, reason: str) -> None:
+            removed.append((peer, reason))
+            remove(peer, reason)
+
+        monkeypatch.setattr(s.manager, "send_control", lambda peer, message: False)
+        monkeypatch.setattr(s.manager, "remove_peer", record)
+        await remote.send(*requests(0, 1))
+        await s.settle()
+        assert len(s.disk.reads) == 1
+        assert removed == [(peer, REASON_STALLED)]
+
+
+# -- Torrent._refuse: a request for a piece lost from storage ------------------------------------
+
+
+async def test_a_refused_request_of_a_peer_without_fast_frees_its_slot(tmp_path: Path) -> None:
+    folder = write_content(tmp_path / "seed", (4 * 4 * BLOCK,))
+    torrent = make_torrent(folder, "v1", piece_length=4 * BLOCK)  # 4 pieces of 4 blocks
+    with trio.fail_after(DEADLINE):
+        async with open_session(loopback_config()) as seeder:
+            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+            await seeding.wait_complete()
+            async with hostile_peer(
+                address_of(seeder), torrent.info.info_hash, extensions=Extensions.EXTENSION_PROTOCOL
+            ) as remote:
+                await remote.send(Interested())
+                await remote.wait_for(lambda m: isinstance(m, Unchoke))
+                assert seeding.handle is not None
+                assert seeding.swarm is not None
+                # Lost from storage (a write re-created its file): the torrent goes on.
+                await seeding.disk_event(PieceLost(seeding.handle, 0, "test: file re-created"))
+                [peer] = seeding.swarm.joined
+                assert not peer.connection.fast
+                await remote.send(*(Request(0, b * BLOCK, BLOCK) for b in range(4)))
+                await remote.send(Request(1, 0, BLOCK))
+                await remote.wait_for(lambda m: isinstance(m, Piece) and m.index == 1)
+                # Refused with nothing sent (BEP 3), but holding no reqq slot.
+                assert not peer.connection.peer_requests
+                assert not [m for m in remote.received if isinstance(m, Piece) and m.index == 0]

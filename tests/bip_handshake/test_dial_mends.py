@@ -145,3 +145,13 @@ async def test_a_dial_that_reached_ourselves_is_remembered(
             assert not handshaker.is_self_address(PEER)
             assert handshaker.is_self_address(PeerAddress(IPv4Address("10.1.0.1"), 1))
         nursery.cancel_scope.cancel()
+
+
+async def test_a_closed_handshaker_listens_nowhere() -> None:
+    """Once the handshaker is closed its listeners are gone: ``listen_addresses`` is empty,
+    not a bare ``OSError`` (EBADF) from the closed sockets."""
+    with trio.fail_after(10):
+        async with open_handshaker(listen=[("127.0.0.1", 0)]) as handshaker:
+            [address] = handshaker.listen_addresses
+            assert address.port != 0
+        assert handshaker.listen_addresses == []

@@ -198,3 +198,137 @@ def test_lsd_datagrams_cost_no_scan_of_every_torrent() -> None:
         service.receive_datagram(b"x" * 100, source, now)
     assert service.statistics().rate_limited > 400
     assert _CountingDict.walks <= 2
+
+
+# -- PeerList: review mends (RM-lists) ----------------------------------------------------------
+
+EVIL = IPv4Address("198.51.100.66")
+
+
+def _full_of_trackers(size: int) -> PeerList:
+    """A list of ``size`` untried tracker entries, no two of one host."""
+    peers = PeerList(max_size=size)
+    for i in range(size):
+        peers.add(PeerAddress(IPv4Address(0x0B00_0000 + i * 7919), 6881), PeerOrigin.TRACKER, 0.0)
+    assert len(peers) == size
+    return peers
+
+
+def _trackers_left(peers: PeerList) -> int:
+    return sum(1 for e in peers.entries() if PeerOrigin.TRACKER in e.origin)
+
+
+def test_one_host_reconnecting_from_new_ports_takes_no_other_hosts_entry() -> None:
+    # It connects, leaves, and its PEX names addresses of its choosing: the entry its
+    # connection displaced comes back when the connection is forgotten, so the PEX finds
+    # no hole to fill.
+    peers = _full_of_trackers(20)
+    t = 1.0
+    for k in range(60):
+        ephemeral = PeerAddress(EVIL, 20000 + k)
+        assert peers.connected(ephemeral, t, origin=PeerOrigin.INCOMING)
+        peers.disconnected(ephemeral, t)
+        peers.add(PeerAddress(IPv4Address(0x2000_0000 + k), 6881), PeerOrigin.PEX, t)
+        t += 0.01
+    assert _trackers_left(peers) == 20
+    assert len(peers) == 20
+
+
+def test_one_host_telling_new_listen_ports_evicts_its_own_entries_only() -> None:
+    size = EVICTION_WINDOW + 40  # its entries, the youngest, are out of the window
+    peers = _full_of_trackers(size)
+    t = 1.0
+    for k in range(60):
+        ephemeral = PeerAddress(EVIL, 20000 + k)
+        assert peers.connected(ephemeral, t, origin=PeerOrigin.INCOMING)
+        listen = peers.update_port(ephemeral, 1024 + k, t)
+        assert listen == PeerAddress(EVIL, 1024 + k)
+        peers.disconnected(listen, t)
+        t += 0.01
+    of_host = [e.address for e in peers.entries() if e.address.host == EVIL]
+    assert len(of_host) <= 2  # DEFAULT_MAX_PER_HOST
+    assert PeerAddress(EVIL, 1024 + 59) in of_host  # the port it said last
+    assert _trackers_left(peers) >= size - 2
+    assert len(peers) == size
+
+
+def test_listen_entries_count_against_the_host_cap_once_their_connection_ends() -> None:
+    peers = PeerList()  # room for all: the cap alone bounds the host
+    for k in range(10):
+        ephemeral = PeerAddress(EVIL, 20000 + k)
+        assert peers.connected(ephemeral, float(k), origin=PeerOrigin.INCOMING)
+        listen = peers.update_port(ephemeral, 1024 + k, float(k))
+        assert listen is not None
+        peers.disconnected(listen, float(k))
+    assert sorted(e.address.port for e in peers.entries()) == [1024 + 8, 1024 + 9]
+
+
+def test_two_connections_of_one_host_are_both_recorded_and_trimmed_when_they_end() -> None:
+    peers = PeerList(max_per_host=1)
+    a, b = PeerAddress(EVIL, 20000), PeerAddress(EVIL, 20001)
+    assert peers.connected(a, 0.0, origin=PeerOrigin.INCOMING)
+    assert peers.connected(b, 0.0, origin=PeerOrigin.INCOMING)
+    la, lb = peers.update_port(a, 7001, 0.0), peers.update_port(b, 7002, 0.0)
+    assert la is not None
+    assert lb is not None
+    assert peers.statistics().connected == 2  # both recorded, over the cap
+    peers.disconnected(la, 1.0)
+    assert la in peers  # lb is still connected: no other entry of the host may go
+    peers.disconnected(lb, 2.0)
+    assert [e.address for e in peers.entries()] == [lb]
+
+
+def _proven_and_trackers(size: int) -> tuple[PeerList, PeerAddress, PeerAddress]:
+    """A full list of high-priority entries: a peer that dialled us and said where it
+    listens (left cleanly), a resume-data peer, tracker peers."""
+    high = _by_priority(size)
+    peers = PeerList(max_size=size)
+    peers.set_our_addresses([OURS])
+    ephemeral = PeerAddress(high[0].host, 40001)
+    assert peers.connected(ephemeral, 0.0, origin=PeerOrigin.INCOMING)
+    listen = peers.update_port(ephemeral, 6881, 0.0)
+    assert listen is not None
+    peers.disconnected(listen, 1.0)
+    assert peers.add(high[1], PeerOrigin.RESUME, 1.0)
+    for address in high[2:]:
+        assert peers.add(address, PeerOrigin.TRACKER, 1.0)
+    assert len(peers) == size
+    return peers, listen, high[1]
+
+
+def test_a_pex_flood_evicts_no_proven_or_resume_entry() -> None:
+    peers, listen, resume = _proven_and_trackers(10)
+    low = _by_priority(300)[-20:]
+    for address in low:
+        assert not peers.add(address, PeerOrigin.PEX, 2.0)
+    assert listen in peers
+    assert resume in peers
+    assert peers.statistics().evicted == 0
+
+
+def test_a_proven_entry_that_gave_up_may_go_for_a_newcomer() -> None:
+    peers, listen, _ = _proven_and_trackers(10)
+    for t in (100.0, 300.0, 700.0):  # min_reconnect_time 60 s x (failures + 1)
+        assert listen in peers.connect_candidates(10, t)
+        peers.dial_failed(listen, t)
+    newcomer = _by_priority(300)[-1]
+    assert peers.add(newcomer, PeerOrigin.PEX, 800.0)
+    assert listen not in peers
+
+
+def test_a_connection_evicts_an_untried_pex_entry_before_a_proven_one() -> None:
+    peers = PeerList(max_size=3)
+    peers.set_our_addresses([OURS])
+    high = _by_priority(3)
+    ephemeral = PeerAddress(high[0].host, 40001)
+    assert peers.connected(ephemeral, 0.0, origin=PeerOrigin.INCOMING)
+    listen = peers.update_port(ephemeral, 6881, 0.0)
+    assert listen is not None
+    peers.disconnected(listen, 1.0)
+    assert peers.add(high[1], PeerOrigin.RESUME, 1.0)
+    pex = PeerAddress.parse("198.51.100.77:6881")  # a low priority, but a better source
+    assert peers.add(pex, PeerOrigin.PEX, 1.0)
+    assert peers.connected(PeerAddress.parse("198.51.100.30:40001"), 2.0)
+    assert pex not in peers
+    assert listen in peers
+    assert high[1] in peers

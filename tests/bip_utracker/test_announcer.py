@@ -261,6 +261,22 @@ async def test_stopped_is_sent_on_cancel(autojump_clock: trio.testing.MockClock)
         assert recorder.store.scrape_counts(HASH, trio.current_time()) == (0, 0, 0)
 
 
+async def test_no_stopped_when_its_timeout_is_set_to_0_before_the_cancel(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with tracker() as (url, recorder), client() as tc:
+        ann = announcer(tc, url, Progress(), stopped_timeout=3)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ann.run)
+            await trio.sleep(10)
+            assert ann.stopped_timeout == 3
+            ann.stopped_timeout = 0  # failing over from it: nothing more to say
+            nursery.cancel_scope.cancel()
+        assert recorder.events() == [AnnounceEvent.STARTED]
+        with pytest.raises(LocalProtocolError):
+            ann.stopped_timeout = -1
+
+
 async def test_no_stopped_if_never_started(autojump_clock: trio.testing.MockClock) -> None:
     async with tracker() as (url, recorder), client() as tc:
         recorder.refuse = True

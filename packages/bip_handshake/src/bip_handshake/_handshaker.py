@@ -750,9 +750,13 @@ class Handshaker:
 
     @property
     def listen_addresses(self) -> list[PeerAddress]:
-        """The addresses we listen on, with the actual ports."""
+        """The addresses we listen on, with the actual ports; none once the handshaker is
+        closed (its listeners with it)."""
         result = []
         for listener in self._listeners:
+            # A closed socket has no address (getsockname fails with EBADF): it listens nowhere.
+            if listener.socket.fileno() < 0:
+                continue
             address = _address_of(listener.socket.getsockname())
             if address is not None:
                 result.append(address)

@@ -7,18 +7,24 @@ passed in as ``now`` (seconds, any monotonic clock).
 
 The rules, libtorrent's defaults:
 
-- at most ``max_size`` entries (3000, libtorrent's ``max_peerlist_size``). When full, a new
-  address replaces the least useful entry that is neither connected, being dialled, nor
-  given by the user: one that failed most first, then the one of the lowest source (ranked
-  as candidates are, below), then the lowest BEP 40 priority; when no such entry is less
-  useful than the newcomer (which has no failure), the newcomer is dropped. So untried PEX
-  addresses give way to the user's, a tracker's or LSD's, not the other way round. Only the
+- at most ``max_size`` entries (3000, libtorrent's ``max_peerlist_size``). Connected entries,
+  those being dialled and the user's are never evicted. When full, a new address replaces
+  the least useful other entry that is not proven (proven: connected once, where a peer said
+  it listens, or from the resume data; unless it failed ``max_failcount`` times): one that
+  failed most first, then the one of the lowest source (ranked as candidates are, below),
+  then the lowest BEP 40 priority; when no such entry is less useful than the newcomer
+  (which has no failure), the newcomer is dropped. So untried PEX addresses give way to the
+  user's, a tracker's or LSD's, not the other way round, and no address merely heard of
+  pushes out a peer that worked (libtorrent evicts no connect candidate for one). Only the
   ``EVICTION_WINDOW`` oldest entries are looked at (as libtorrent's ``erase_peers`` looks at a
-  window), so a flood of addresses (PEX, a tracker) costs a bounded time per address. A
-  connection (:meth:`PeerList.connected`, :meth:`PeerList.update_port`) is recorded
-  whatever its rank: it evicts the least useful such entry, looking past the window if none
-  of it may go (libtorrent's ``new_connection`` erases by force); only a list of connected,
-  dialled and user entries has no room for it;
+  window), so a flood of addresses (PEX, a tracker) costs a bounded time per address;
+- a connection (:meth:`PeerList.connected`, :meth:`PeerList.update_port`) is recorded
+  whatever its rank (libtorrent's ``new_connection`` erases by force): a host that has its
+  ``max_per_host`` entries already gives up one of its own; otherwise the least useful entry
+  goes, unproven before proven, looking past the window if none of it may go; only a list of
+  connected, dialled and user entries has no room for it. The entry an incoming connection
+  evicted comes back when that connection ends and leaves no entry (its port was
+  ephemeral), so a host connecting again and again cannot make room for what its PEX names;
 - a failed dial (or a failed connection) adds one to the entry's fail count; an entry that
   failed ``max_failcount`` times (3) is not dialled again. An offer from the user (a
   ``--peer`` given again) clears the count, the wait and the seed mark: the user asked for
@@ -40,8 +46,11 @@ The rules, libtorrent's defaults:
   ``update_peer``: the peer moved), its failures and wait kept; with no such entry the port
   is dropped. So a source that lists one host under thousands of ports (to make us flood a
   third party) costs that host a dial per backoff, not one per port, and cannot take a port
-  that worked away from us. Not capped: the user's own addresses, connections, and the
-  ports peers say they listen on (:meth:`PeerList.update_port`);
+  that worked away from us. Not capped: the user's own addresses and connections; the port a
+  peer says it listens on (:meth:`PeerList.update_port`) counts once its connection ends:
+  the host's oldest other entries that are neither connected, dialled nor the user's go then
+  (libtorrent's ``update_peer_port`` moves the port), so a host telling a new port on each
+  connection keeps ``max_per_host`` entries, not one per connection;
 - IPv6 link-local addresses (``fe80::/10``) are refused like unconnectable ones: they need an
   interface, which no source can give (libtorrent's ``add_peer`` refuses them too);
 - a peer known to be a seed is not a candidate while we are a seed too;
@@ -162,6 +171,9 @@ _SOURCE_RANKS: Final = tuple(
 )
 
 
+_RESUME_BIT: Final = PeerOrigin.RESUME.value
+
+
 def _source_rank(origin: PeerOrigin) -> int:
     try:
         return _SOURCE_RANKS[origin]
@@ -215,7 +227,8 @@ class PeerListStatistics:
         failed: entries that failed at least once since their last success.
         given_up: entries that failed ``max_failcount`` times (not dialled again).
         banned_hosts: hosts banned.
-        evicted: entries evicted to make room, since the list was made.
+        evicted: entries evicted to make room, since the list was made (less those given
+            back when the incoming connection they made room for ended).
         dropped: addresses not added because the list was full of more useful entries.
     """
 
@@ -236,6 +249,7 @@ class _Entry:
         "address",
         "connected",
         "dial_started",
+        "displaced",
         "failcount",
         "last_attempt",
         "last_connected",
@@ -260,10 +274,21 @@ class _Entry:
         self.priority = 0
         self.listening = False  # the address is where the peer listens (its BEP 10 ``p``)
         self.was_connected = False  # a connection to it was up once
+        # The entry evicted to make room for this one, an incoming connection's: given back
+        # when this one is forgotten (the connection ended), so a host connecting again and
+        # again from new ports cannot clear the list for what its PEX names.
+        self.displaced: _Entry | None = None
 
     @property
     def incoming_only(self) -> bool:
         return self.origin == PeerOrigin.INCOMING and not self.listening
+
+    @property
+    def proven(self) -> bool:
+        """It worked once: connected, or where the peer said it listens, or a peer saved
+        from a previous run (the resume data keeps connected peers)."""
+        # (an int test: ``in`` on a flag costs a Python call, and eviction asks of a window)
+        return self.was_connected or self.listening or bool(int(self.origin) & _RESUME_BIT)
 
     @property
     def evictable(self) -> bool:
@@ -303,8 +328,11 @@ def _check_seconds(name: str, value: object) -> None:
 class PeerList:
     """The peers of one torrent: known addresses, their history, and the next ones to dial.
 
-    See the module docstring for the rules. Every method is O(1) per address except
-    :meth:`set_our_addresses` and :meth:`statistics` (O(n)) and :meth:`connect_candidates`:
+    See the module docstring for the rules. Every method is O(1) per address (and the host's
+    entries), plus the ``EVICTION_WINDOW`` oldest entries when the list is full, except
+    :meth:`set_our_addresses` and :meth:`statistics` (O(n)); :meth:`connected` and
+    :meth:`update_port` of an address the list does not know, when it is full (O(n) at most:
+    they look past the window when none of it may go); and :meth:`connect_candidates`:
     O(n log count) when it may find a candidate, O(dials pending) when it knows no entry can
     be one before a given time (every entry connected, waiting, given up or a seed while we
     seed: the common case of a long list, asked on every pass of the owner).
@@ -319,7 +347,8 @@ class PeerList:
 
     Args:
         max_size: entries at most.
-        max_per_host: entries of one host a source may add, at most (``None``: no cap).
+        max_per_host: entries of one host a source may add, and that the host keeps once
+            its connections end, at most (``None``: no cap).
         max_failcount: failures after which an entry is not dialled again (may be changed
             later, as may ``min_reconnect_time``).
         min_reconnect_time: seconds between attempts at one entry, times (fail count + 1).
@@ -546,13 +575,16 @@ class PeerList:
                 entry.failcount -= 1
             return True
         priority = self._priority_of(address)
-        if len(self._entries) >= self.max_size and not self._make_room(
-            (0, -_source_rank(origin), -priority), force=force
-        ):
-            self._dropped += 1
-            return False
+        evicted = None
+        if len(self._entries) >= self.max_size:
+            evicted = self._make_room((0, -_source_rank(origin), -priority), address, force=force)
+            if evicted is None:
+                self._dropped += 1
+                return False
         entry = _Entry(address, origin, swarm_id)
         entry.priority = priority
+        if force and entry.incoming_only:
+            entry.displaced = evicted  # (given back when its connection ends: it goes then)
         self._insert(entry)
         return True
 
@@ -661,7 +693,8 @@ class PeerList:
     ) -> bool:
         """A connection to ``address`` is up (ours or the peer's); returns whether the list
         records it (a banned host, or no room: every entry connected, being dialled or the
-        user's, is not recorded; any other entry is evicted to make room).
+        user's, is not recorded; any other entry may be evicted to make room, the host's own
+        first when it has ``max_per_host`` entries, an unproven one before a proven one).
 
         An address the list did not know is added with ``origin`` (``INCOMING`` for an
         inbound connection: such an entry is never dialled, and goes when it disconnects).
@@ -710,6 +743,9 @@ class PeerList:
         self._wake_at(entry)
         if entry.incoming_only or entry.address.host in self._banned:
             self._delete(address)
+            self._give_back(entry)
+        else:
+            self._trim_host(entry)
 
     def update_port(
         self,
@@ -776,6 +812,10 @@ class PeerList:
                 entry = self._entries[listen]
         elif old is not None:  # neither connected nor being dialled (checked above)
             entry.origin |= old.origin
+            self._give_back(old)  # old's slot is free again
+        # Where the peer listens is kept after the connection: the slot is this entry's
+        # now (and the host's cap counts it once the connection ends: _trim_host).
+        entry.displaced = None
         entry.origin |= PeerOrigin.INCOMING
         if swarm_id is not None:
             entry.swarm_id = swarm_id
@@ -915,24 +955,109 @@ class PeerList:
         ours = self._ours.get(address.family)
         return 0 if ours is None else peer_priority(ours, address)
 
-    def _make_room(self, newcomer: tuple[int, int, int], *, force: bool) -> bool:
+    def _make_room(
+        self, newcomer: tuple[int, int, int], address: PeerAddress, *, force: bool
+    ) -> _Entry | None:
         """Evict the least useful entry of the oldest ones, if it is less useful than the
-        newcomer, ranked as ``_uselessness`` ranks entries; returns whether room was made.
+        newcomer at ``address``, ranked as ``_uselessness`` ranks entries; returns the
+        evicted entry, or ``None`` when no room was made. A proven entry (:attr:`_Entry.proven`)
+        that has not given up is no newcomer's to take: as libtorrent evicts no connect
+        candidate for an address merely heard of, a flood of invented addresses (PEX) cannot
+        push out the peers that worked.
 
-        ``force`` (a connection being recorded): evict the least useful entry whatever the
-        newcomer, looking past the window when none of it may go (its entries being
-        dialled, or the user's); only a list of connected, dialled and user entries has
-        no room then. This costs a pass over the list at most once per connection."""
-        window = itertools.islice(self._entries.values(), EVICTION_WINDOW)
-        worst = max((e for e in window if e.evictable), key=_uselessness, default=None)
-        if worst is None and force:
-            rest = itertools.islice(self._entries.values(), EVICTION_WINDOW, None)
-            worst = max((e for e in rest if e.evictable), key=_uselessness, default=None)
-        if worst is None or (not force and _uselessness(worst) <= newcomer):
-            return False
-        self._delete(worst.address)
-        self._evicted += 1
-        return True
+        ``force`` (a connection being recorded): evict whatever the newcomer's rank. A host
+        with ``max_per_host`` entries already gives up one of its own (it is the one
+        connecting again); otherwise the least useful entry goes, an unproven one before a
+        proven one, looking past the window when none of it may go (its entries being
+        dialled, or the user's); only a list of connected, dialled and user entries has no
+        room then. This costs a pass over the list at most once per connection."""
+        if force:
+            worst = self._own_victim(address.host) or self._forced_victim()
+        else:
+            window = itertools.islice(self._entries.values(), EVICTION_WINDOW)
+            # Only entries less useful than the newcomer are looked at further: in a flood
+            # that cannot get in (PEX into a list of tracker peers) that is none of them.
+            worst = max(
+                (
+                    e
+                    for e in window
+                    if _uselessness(e) > newcomer and e.evictable and not self._protected(e)
+                ),
+                key=_uselessness,
+                default=None,
+            )
+        if worst is not None:
+            self._delete(worst.address)
+            self._evicted += 1
+        return worst
+
+    def _protected(self, entry: _Entry) -> bool:
+        """Whether only a connection may evict ``entry``: proven, and not given up."""
+        return entry.proven and entry.failcount < self.max_failcount
+
+    def _eviction_key(self, entry: _Entry) -> tuple[bool, tuple[int, int, int]]:
+        """Higher: evicted first by a connection (an unproven entry before a proven one)."""
+        return (not self._protected(entry), _uselessness(entry))
+
+    def _own_victim(self, host: Host) -> _Entry | None:
+        """The entry of ``host`` a connection of that host evicts, when the host has its
+        ``max_per_host`` entries already (oldest first among the least useful)."""
+        if self.max_per_host is None or self._dialable_on_host(host) < self.max_per_host:
+            return None
+        own = (e for e in self._hosts.get(host, {}).values() if e.evictable)
+        return max(own, key=self._eviction_key, default=None)
+
+    def _forced_victim(self) -> _Entry | None:
+        """The entry a connection evicts: the window's least useful unproven one, else the
+        rest's, else the window's (or the rest's) least useful proven one."""
+        entries = self._entries.values()
+        window = itertools.islice(entries, EVICTION_WINDOW)
+        worst = max((e for e in window if e.evictable), key=self._eviction_key, default=None)
+        if worst is None or self._protected(worst):
+            rest = itertools.islice(entries, EVICTION_WINDOW, None)
+            beyond = max((e for e in rest if e.evictable), key=self._eviction_key, default=None)
+            if beyond is not None and (worst is None or not self._protected(beyond)):
+                worst = beyond
+        return worst
+
+    def _give_back(self, entry: _Entry) -> None:
+        """``entry`` (an incoming connection's) was forgotten: the entry evicted to make
+        room for it comes back, if there is room and its address is still free for it."""
+        back, entry.displaced = entry.displaced, None
+        if (
+            back is None
+            or len(self._entries) >= self.max_size
+            or back.address in self._entries
+            or back.address.host in self._banned
+            or (
+                self.max_per_host is not None
+                and self._dialable_on_host(back.address.host) >= self.max_per_host
+            )
+        ):
+            return
+        self._insert(back)
+        self._evicted -= 1  # (statistics: it was not lost after all)
+        self._wake_at(back)
+
+    def _trim_host(self, entry: _Entry) -> None:
+        """``entry``'s connection ended and it stays: its host's entries over
+        ``max_per_host`` go, oldest first, as long as they are neither ``entry``, connected,
+        dialled nor the user's. So one host telling a new listen port on every connection
+        moves its entry (as libtorrent's ``update_peer_port`` moves the port) rather than
+        adding one."""
+        host = entry.address.host
+        if self.max_per_host is None:
+            return
+        over = self._dialable_on_host(host) - self.max_per_host
+        if over <= 0:
+            return
+        doomed = [
+            e.address
+            for e in self._hosts.get(host, {}).values()
+            if e is not entry and e.evictable and not e.incoming_only
+        ][:over]
+        for address in doomed:
+            self._delete(address)
 
 
 def _uselessness(entry: _Entry) -> tuple[int, int, int]:

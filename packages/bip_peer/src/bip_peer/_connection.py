@@ -722,10 +722,13 @@ class PeerConnection:
 
         BEP 10 lets a later handshake carry only the changes: a field it leaves out (or
         sends invalid, which decoding drops) keeps the value an earlier one gave, one it
-        sends replaces it, as libtorrent reads each field only when present. ``m`` is
-        :attr:`their_extension_ids` (0 removes a name); ``extra`` keeps its earliest keys
-        up to :data:`~bip_peer._extended.MAX_HANDSHAKE_EXTRA_KEYS`. The event
-        :meth:`next_event` returns is the handshake as received.
+        sends replaces it, as libtorrent reads ``reqq``, ``p``, ``v`` and the others only
+        when present. ``m`` is :attr:`their_extension_ids`, changed only by the names it
+        carries (0 removes a name, one left out keeps its id, as BEP 10 says), where
+        libtorrent resets the ``upload_only``, ``ut_holepunch`` and ``lt_donthave`` ids a
+        later ``m`` leaves out and drops the other extensions it does not name. ``extra``
+        keeps its earliest keys up to :data:`~bip_peer._extended.MAX_HANDSHAKE_EXTRA_KEYS`.
+        The event :meth:`next_event` returns is the handshake as received.
         """
         return self._their_handshake
 

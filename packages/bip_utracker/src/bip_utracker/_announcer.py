@@ -471,6 +471,22 @@ class Announcer:
             family=self._family,
         )
 
+    @property
+    def stopped_timeout(self) -> float:
+        """Seconds the ``stopped`` announce may take when :meth:`run` is cancelled (0: send
+        none). Read as the run ends, so an owner may change it first: a client failing over
+        from a tracker that stopped answering says nothing more to it (libtorrent neither),
+        where a torrent leaving says ``stopped``.
+
+        Raises:
+            LocalProtocolError: (setting) not a finite number of seconds, 0 or more.
+        """
+        return self._stopped_timeout
+
+    @stopped_timeout.setter
+    def stopped_timeout(self, value: float) -> None:
+        self._stopped_timeout = seconds("stopped_timeout", value, zero=True)
+
     def mark_completed(self) -> None:
         """The download finished here: announce ``completed`` now (once; a no-op after).
 

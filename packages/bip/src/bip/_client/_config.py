@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
@@ -583,7 +584,7 @@ def _check_group6(name: str, value: object) -> None:
         raise ValueError(f"{name} must be an IPv6 [HOST]:PORT, not {value!r}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class TorrentOptions:
     """What to do with one torrent of a session.
 
@@ -659,6 +660,41 @@ class TorrentOptions:
     paused: bool | None = None
     super_seeding: bool | None = None
     auto_managed: bool | None = None
+
+    def __init__(  # noqa: PLR0917 (the fields in order, as a dataclass's __init__ takes them)
+        self,
+        save_dir: str | os.PathLike[str],
+        peers: Iterable[PeerAddress] = (),
+        files: AbstractSet[int] | None = None,
+        resume: bool = True,
+        extra_trackers: tuple[str, ...] = (),
+        storage: Callable[[Path], FileSystem] | None = None,
+        web_seeds: bool = True,
+        file_priorities: tuple[int, ...] | None = None,
+        paused: bool | None = None,
+        super_seeding: bool | None = None,
+        auto_managed: bool | None = None,
+    ) -> None:
+        """Take the options as the class docstring says (``save_dir`` any path, ``peers``
+        any iterable, ``files`` any set), keep each in its one form (the attributes' types)."""
+        # Written as given, then checked and normalised: by hand (frozen), as the types a
+        # caller may give are wider than those kept.
+        given = {
+            "save_dir": save_dir,
+            "peers": peers,
+            "files": files,
+            "resume": resume,
+            "extra_trackers": extra_trackers,
+            "storage": storage,
+            "web_seeds": web_seeds,
+            "file_priorities": file_priorities,
+            "paused": paused,
+            "super_seeding": super_seeding,
+            "auto_managed": auto_managed,
+        }
+        for name, value in given.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         """Refuse options that cannot work, here: found by the torrent's task instead, a

@@ -23,12 +23,15 @@ meanwhile; it wakes the connector when it comes back (:meth:`Connector.wake`). T
 hold ended cost their peers nothing (no failure, no wait, as its connected peers): they are
 dialled again as soon as it is back.
 
-Our own addresses are no peers: one the session knows as ours (``our_addresses``) is neither
+Our own addresses are no peers: one we listen on (the handshaker's listeners) is neither
 recorded nor dialled (PEX refuses them too), and one a dial found to be ourselves (answered
 with our own peer id: a tracker or the DHT listing us) is dropped from its list and refused
 from then on, in every torrent. libtorrent bans that peer; left in, it was dialled again
 after every announce listing it. The address alone: other peers on our host (other clients
-on the machine, behind the same NAT) are peers like any.
+on the machine, behind the same NAT) are peers like any. Only what is proven ours is
+refused: the external address the session decided from votes (``our_addresses``, BEP 10
+``yourip``) ranks peers (BEP 40) but is not refused, for three lying peers could name an
+honest peer's address and have us shun it; were it ours, its first dial finds it.
 """
 
 from __future__ import annotations
@@ -118,14 +121,16 @@ class Connector:
     """The torrents' peer lists, the sink all sources feed, and the dialling task.
 
     Args:
-        handshaker: dials (its ``connect``) and counts the dials in flight.
+        handshaker: dials (its ``connect``) and counts the dials in flight; the addresses it
+            listens on (its ``listen_addresses``, when it has them) are refused.
         find: the torrent an info-hash or swarm id names (the session's ``find``).
         connected_peers: how many places of ``max_peers`` the peers hold now, all torrents
             together: the peer manager's ``places_in_use`` (the peers connected, and those
             removed whose removal is not reported yet: a dial for one of those places would
             be refused).
         our_addresses: our addresses now, to rank peers against (BEP 40): the external ones
-            once decided, the listen ones before.
+            once decided, the listen ones before. Not refused (peers' votes decide them):
+            the handshaker's listen addresses and those a dial found to be ourselves are.
         max_peers: connected peers plus dials in flight at most, all torrents together.
         connection_speed: dials started per second at most.
         new_list: makes a torrent's list (its bounds).
@@ -159,6 +164,12 @@ class Connector:
         self._listed: dict[Peer, PeerAddress] = {}
         # Addresses our dials found to be ourselves (normalised, oldest first): refused.
         self._found_ours: dict[PeerAddress, None] = {}
+        # The handshaker's listen addresses (normalised), read once: its listeners are fixed
+        # for its life, and reading them is a system call each (discovered runs per message).
+        self._listening: frozenset[PeerAddress] | None = None
+        # The ports of every address refused (listening or found ours): most addresses offered
+        # are told apart by their port alone, without normalising them.
+        self._refused_ports: frozenset[int] | None = None
         self._wake = trio.Event()
         self._tokens = float(connection_speed)
         self._refilled = -math.inf
@@ -203,9 +214,8 @@ class Connector:
             return  # not (or no longer) ours: the handshaker would drop them too
         swarm_id = bytes(info_hash[:20]) if isinstance(info_hash, bytes) else None
         now = trio.current_time()
-        ours = self._ours(self._our_addresses())
         # (Anything not an address goes on, for add_many to refuse as it does.)
-        others = (a for a in addresses if not (isinstance(a, PeerAddress) and _is_in(a, ours)))
+        others = (a for a in addresses if not (isinstance(a, PeerAddress) and self._is_ours(a)))
         if peers.add_many(others, PeerOrigin.from_name(source), now, swarm_id=swarm_id):
             self.wake()
 
@@ -349,11 +359,22 @@ class Connector:
         self._found_ours[found] = None
         if len(self._found_ours) > _MAX_FOUND_OURS:
             del self._found_ours[next(iter(self._found_ours))]
+        self._refused_ports = None  # made again when next needed
 
-    def _ours(self, given: Iterable[PeerAddress]) -> frozenset[PeerAddress]:
-        """Our addresses: ``given`` (the session's, from ``our_addresses``) and those our
-        dials found to be ourselves; normalised."""
-        return frozenset(address.normalized() for address in given) | self._found_ours.keys()
+    def _is_ours(self, address: PeerAddress) -> bool:
+        """Whether ``address`` (in any form: IPv4-mapped...) is proven ours: one we listen on,
+        or one a dial found to be ourselves. Not the external addresses peers voted ours
+        (``our_addresses``): lying peers could name an honest peer's. O(1)."""
+        if self._listening is None:
+            # (A stand-in dialling for an owner, as a test's, may listen nowhere.)
+            listening = getattr(self._handshaker, "listen_addresses", ())
+            self._listening = frozenset(a.normalized() for a in listening)
+        if self._refused_ports is None:
+            self._refused_ports = frozenset(a.port for a in (*self._listening, *self._found_ours))
+        if address.port not in self._refused_ports:
+            return False
+        normalized = address.normalized()
+        return normalized in self._found_ours or normalized in self._listening
 
     @staticmethod
     def _dropped_by_hold(peers: PeerList, address: PeerAddress, now: float) -> None:
@@ -403,28 +424,21 @@ class Connector:
         load = {t: len(t.peers) + peers.dialling for t, peers in self._lists.items()}
         for peers in self._lists.values():
             peers.set_our_addresses(ours)
-        refused = self._ours(ours)
         # A paused torrent dials nobody: dry from the start.
         dry: set[ConnectorTorrent] = {t for t in self._lists if t.halted}
         while budget > 0 and len(dry) < len(self._lists):
             torrent = min((t for t in self._lists if t not in dry), key=load.__getitem__)
-            if self._dial_one(torrent, now, statistics.unregistered, refused):
+            if self._dial_one(torrent, now, statistics.unregistered):
                 budget -= 1
                 self._tokens -= 1
                 load[torrent] += 1
             else:
                 dry.add(torrent)
 
-    def _dial_one(
-        self,
-        torrent: ConnectorTorrent,
-        now: float,
-        unregistered: int,
-        ours: frozenset[PeerAddress],
-    ) -> bool:
-        """Dial the torrent's best candidate; returns False when it has none.
-        ``unregistered``: the handshaker's count now, kept with the dial (``_settle``);
-        ``ours``: our addresses (``_ours``), never dialled."""
+    def _dial_one(self, torrent: ConnectorTorrent, now: float, unregistered: int) -> bool:
+        """Dial the torrent's best candidate, never one of ours (``_is_ours``); returns False
+        when it has none. ``unregistered``: the handshaker's count now, kept with the dial
+        (``_settle``)."""
         peers = self._lists[torrent]
         seed = torrent.completed.is_set()
         for _ in range(_TRIES):
@@ -432,9 +446,9 @@ class Connector:
             if not candidates:
                 return False
             [address] = candidates
-            if _is_in(address, ours):
-                # Recorded before it was known to be ours (our external address decided, or a
-                # dial of another torrent's reaching ourselves, since): forgotten undialled.
+            if self._is_ours(address):
+                # Recorded before it was known to be ours (a dial of another torrent's reached
+                # ourselves since, or added to the list directly): forgotten undialled.
                 peers.remove(address)
                 continue
             entry = peers.entry(address)
@@ -453,8 +467,3 @@ class Connector:
     def _list_of(self, info_hash: InfoHash) -> PeerList | None:
         torrent = self._find(info_hash)
         return None if torrent is None else self._lists.get(torrent)
-
-
-def _is_in(address: PeerAddress, addresses: frozenset[PeerAddress]) -> bool:
-    """Whether ``address`` (in any form: IPv4-mapped...) is one of ``addresses`` (normalised)."""
-    return address.normalized() in addresses

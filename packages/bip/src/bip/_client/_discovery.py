@@ -83,10 +83,12 @@ TRACKER_MAX_INTERVAL: Final = DEFAULT_MAX_ANNOUNCE_INTERVAL
 _TRACKER_RETRY: Final = 15.0  # first wait after a failed announce, doubled up to the max
 _ANNOUNCE_TIMEOUT: Final = 60.0  # bip_utracker retransmits for hours (BEP 15): cut it short
 # An HTTP announce may wait for a slot of the session's HttpTrackerClient (its requests in
-# flight are bounded) for as long as the queue ahead of it takes; the client's own timeout
-# counts from when it holds one. This only backs that up: a tracker is not failed for the
-# queue.
-_HTTP_ANNOUNCE_TIMEOUT: Final = TRACKER_MAX_INTERVAL
+# flight are bounded) for as long as the queue ahead of it takes: its own torrent's other
+# announces (slots go round-robin between swarms), each at most the client's timeout, which
+# counts from when the slot is held and is what fails a silent tracker. The Announcer wants
+# a finite timeout; a week is none in practice, so the queue never fails a tracker (its
+# wait grows with the torrent's tracker count, 1800 s for 3000 silent ones and 50 slots).
+_HTTP_ANNOUNCE_TIMEOUT: Final = 7 * 24 * 3600.0
 _STOPPED_TIMEOUT: Final = 2.0  # the goodbye announce must not hold up an exit
 # Answers whose peer names wait for the resolver at most; one more is dropped (at DEBUG): the
 # tracker names them again at its next announce.
@@ -192,8 +194,9 @@ class TrackerAnnouncer:
     BEP 12 tiers: each tier is shuffled once (when built), and one tracker of it is announced
     to at a time, the first in its order; a tracker that fails (every family's last announce
     failed, given up, or ended on an error) hands over to the next one of its tier that its
-    backoff lets try, and is tried again when its turn comes and its backoff ran out; a
-    tracker that answers moves to the front of its tier. Alternates of one tier are never
+    backoff lets try, at once and without a ``stopped`` to it (as libtorrent), and is tried
+    again when its turn comes and its backoff ran out; a tracker that answers moves to the
+    front of its tier. Alternates of one tier are never
     announced to together, as libtorrent with ``announce_to_all_trackers`` off. Every tier is
     announced to at once (libtorrent's ``announce_to_all_tiers``, which libtorrent leaves
     off: it announces to the first tier that works alone): a torrent's tiers are more often
@@ -436,6 +439,7 @@ class TrackerAnnouncer:
                 await entry.failed.wait()
                 # Read before the cancel: a stopped announcer has no next announce.
                 entry.retry_at = entry.next_try()
+                entry.say_goodbye(False)
                 nursery.cancel_scope.cancel()
 
     async def _run_entry(self, entry: _Entry) -> None:
@@ -615,15 +619,18 @@ def _tiers_of(urls: Sequence[str | Sequence[str]]) -> list[list[str]]:
     [['udp://a:1'], ['http://b/announce', 'udp://c:1']]
 
     Raises:
-        ValueError: a URL is not a str.
+        ValueError: a URL is not a str (nor a tier a sequence of them).
     """
     seen: set[str] = set()
     tiers: list[list[str]] = []
     for item in urls:
-        tier = [item] if isinstance(item, str) else list(item)
-        if not all(isinstance(url, str) for url in tier):
+        # Anything but a str or a sequence (bytes: of ints) is a URL that is not a str.
+        is_tier = isinstance(item, Sequence) and not isinstance(item, bytes | bytearray)
+        tier: list[object] = [item] if isinstance(item, str) or not is_tier else list(item)
+        urls_of_tier = [url for url in tier if isinstance(url, str)]
+        if len(urls_of_tier) != len(tier):
             raise ValueError(f"a tracker URL is a str, got {item!r:.80}")
-        kept = [url for url in dict.fromkeys(tier) if url not in seen]
+        kept = [url for url in dict.fromkeys(urls_of_tier) if url not in seen]
         seen.update(kept)
         if kept:
             tiers.append(kept)
@@ -646,9 +653,18 @@ class _Entry:
         self.outcomes: dict[Family | None, bool] = {}
 
     def restart(self) -> None:
-        """A new turn of the tracker in its tier: nothing heard of it yet."""
+        """A new turn of the tracker in its tier: nothing heard of it yet (and ``stopped``
+        due to it when the torrent stops announcing to it)."""
         self.failed = trio.Event()
         self.outcomes = {}
+        self.say_goodbye(True)
+
+    def say_goodbye(self, goodbye: bool) -> None:
+        """Whether the announcers send ``stopped`` when cancelled: not when the tier fails
+        over from the tracker because it failed (libtorrent sends it nothing then; a tracker
+        that does not answer would hold the failover up for the goodbye's timeout)."""
+        for announcer in self.announcers:
+            announcer.stopped_timeout = _STOPPED_TIMEOUT if goodbye else 0.0
 
     def updated(self, status: AnnouncerStatus) -> None:
         """One family's announce ended: the tracker answered, and goes to the front of its

@@ -22,7 +22,7 @@ import logging
 import random
 import socket
 import ssl
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -138,6 +138,53 @@ _DECODE_IN_THREAD: Final = 64 * 1024
 _Refusal = tuple[str, SsrfRule]  # why, and the rule
 
 
+class _FairSlots:
+    """Requests in flight at once, at most ``total``, granted round-robin between keys (a
+    swarm): while slots are short, each key with requests waiting gets the next free slot in
+    turn, its own requests first come first served. One torrent's thousand trackers then
+    wait behind each other, not in front of every other torrent's announces."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._free = total
+        # Each key's waiters in arrival order; the keys in the order they are served.
+        self._waiting: OrderedDict[bytes, deque[trio.Event]] = OrderedDict()
+
+    async def acquire(self, key: bytes) -> None:
+        """Wait for a slot for a request of ``key`` (cancellable; nothing held then)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        grant = trio.Event()
+        queue = self._waiting.setdefault(key, deque())
+        queue.append(grant)
+        try:
+            await grant.wait()
+        except BaseException:
+            if grant.is_set():  # granted as it was cancelled: the slot goes to the next one
+                self.release()
+            else:
+                queue.remove(grant)
+                if not queue and self._waiting.get(key) is queue:
+                    del self._waiting[key]
+            raise
+
+    def release(self) -> None:
+        """Free a slot: to the first waiter of the next key in turn, if any."""
+        if not self._waiting:
+            self._free += 1
+            return
+        key, queue = next(iter(self._waiting.items()))
+        grant = queue.popleft()
+        if queue:
+            self._waiting.move_to_end(key)  # its turn is over: every other key goes first
+        else:
+            del self._waiting[key]
+        grant.set()
+
+
 def _request(url: HttpTrackerUrl, target: str, user_agent: str) -> bytes:
     return (
         f"GET {target} HTTP/1.1\r\n"
@@ -206,8 +253,12 @@ class HttpTrackerClient:
     included. At most ``max_concurrent`` requests are in flight at once (libtorrent's
     ``max_concurrent_http_announces``): one torrent listing a thousand trackers must not open
     a thousand connections, hold a megabyte of answer for each and flood whatever hosts its
-    URLs name. The others wait for a slot, first come first served; ``timeout`` counts from
-    when a request holds its slot. One random 32-bit ``key`` per client goes with every
+    URLs name. The others wait for a slot, the free slots going round-robin between swarms
+    (each swarm's own requests first come first served): one torrent's many silent trackers
+    hold up its own announces, not every other torrent's. ``stopped`` announces have as many
+    slots again of their own, shared the same way: a leaving torrent's goodbye, which has
+    seconds only, never waits behind regular announces. ``timeout`` counts from when a
+    request holds its slot. One random 32-bit ``key`` per client goes with every
     announce (as libtorrent sends it), and the ``tracker id`` a tracker gave goes back to
     it. Each distinct
     ``warning message`` is logged once, at INFO on the ``bip.client`` logger (the first
@@ -239,7 +290,8 @@ class HttpTrackerClient:
             it has one. A host name is resolved here, or by the
             proxy with ``socks5h://`` (``_http_exchange`` says what the rules above then
             judge).
-        max_concurrent: requests (announces and scrapes) in flight at once at most.
+        max_concurrent: requests (announces and scrapes) in flight at once at most (and as
+            many ``stopped`` announces besides).
 
     Raises:
         LocalProtocolError: a bad argument.
@@ -282,7 +334,8 @@ class HttpTrackerClient:
             or max_concurrent < 1
         ):
             raise LocalProtocolError(f"max_concurrent is an int above 0, got {max_concurrent!r}")
-        self._slots = trio.CapacityLimiter(max_concurrent)
+        self._slots = _FairSlots(max_concurrent)
+        self._goodbye_slots = _FairSlots(max_concurrent)
         try:
             local_sources(local_address)
         except ValueError as error:
@@ -337,8 +390,9 @@ class HttpTrackerClient:
 
     @property
     def max_concurrent(self) -> int:
-        """Requests in flight at once at most; the others wait for a slot."""
-        return int(self._slots.total_tokens)
+        """Requests in flight at once at most; the others wait for a slot (``stopped``
+        announces have as many slots again of their own)."""
+        return self._slots.total
 
     @property
     def families(self) -> frozenset[int]:
@@ -444,7 +498,12 @@ class HttpTrackerClient:
         )
         local_address = self._local_address_in(family)
         response, address, request_id = await self._get(
-            url, query, scrape=False, local_address=local_address
+            url,
+            query,
+            scrape=False,
+            local_address=local_address,
+            key=swarm_id,
+            goodbye=event is AnnounceEvent.STOPPED,
         )
         if response.status != 200:
             await _off_loop(len(response.body), _refused, response)
@@ -489,7 +548,8 @@ class HttpTrackerClient:
             raise LocalProtocolError(f"{shown!r:.200} has no scrape URL (BEP 48)")
         url = self._tracker_url(target, scrape=True)
         swarm_ids = [_swarm_id(info_hash) for info_hash in info_hashes]
-        response, _, _ = await self._get(url, scrape_query(swarm_ids), scrape=True)
+        key = swarm_ids[0] if swarm_ids else b""
+        response, _, _ = await self._get(url, scrape_query(swarm_ids), scrape=True, key=key)
         if response.status != 200:
             await _off_loop(len(response.body), _refused, response)
         return await _off_loop(len(response.body), parse_scrape_response, response.body, swarm_ids)
@@ -557,10 +617,13 @@ class HttpTrackerClient:
         query: str,
         *,
         scrape: bool,
+        key: bytes,
         local_address: str | tuple[str, ...] | None = None,
+        goodbye: bool = False,
     ) -> tuple[HttpResponse, PeerAddress, RequestId]:
         """GET ``url`` with ``query`` appended, following redirects, within the timeout, from
-        ``local_address`` (the client's by default)."""
+        ``local_address`` (the client's by default), once a slot is granted to ``key`` (the
+        swarm), a ``stopped`` announce's (``goodbye``) among its own slots."""
         if local_address is None:
             local_address = self._local_address
         if self._closed:
@@ -579,9 +642,11 @@ class HttpTrackerClient:
                 url, target, global_only=global_only, scrape=scrape, local_address=local_address
             )
 
+        slots = self._goodbye_slots if goodbye else self._slots
         try:
             with scope:
-                async with self._slots:
+                await slots.acquire(key)
+                try:
                     scope.deadline = trio.current_time() + self._timeout
                     response, address, _ = await follow_redirects(
                         url,
@@ -592,6 +657,8 @@ class HttpTrackerClient:
                         ssrf_mitigation=self._ssrf_mitigation,
                     )
                     return response, address, request_id
+                finally:
+                    slots.release()
         finally:
             self._in_flight.discard(scope)
         if self._closed:

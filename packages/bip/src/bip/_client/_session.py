@@ -1106,10 +1106,12 @@ class Session:
             if isinstance(event, PeerRemoved):
                 self._owners.forget(peer)
                 if torrent is not None:
-                    torrent.peer_removed(peer)
+                    with torrent._contained():
+                        torrent.peer_removed(peer)
                 if owner is not None:
                     # A removed torrent's list is gone: its slot is free all the same.
-                    self.connector.peer_removed(owner, peer, event.reason)
+                    with owner._contained():
+                        self.connector.peer_removed(owner, peer, event.reason)
                 else:
                     self.connector.wake()
             elif torrent is None:
@@ -1120,11 +1122,13 @@ class Session:
                 if isinstance(event.message, Port):
                     self._learn_dht_node(peer, event.message)
                 else:
-                    self.connector.peer_message(torrent, peer, event.message)
-                    torrent.peer_message(peer, event.message)
+                    with torrent._contained():
+                        self.connector.peer_message(torrent, peer, event.message)
+                        torrent.peer_message(peer, event.message)
             elif isinstance(event, PeerAdded):
                 self._tell_dht_port(peer)
-                torrent.peer_added(peer)
+                with torrent._contained():
+                    torrent.peer_added(peer)
 
     def _tell_dht_port(self, peer: Peer) -> None:
         """BEP 5: a peer that runs a DHT too hears which UDP port ours is on (not that of a
@@ -1151,14 +1155,16 @@ class Session:
         async for event in self.disk.events():
             torrent = self.find(event.torrent.info_hash)
             if torrent is not None and torrent.handle == event.torrent:
-                await torrent.disk_event(event)
+                with torrent._contained():  # a bug there fails that torrent alone
+                    await torrent.disk_event(event)
 
     async def _tick(self) -> None:
         while True:
             await trio.sleep(_TICK)
             now = trio.current_time()
             for torrent in self._all:
-                torrent.tick(now)
+                with torrent._contained():  # a bug there fails that torrent alone
+                    torrent.tick(now)
 
     async def _close(self) -> None:
         # The torrents closing one by one must not start queued ones.

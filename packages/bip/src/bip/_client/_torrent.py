@@ -569,7 +569,7 @@ class Torrent:
         self._save_lock = trio.Lock()
         self._save_now = trio.Event()  # cuts the wait between two saves short (a pause)
         self._last_pieces = 0
-        self._saved_resume: bytes | None = None  # the disk's record last saved
+        self._saved_resume: bytes | None = None  # the disk's record the close saved
 
     def __repr__(self) -> str:
         return f"<Torrent {self._name!r} {self._info_hash.hex()}>"
@@ -1652,17 +1652,28 @@ class Torrent:
         try:
             if self._stopped.is_set():
                 return  # closed or removed before it began: nothing to open
-            with self._scope:
-                try:
-                    await self._run()
-                except Exception as error:
-                    # A bug (ours, or a storage factory's): it fails this torrent, never the
-                    # session whose nursery runs it, as libtorrent puts a torrent in its
-                    # error state and goes on.
-                    logger.exception("%s: unexpected error", self._name)
-                    self._fail(f"unexpected error: {_first_leaf(error)!r}")
+            with self._scope, self._contained():
+                await self._run()
         finally:
             self._storage_settled.set()  # however it ended (set already once opened)
+
+    @contextlib.contextmanager
+    def _contained(self) -> Iterator[None]:
+        """Internal (:meth:`run`, and the session's tasks around each call into this torrent:
+        its tick, its disk events, its peers' events): a bug raised in the block (ours, or a
+        storage factory's) fails this torrent, never the session whose task runs it, as
+        libtorrent puts a torrent in its error state and goes on. Only :class:`Exception`:
+        a cancellation or a ``KeyboardInterrupt`` goes on up."""
+        try:
+            yield
+        except Exception as error:
+            if self._phase is TorrentPhase.FAILED:
+                # The session still ticks a failed torrent: the same bug again, every tick,
+                # is logged (with its traceback) once.
+                logger.debug("%s: unexpected error again: %r", self._name, error)
+                return
+            logger.exception("%s: unexpected error", self._name)
+            self._fail(f"unexpected error: {_first_leaf(error)!r}")
 
     async def _run(self) -> None:
         """:meth:`run`'s work, in its cancel scope."""
@@ -1841,19 +1852,26 @@ class Torrent:
             if data is None or self._phase is TorrentPhase.CHECKING:
                 return  # no record made (no resume data, a fault, a check under way)
             try:
-                if not await self._disk.pieces_to_hash(info, filesystem, resume_data=data):
-                    return
                 record = ResumeData.from_bytes(data)
-            except DiskError as error:  # the disk closing, a stat's fault: as saved
+            except DiskError as error:  # as saved
                 logger.debug("%s: resume data not settled: %s", self._name, error)
                 return
+            # Checked first, from the record alone: only a piece the record lacks is hashed
+            # for a racy file (a seed's never is), and stat'ing every file (pieces_to_hash)
+            # is the close's cost for a torrent of many files.
             racy = [
                 stat.mtime_ns + _RACY_WINDOW_NS
                 for index, stat in enumerate(record.files)
                 if stat is not None and record.is_racy(index)
             ]
-            if not racy:
-                return  # hashed for another reason (files changed): no wait helps
+            if not racy or len(record.have) >= info.num_pieces:
+                return
+            try:
+                if not await self._disk.pieces_to_hash(info, filesystem, resume_data=data):
+                    return
+            except DiskError as error:  # the disk closing, a stat's fault: as saved
+                logger.debug("%s: resume data not settled: %s", self._name, error)
+                return
             wait = min(max(racy) - time.time_ns(), _RACY_WINDOW_NS)
             if wait > 0:
                 await trio.sleep(wait / 1e9)
@@ -2165,6 +2183,9 @@ class Torrent:
             raise TorrentError(str(error)) from None
         self.handle = handle
         state = await self._disk.wait_checked(handle)
+        # Failed meanwhile (a bug in one of its disk events during the check): the wait
+        # ended at once all the same, and must not bring it back to DOWNLOADING.
+        await trio.lowlevel.checkpoint_if_cancelled()
         if state is TorrentState.ERROR:
             raise TorrentError(self._disk.status(handle).reason or "checking the data failed")
         if state is not TorrentState.READY:
@@ -2649,14 +2670,16 @@ class Torrent:
         self._uploader.queue(peer, request)
 
     def _refuse(self, peer: Peer, request: Request) -> None:
-        """Refuse ``request``: a reject with the fast extension (BEP 6), else nothing (BEP 3
-        lets requests go unanswered; its entry holds one of the peer's ``reqq`` slots until
-        it cancels or we choke it, as a request a choke discarded).
+        """Refuse ``request``: a reject with the fast extension (BEP 6), else nothing sent
+        (BEP 3 lets requests go unanswered: the peer times it out) and the request withdrawn,
+        so that it holds none of the peer's ``reqq`` slots (as a block whose read failed,
+        :class:`~bip._client._upload.Uploader`).
 
         BEP 6 answers every request, so the reject is a control message, queued whatever the
         send queue holds; refused, the peer left a flood of them unwritten (it stopped
         reading) and is dropped, as the swarm drops it for its haves."""
         if not peer.connection.fast:
+            peer.connection.withdraw_peer_request(request.index, request.begin, request.length)
             return
         # Stale: cancelled (or rejected by a choke) before its event reached us.
         with contextlib.suppress(StaleSendError):
@@ -2683,8 +2706,10 @@ class Torrent:
                 self._resume_dirty.set()
             else:
                 self._bad_pieces += 1
-                if self.info is not None:
-                    self._corrupt += self.info.piece_size(event.piece)
+                if self._geometry is not None:
+                    # Data bytes, as _downloaded counts them (a v2 file's tail piece is
+                    # shorter than its piece size).
+                    self._corrupt += self._geometry.piece_data_size(event.piece)
                 # Per piece, and a lying peer controls how many: DEBUG, as bip_disk logs it.
                 logger.debug("%s: piece %d failed its hash check", self._name, event.piece)
             if swarm is not None:
@@ -2789,7 +2814,8 @@ class Torrent:
                 try:
                     data = await self._disk.save_resume_data(handle, sync=sync)
                     await self._store.save_resume(data)
-                    self._saved_resume = data
+                    if self._closing:  # only the close settles it (_settle_resume)
+                        self._saved_resume = data
                 except (TorrentStateError, StorageError, OSError) as error:
                     logger.warning("%s: cannot save resume data: %s", self._name, error)
             await self._save_peers()

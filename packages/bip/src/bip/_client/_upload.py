@@ -86,6 +86,8 @@ from bip_peer import (
 )
 from bip_select import Block
 
+from ._swarm import REASON_STALLED
+
 __all__ = [
     "RATE_WINDOW",
     "SEND_LOW_WATERMARK",
@@ -367,7 +369,9 @@ class Uploader:
         """Answer ``peer``'s request ``key`` we could not read, so it frees its ``reqq`` slot.
 
         With fast, a reject (BEP 6: every request is answered; libtorrent rejects a block
-        whose read failed). Without, or if the reject cannot be queued, the connection
+        whose read failed); refused, the peer left a flood of control messages unwritten
+        (it stopped reading) and is dropped, as :meth:`Torrent._refuse
+        <bip._client._torrent.Torrent._refuse>` drops it. Without fast, the connection
         forgets the request: left open, it would hold a slot for good and later requests
         would be refused.
         """
@@ -376,10 +380,11 @@ class Uploader:
             return  # cancelled, or rejected by a choke, while it was read
         if connection.fast:
             try:
-                if self._manager.send_control(peer, RejectRequest(*key)):
-                    return
+                if not self._manager.send_control(peer, RejectRequest(*key)):
+                    self._manager.remove_peer(peer, REASON_STALLED)
             except LocalProtocolError:  # StaleSendError: overtaken by the peer
-                return
+                pass
+            return
         connection.withdraw_peer_request(*key)
 
     def _set_aside(self, peer: Peer, state: _PeerQueue, limit: int) -> None:
