@@ -570,9 +570,10 @@ def test_bookkeeping_survives_any_input_sequence(steps: list[tuple[Input, float]
     joins: list[tuple[Input, float]] = [(PeerJoined(p, fast=p != "c"), 0.0) for p in PEERS]
     for event, delta in joins + steps:
         now += delta
-        if isinstance(event, BlockDropped):
-            # The block came (or its arrival is replaced): that request is settled, and the
-            # brain may ask the same peer for it again within this very step.
+        if isinstance(event, BlockDropped | BlockRejected):
+            # The block came (or its arrival is replaced), or the peer refused it: that
+            # request is settled, and the brain may ask the same peer for it again within
+            # this very step.
             outstanding.pop((event.peer, event.block), None)
         try:
             actions = b.handle(event, now)

@@ -13,6 +13,17 @@ its fix; the hunt's probes are condensed here).
   cancelled at it (with BEP 6 its reject of the cancel then reads as a reject of the new
   request).
 
+Review of those mends (each test failed before its fix, but the mutant catchers):
+
+- The time-out record spared the block only at the same ``now``: the next step re-asked it.
+  Now not until the peer answers it (or chokes us without BEP 6, or leaves).
+- A rate zeroed at a choke came back only at the next tick (now at the unchoke, or at the
+  first allowed-fast piece while choked).
+- A plain ``(piece, begin, length)`` tuple raised a bare AttributeError.
+- Tests that catch the mutants the review found surviving: the refill at a released hold, the
+  brain's ``askable`` checks (snub, depth, allowed-fast piece), and the time-out record in
+  deadline and end-game duplicates.
+
 Sans-IO: time is the ``now`` each call is given.
 """
 
@@ -27,10 +38,13 @@ from bip_select._actions import SendCancel, SendRequest
 from bip_select._brain import SwarmBrain
 from bip_select._geometry import BLOCK_SIZE, Block, TorrentGeometry
 from bip_select._inputs import (
+    AllowedFast,
     BlockArrived,
+    BlockDropped,
     BlockReceived,
     BlockRejected,
     Input,
+    PeerBitfield,
     PeerChokedUs,
     PeerHave,
     PeerHaveAll,
@@ -312,6 +326,195 @@ def test_a_client_time_out_does_not_re_ask_the_block_of_the_same_peer() -> None:
     first = [a.block for a in brain.handle(PeerUnchokedUs("A"), 0.0) if isinstance(a, SendRequest)]
     actions = brain.handle(RequestTimedOut("A", first[0]), 30.0)
     assert actions == [SendCancel("A", first[0])]  # snubbed: room for one, but not that one
-    # At the next step the block may be asked of it again (nobody else has it).
-    later = brain.tick(31.0)
-    assert SendRequest("A", first[0]) in later
+    assert SendRequest("A", first[0]) not in brain.tick(31.0)  # not until A answers
+    # Once A answered our cancel, the block may be asked of it again (nobody else has it).
+    brain.handle(BlockRejected("A", first[0]), 31.5)
+    assert SendRequest("A", first[0]) in brain.tick(32.0)
+
+
+# ---------------------------------------------------------------- review of 7bec875
+
+
+def test_a_timed_out_block_is_not_asked_of_the_peer_again_until_it_answers() -> None:
+    """A chokes us and allows piece 0 fast; one request of it times out at 30 s while it
+    serves the rest. Its next blocks (a later step) must not re-ask it for the cancelled one,
+    or its BEP 6 reject of our cancel reads as a reject of the new request (the piece was no
+    longer allowed fast, and stalled). Once it answered, the block may be asked again."""
+    brain = SwarmBrain(TorrentGeometry(8, 8 * BLOCK_SIZE), rng=random.Random(0))
+    brain.handle(PeerJoined("A", fast=True), 0.0)
+    brain.handle(PeerHaveAll("A"), 0.0)
+    first = requests_to(brain.handle(AllowedFast("A", 0), 0.0), "A")
+    lost = first[0]
+    assert brain.handle(RequestTimedOut("A", lost), 30.0) == [SendCancel("A", lost)]
+    reasked: list[Block] = []
+    for i, block in enumerate(first[1:]):
+        reasked += requests_to(brain.handle(BlockReceived("A", block), 30.2 + i * 0.01), "A")
+        brain.check()
+    assert reasked
+    assert lost not in reasked
+    brain.handle(BlockRejected("A", lost), 30.3)  # A answers our cancel
+    assert brain.picker.is_allowed_fast("A", 0)
+    brain.check()
+    later: list[Block] = []
+    for i, block in enumerate(list(brain.picker.requests.outstanding("A"))):
+        later += requests_to(brain.handle(BlockReceived("A", block), 30.4 + i * 0.01), "A")
+    assert lost in later
+
+
+def test_a_non_fast_choke_or_departure_forgets_the_blocks_awaiting_an_answer() -> None:
+    picker = PiecePicker(TorrentGeometry(2, 2 * BLOCK_SIZE), random.Random(0))
+    for peer in ("A", "B"):
+        picker.add_peer(peer)
+        picker.peer_have_all(peer)
+    first = picker.pick("A", 1, 0.0)
+    assert picker.block_timed_out("A", first[0], 30.0)
+    assert first[0] not in picker.pick("A", 4, 31.0)
+    picker.peer_choked("A", fast=False)  # a choke without BEP 6: no answer ever comes
+    assert first[0] in picker.pick("A", 4, 32.0)
+    second = picker.pick("B", 1, 33.0)
+    assert picker.block_timed_out("B", second[0], 40.0)
+    picker.remove_peer("B")
+    picker.check()
+
+
+def _measured_fast_peer() -> tuple[_Swarm, int]:
+    """On Streaming, F (fast extension) sent 16 blocks a second for two seconds and chokes
+    us, rejecting what it was asked: its rate for deadline decisions is 0. Returns the
+    swarm and a piece nobody was asked for."""
+    brain = SwarmBrain(
+        TorrentGeometry(100, 2 * BLOCK_SIZE),
+        rng=random.Random(0),
+        selection=Streaming(then=RarestFirst()),
+    )
+    swarm = _Swarm(brain)
+    for event in (PeerJoined("F", fast=True), PeerHaveAll("F"), PeerUnchokedUs("F")):
+        swarm.feed(event)
+    for step in range(8):
+        swarm.now = (step + 1) * 0.25
+        for block in list(swarm.asked["F"])[:4]:
+            swarm.deliver("F", block)
+        swarm.feed(Tick(swarm.now))
+    assert brain.picker._rates["F"] > 0
+    swarm.feed(PeerChokedUs("F"))
+    for block in list(swarm.asked["F"]):
+        swarm.asked["F"].remove(block)
+        swarm.feed(BlockRejected("F", block))
+    assert brain.picker._rates["F"] == 0
+    fresh = next(p for p in range(100) if not brain.picker.requests.is_started(p))
+    return swarm, fresh
+
+
+def test_the_rate_comes_back_at_the_unchoke_not_at_the_next_tick() -> None:
+    swarm, _ = _measured_fast_peer()
+    swarm.now += 0.1
+    swarm.feed(PeerUnchokedUs("F"))
+    assert swarm.brain.picker._rates["F"] > 0
+
+
+def test_the_rate_comes_back_when_a_choking_peer_allows_a_piece_fast() -> None:
+    swarm, fresh = _measured_fast_peer()
+    swarm.now += 0.1
+    swarm.feed(AllowedFast("F", fresh))
+    assert swarm.brain.picker._rates["F"] > 0
+
+
+def test_block_received_takes_a_plain_triple() -> None:
+    brain = SwarmBrain(TorrentGeometry(4, 4 * BLOCK_SIZE), rng=random.Random(0))
+    for event in (PeerJoined("A", fast=True), PeerHaveAll("A"), PeerUnchokedUs("A")):
+        brain.handle(event, 0.0)
+    brain.handle(BlockReceived("A", (0, 0, BLOCK_SIZE)), 1.0)  # type: ignore[arg-type]
+    assert brain.picker.requests.is_received(Block(0, 0, BLOCK_SIZE))
+    asked = list(brain.picker.requests.outstanding("A"))
+    plain = [(b.piece, b.begin, b.length) for b in asked[:3]]
+    brain.handle(RequestTimedOut("A", plain[0]), 30.0)  # type: ignore[arg-type]
+    brain.handle(BlockRejected("A", plain[1]), 30.1)  # type: ignore[arg-type]
+    brain.handle(BlockDropped("A", plain[2]), 30.2)  # type: ignore[arg-type]
+    assert not set(asked[:3]) & set(brain.picker.requests.outstanding("A"))
+    brain.check()
+
+
+def test_a_released_hold_goes_at_once_to_the_peer_it_starved() -> None:
+    swarm, held = _parole_holder()
+    mine = list(swarm.asked["P"])
+    for block in mine:  # both arrive (our disk is slow), then P chokes us
+        swarm.feed(BlockArrived("P", block))
+    swarm.feed(PeerChokedUs("P"))
+    for event in (PeerJoined("H", fast=True), PeerBitfield("H", frozenset({held}))):
+        swarm.feed(event)
+    swarm.feed(PeerUnchokedUs("H"))
+    assert not swarm.asked.get("H")  # starved: P holds the only piece H has
+    for block in mine:
+        swarm.asked["P"].remove(block)
+        swarm.feed(BlockReceived("P", block))
+    # P's last block stored ended its hold: H is asked for the piece then, not at a tick.
+    assert any(b.piece == held for b in swarm.asked.get("H", []))
+
+
+def _slow_peer_takes_the_urgent_piece(fast_peer: str) -> bool:
+    """Peers "a" (16 KiB/s) and "f" (10 MB/s) have every piece; "f" is ``fast_peer``:
+    "askable", "snubbed", "deep" (more than twice its queue out) or "choking" (allowing
+    another piece fast). A fresh piece gets a deadline neither can make: whether "a" takes
+    it (it should unless "f", sooner, could be asked for it)."""
+    geometry = TorrentGeometry(40, 4 * BLOCK_SIZE)
+    brain = SwarmBrain(geometry, rng=random.Random(0), selection=Streaming(then=RarestFirst()))
+    picker = brain.picker
+    for peer in ("a", "f"):
+        brain.handle(PeerJoined(peer, fast=True), 0.0)
+        brain.handle(PeerHaveAll(peer), 0.0)
+    brain.handle(PeerUnchokedUs("a"), 0.0)
+    if fast_peer == "choking":
+        brain.handle(AllowedFast("f", 39), 0.0)
+    else:
+        brain.handle(PeerUnchokedUs("f"), 0.0)
+    if fast_peer == "snubbed":  # with nothing out (not over its depth of one)
+        for block in list(picker.requests.outstanding("f")):
+            picker.block_cancelled("f", block)
+        brain.queues.snub("f")
+    elif fast_peer == "deep":
+        extra = 2 * brain.queues.desired_depth("f", 0.0) + 1
+        for piece in range(30, 39):
+            for block in picker.requests.free_blocks(piece)[:extra]:
+                picker.requests.request("f", block, 0.0)
+                extra -= 1
+    picker.set_rate("a", 16384.0)
+    picker.set_rate("f", 10e6)
+    urgent = next(p for p in range(30) if not picker.requests.is_started(p))
+    assert isinstance(picker.strategy, Streaming)
+    picker.strategy.set_deadline(urgent, 0.001)
+    return urgent in {b.piece for b in picker.pick("a", 1, 0.0)}
+
+
+def test_an_urgent_piece_is_not_left_to_a_faster_peer_that_may_not_be_asked() -> None:
+    assert not _slow_peer_takes_the_urgent_piece("askable")
+    assert _slow_peer_takes_the_urgent_piece("snubbed")
+    assert _slow_peer_takes_the_urgent_piece("deep")
+    assert _slow_peer_takes_the_urgent_piece("choking")
+
+
+def test_a_late_deadline_block_is_not_duplicated_to_the_peer_it_timed_out_at() -> None:
+    streaming = Streaming(then=RarestFirst())
+    streaming.set_deadline(0, 5.0)
+    picker = PiecePicker(TorrentGeometry(2, 2 * BLOCK_SIZE), random.Random(0), streaming)
+    for peer, rate in (("A", 1e6), ("B", 1000.0)):
+        picker.add_peer(peer)
+        picker.peer_have_all(peer)
+        picker.set_rate(peer, rate)
+    [lost] = picker.pick("A", 1, 0.0)
+    assert lost.piece == 0
+    assert picker.block_timed_out("A", lost, 1.0)
+    picker.requests.request("B", lost, 1.0)  # late at B (16 s a block), A would be sooner
+    assert lost not in picker.pick("A", 4, 2.0)
+    picker.check()
+
+
+def test_an_end_game_duplicate_is_not_the_block_that_timed_out_at_the_peer() -> None:
+    picker = PiecePicker(TorrentGeometry(1, BLOCK_SIZE), random.Random(0))
+    for peer in ("A", "B"):
+        picker.add_peer(peer)
+        picker.peer_have_all(peer)
+    [lost] = picker.pick("A", 1, 0.0)
+    assert picker.block_timed_out("A", lost, 1.0)
+    assert picker.pick("B", 1, 2.0) == [lost]
+    assert picker.in_endgame()
+    assert picker.pick("A", 1, 3.0) == []  # not asked of A again until it answers
+    picker.check()

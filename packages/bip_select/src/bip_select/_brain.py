@@ -93,7 +93,7 @@ from ._actions import (
 )
 from ._choking import ChokeDecision, Choker
 from ._errors import LocalProtocolError
-from ._geometry import TorrentGeometry
+from ._geometry import Block, TorrentGeometry
 from ._inputs import (
     AllowedFast,
     BlockArrived,
@@ -189,6 +189,7 @@ class _PeerState:
         "choking_us",
         "fast",
         "interested",
+        "rate_zeroed",
         "snubbed_since",
         "starved",
         "upload_only",
@@ -203,6 +204,9 @@ class _PeerState:
         self.interested = False  # are we interested in it
         self.wanted = 0  # pieces it has that we want: interest is wanted > 0
         self.snubbed_since: float | None = None
+        # The picker was given rate 0 for it as idle (choking us, nothing allowed fast): its
+        # rate is given again as soon as it is not (see SwarmBrain._set_rate).
+        self.rate_zeroed = False
         # The brain's epoch when the picker last had nothing more for this peer: no point
         # asking again until blocks are freed (a new epoch) or the peer has something new.
         self.starved = -1
@@ -546,6 +550,7 @@ class SwarmBrain:
         # Not for peers that choke us: they send nothing (the last rate given decays to 0
         # at the next refresh after an unchoke).
         idle = state.choking_us and not state.allowed_fast
+        state.rate_zeroed = idle
         self.picker.set_rate(peer, 0.0 if idle else self.queues.download_rate(peer, now))
 
     def _update_deadline(self, now: float) -> None:
@@ -940,6 +945,10 @@ class SwarmBrain:
             return []
         state.choking_us = False
         state.starved = -1
+        if state.rate_zeroed:
+            # Now, not at the next tick: its rate, zeroed at the choke, counts again for
+            # deadline pieces (PiecePicker._deadline_ok), this refill's first.
+            self._set_rate(peer, state, now)
         return self._fill_one(peer, state, now)
 
     def _interested(self, event: PeerInterested, now: float) -> list[Action]:
@@ -958,7 +967,10 @@ class SwarmBrain:
         state = self._peer(event.peer)
         picker = self.picker
         news = picker.allowed_fast(event.peer, event.piece)
-        state.allowed_fast = state.fast
+        if state.fast and not state.allowed_fast:
+            state.allowed_fast = True
+            if state.rate_zeroed:
+                self._set_rate(event.peer, state, now)  # no longer idle (see _choked_us)
         # Only a piece new to the allowed set and wanted can give the picker something: a
         # repeated AllowedFast (9 bytes) must not cost a picker run each.
         if not news or not picker.wants(event.piece):
@@ -975,6 +987,7 @@ class SwarmBrain:
         state = self._peer(peer)
         if not _is_triple(block) or block[2] < 0:
             return []  # not a block at all: the client should have filtered it
+        block = Block(*block)  # a plain triple too: the picker reads its fields by name
         length = block[2]
         queues = self.queues
         queues.block_received(peer, length, now)
@@ -1057,6 +1070,7 @@ class SwarmBrain:
         state = self._peer(peer)
         if not self.geometry.is_block(block):
             return []
+        block = Block(*block)  # a plain triple too: the picker reads its fields by name
         queues = self.queues
         requests = self.picker.requests
         actions: list[Action] = []
@@ -1078,6 +1092,7 @@ class SwarmBrain:
         actions: list[Action] = []
         if not self.geometry.is_block(block):
             return actions  # never asked of anyone (a malformed one is not even hashable)
+        block = Block(*block)  # a plain triple too: the picker reads its fields by name
         # A parole peer that unchokes us and rejects forfeits its piece for a while (one
         # rejecting everything would take it straight back at every refill); a choke's
         # rejects (BEP 6) only end the hold, as a choke without the fast extension does.
@@ -1098,16 +1113,18 @@ class SwarmBrain:
         return actions
 
     def _request_timed_out(self, event: RequestTimedOut, now: float) -> list[Action]:
-        self._peer(event.peer)
+        peer = event.peer
+        self._peer(peer)
         actions: list[Action] = []
         if not self.geometry.is_block(event.block):
             return actions  # never asked of anyone (a malformed one is not even hashable)
-        if self.queues.is_waiting(event.peer, event.block):
+        block = Block(*event.block)  # a plain triple too: the picker reads its fields by name
+        if self.queues.is_waiting(peer, block):
             return actions  # it arrived and waits for our disk: nothing is late
-        if self.picker.block_timed_out(event.peer, event.block, now):
-            self.queues.request_timed_out(event.peer, now)
-            actions.append(SendCancel(event.peer, event.block))
-            self._released(now, actions, (event.block.piece,))
+        if self.picker.block_timed_out(peer, block, now):
+            self.queues.request_timed_out(peer, now)
+            actions.append(SendCancel(peer, block))
+            self._released(now, actions, (block.piece,))
         return actions
 
     def _block_sent(self, event: BlockSent, now: float) -> list[Action]:

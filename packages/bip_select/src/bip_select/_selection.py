@@ -12,8 +12,10 @@ API:
   - ``Sequential()``: in index order within a priority (downloads to play or
     preview; rarity ignored).
   - ``Streaming(then=Sequential())``: pieces with a deadline first, earliest deadline
-    first, asked only of peers fast enough to deliver in time (or the fastest there
-    is), and duplicated to a faster peer when a request will not arrive in time;
+    first, asked only of peers fast enough to deliver in time (when none is, of any
+    peer that no other peer that has the piece and could be asked for it now would
+    beat, queues counted), and duplicated to a faster peer when a request will not arrive in
+    time;
     ``set_deadline(piece, t)``, ``clear_deadline(piece)``, ``clear_deadlines()``. Other
     pieces by ``then``.
     Under a :class:`~bip_select.SwarmBrain`, set deadlines with its inputs
@@ -285,10 +287,13 @@ class RandomFirst:
 class Streaming:
     """Pieces with deadlines first (earliest first), then ``then``.
 
-    A deadline piece goes to a peer that can deliver it in time at its measured rate,
-    or to the fastest peer that has it when none can; a block that its peer will not
-    deliver before the deadline is asked again of a faster peer (the picker's
-    deadline duplicates).
+    A deadline piece goes to a peer that can deliver it in time at its measured rate.
+    When none can, a peer takes it unless another that has it and could be asked for it
+    now would deliver sooner, queues counted (:attr:`PiecePicker.askable`: under a
+    :class:`~bip_select.SwarmBrain`, a peer that unchokes us or allows the piece fast,
+    is not snubbed, has at most twice its queue out and, on parole, may take the
+    piece). A block that its peer will not deliver before the deadline is asked again of
+    a faster peer (the picker's deadline duplicates).
 
     >>> s = Streaming()
     >>> picker = PiecePicker(TorrentGeometry(4, 16384), random.Random(0), s)
@@ -380,8 +385,31 @@ _MAX_FORFEITS_PER_PIECE = 8
 # forfeits a piece at every refill: bounded per piece only, eight of them could make us keep
 # eight records for each of 100,000 pieces (some 60 MB); so, parole peers times this.
 _MAX_FORFEITS_PER_PEER = 64
+# Blocks remembered per peer as cancelled at a time-out and not answered yet (not asked of it
+# again meanwhile): beyond that its oldest is forgotten (a peer that answers none of them,
+# one without BEP 6 say, could otherwise make us keep one per time-out for ever).
+_MAX_UNANSWERED_PER_PEER = 64
 
 _NO_BLOCKS: frozenset[Block] = frozenset()
+
+
+class _Unanswered:
+    """The requests of one peer cancelled at a time-out that it has not answered yet."""
+
+    __slots__ = ("before", "blocks")
+
+    def __init__(self) -> None:
+        """None yet."""
+        # block -> until when it is not asked of the peer again, oldest first
+        self.blocks: dict[Block, float] = {}
+        # The peer's requests at its latest time-out (asked before the cancel): an answer
+        # to any other of its requests says no answer to the cancels is coming.
+        self.before: set[Block] = set()
+
+
+def _first(pair: tuple[float, PeerKey]) -> float:
+    """The sort key of an ``(eta, peer)`` pair: peer keys need not be comparable."""
+    return pair[0]
 
 
 class PiecePicker:
@@ -458,9 +486,10 @@ class PiecePicker:
         # The same records by peer: {peer: {piece: None}}, oldest first (the per-peer bound,
         # and a departing peer's records found without a scan of every piece).
         self._forfeits_of: dict[PeerKey, dict[int, None]] = {}
-        # peer -> (when, the blocks whose requests to it timed out then): not asked of it
-        # again at that same ``now`` (see :meth:`block_timed_out`); one entry per peer.
-        self._timed_out: dict[PeerKey, tuple[float, set[Block]]] = {}
+        # peer -> the blocks cancelled at it at a time-out that it has not answered yet
+        # (block, reject, drop): not asked of it again meanwhile (see
+        # :meth:`block_timed_out`); at most ``_MAX_UNANSWERED_PER_PEER`` per peer.
+        self._timed_out: dict[PeerKey, _Unanswered] = {}
         self.askable: Callable[[PeerKey, int, float], bool] | None = None
         """``askable(peer, piece, now)``: whether ``peer`` could be asked for ``piece`` at
         ``now`` (it unchokes us or allows the piece fast, is not snubbed, may take the piece
@@ -635,6 +664,7 @@ class PiecePicker:
         if fast:
             self._release_idle(peer)
             return []
+        self._timed_out.pop(peer, None)  # no BEP 6: no answer to our cancels will come
         self._release_exclusive(peer)
         return self.requests.drop_peer(peer, keep)
 
@@ -659,6 +689,8 @@ class PiecePicker:
             return self.requests.receive(peer, block)  # not a block of ours: None
         if self._forfeited:
             self._unforfeit(block.piece, peer)  # it delivers that piece again
+        if self._timed_out:
+            self._answered(peer, block)
         received = self.requests.receive(peer, block)
         holder = self._exclusive.get(block.piece)
         if holder is not None and choking is not None and choking(holder):
@@ -684,8 +716,11 @@ class PiecePicker:
 
         A reject of a block not pending changes nothing: it is the one BEP 6 has the peer
         send for our own cancel, or for a request already timed out, and must not end the
-        hold that :meth:`block_cancelled` kept.
+        hold that :meth:`block_cancelled` kept; it answers a time-out's cancel, though: the
+        block may be asked of the peer again (:meth:`block_timed_out`).
         """
+        if self._timed_out:
+            self._answered(peer, block)
         if not self.requests.reject(peer, block):
             return False
         piece = block.piece
@@ -706,8 +741,14 @@ class PiecePicker:
         back at every time-out, for ever (one that sent nothing of it even as a fresh
         piece: its requests gone, the piece is no longer started).
 
-        With ``now`` the block is not asked of the peer again by a pick at that same
-        ``now`` (the refill of the same step).
+        The block is not asked of the peer again until the peer answers it (sends it,
+        rejects it, or we drop its copy), chokes us without the fast extension, or leaves:
+        with BEP 6 its reject of our cancel would read as a reject of the new request
+        (libtorrent keeps a timed-out block in the peer's queue, never asking it twice).
+        Nor once it answers a request we sent after the cancel (a peer answers in order:
+        an answer to the cancel would have come first; one without BEP 6 sends none), nor
+        after two minutes, as for a forfeit: a peer that never answers must not keep a
+        block it alone has from us for ever. Only with ``now`` (the caller's step).
         """
         piece = block.piece
         step = now  # the caller's step (None: none given)
@@ -718,15 +759,31 @@ class PiecePicker:
             self._forfeit(piece, peer, now)
         timed_out = self.requests.time_out(peer, block)
         if timed_out and step is not None:
-            # Not asked of it again in this step (a refill at the same ``now``): its BEP 6
-            # reject of our cancel would read as a reject of the new request (libtorrent:
-            # never request a block twice from the same peer). Only the last step's kept.
-            when, blocks = self._timed_out.get(peer, (step, set()))
-            if when != step:
-                blocks = set()
-            blocks.add(block)
-            self._timed_out[peer] = (step, blocks)
+            record = self._timed_out.get(peer)
+            if record is None:
+                record = self._timed_out[peer] = _Unanswered()
+            blocks = record.blocks
+            blocks.pop(block, None)  # re-recorded below: its newest
+            if len(blocks) >= _MAX_UNANSWERED_PER_PEER:
+                del blocks[next(iter(blocks))]
+            blocks[block] = step + _FORFEIT_TIME
+            record.before = set(self.requests.outstanding(peer))  # asked before the cancel
         return timed_out
+
+    def _answered(self, peer: PeerKey, block: Block) -> None:
+        """``peer`` answered ``block`` (sent, rejected or dropped; called before the request
+        book settles it): if its request had timed out, it may be asked of the peer again;
+        if it was asked after our last cancel, every block cancelled may."""
+        record = self._timed_out.get(peer)
+        if record is None:
+            return
+        blocks = record.blocks
+        if block in blocks:
+            del blocks[block]
+        elif block not in record.before and block in self.requests.outstanding(peer):
+            blocks.clear()  # answered in order: no answer to the cancels is coming
+        if not blocks:
+            del self._timed_out[peer]
 
     def _forfeit(self, piece: int, peer: PeerKey, now: float) -> None:
         """``peer`` (on parole) may not take ``piece`` back until ``now`` plus
@@ -788,6 +845,8 @@ class PiecePicker:
         again, and no other peer's data enters its piece (a mixed piece that failed would
         cost an honest peer trust and spare the suspect a ban as sole contributor).
         """
+        if self._timed_out:
+            self._answered(peer, block)
         dropped = self.requests.reject(peer, block)
         if choked:
             self._release_idle(peer, block.piece)
@@ -864,28 +923,46 @@ class PiecePicker:
             return float("inf")
         return now + (self.requests.num_outstanding(peer) + extra) * BLOCK_SIZE / rate
 
-    def _deadline_ok(self, peer: PeerKey, piece: int, when: float, now: float) -> bool:
+    def _rivals(self, peer: PeerKey, now: float) -> list[tuple[float, PeerKey]]:
+        """The other peers with a rate, as ``(when they would deliver a block, peer)``,
+        soonest first, for :meth:`_deadline_ok` (built once per pick: the others' queues do
+        not change while ``peer`` is picked for)."""
+        eta = self._eta
+        rivals = [(eta(other, now), other) for other, rate in self._rates.items() if rate > 0]
+        rivals.sort(key=_first)
+        return [(when, other) for when, other in rivals if other != peer]
+
+    def _deadline_ok(
+        self,
+        peer: PeerKey,
+        piece: int,
+        when: float,
+        now: float,
+        rivals: Sequence[tuple[float, PeerKey]] | None = None,
+    ) -> bool:
         """Whether ``peer`` should take a deadline piece: it can make it, or none can and
         no other peer that has the piece and could be asked for it now (:attr:`askable`)
         would deliver sooner, its queue counted (libtorrent's
         ``request_time_critical_pieces`` ranks by queue time among the peers it may ask).
         A faster peer that may not take the piece (on parole, choking us, snubbed) must
-        not keep it from the others: the urgent piece would wait for ever."""
+        not keep it from the others: the urgent piece would wait for ever.
+
+        ``rivals``: :meth:`_rivals` for ``peer`` at ``now`` (built here if None). Only the
+        rivals sooner than ``peer`` are walked, so a pick costs one sort of the peers with
+        a rate, not a pass over them all for every deadline piece."""
         mine = self._eta(peer, now)
         if mine <= when:
             return True
         if piece in self._exclusive:
             return True  # held by ``peer`` (``pick`` checked): nobody else may take it
+        if rivals is None:
+            rivals = self._rivals(peer, now)
         peer_has = self.availability.peer_has
         askable = self.askable
-        eta = self._eta
-        for other in self._rates:
-            if (
-                other != peer
-                and peer_has(other, piece)
-                and eta(other, now) < mine
-                and (askable is None or askable(other, piece, now))
-            ):
+        for eta, other in rivals:
+            if eta >= mine:
+                break  # sorted: no sooner rival further on
+            if peer_has(other, piece) and (askable is None or askable(other, piece, now)):
                 return False
         return True
 
@@ -946,18 +1023,24 @@ class PiecePicker:
         requests = self.requests
         strategy = self.strategy
         forfeited = self._forfeited
+        # Cancelled at it at a time-out and not answered yet: not asked of it again.
         avoid: AbstractSet[Block] = _NO_BLOCKS
-        timed_out = self._timed_out.get(peer)
-        if timed_out is not None:
-            if timed_out[0] == now:
-                avoid = timed_out[1]  # timed out at it in this very step: not again now
+        record = self._timed_out.get(peer)
+        if record is not None:
+            unanswered = record.blocks
+            for block in [b for b, until in unanswered.items() if now >= until]:
+                del unanswered[block]  # waited long enough for its answer
+            if unanswered:
+                avoid = unanswered.keys()
             else:
-                del self._timed_out[peer]  # a step gone by
+                del self._timed_out[peer]
         allowed: Collection[int] | None = None
         if choked:
             allowed = self._allowed_fast.get(peer)
             if not allowed:
                 return []
+
+        rivals: list[tuple[float, PeerKey]] | None = None  # see _deadline_ok
 
         def usable(piece: int) -> bool:
             if allowed is not None and piece not in allowed:
@@ -982,7 +1065,12 @@ class PiecePicker:
                         return False
                     unsure.add(piece)
             when = strategy.deadline(piece)
-            return when is None or self._deadline_ok(peer, piece, when, now)
+            if when is None:
+                return True
+            nonlocal rivals
+            if rivals is None and self._eta(peer, now) > when:
+                rivals = self._rivals(peer, now)  # once per pick, when first needed
+            return self._deadline_ok(peer, piece, when, now, rivals)
 
         picked: list[Block] = []
         unsure: set[int] = set()  # usable only if stranded: ``_stranded`` says
@@ -1159,7 +1247,7 @@ class PiecePicker:
         avoid: AbstractSet[Block] = _NO_BLOCKS,
     ) -> None:
         """Late blocks of started deadline pieces, asked of ``peer`` too when it would
-        deliver them sooner (not those in ``avoid``: timed out at it in this step). A
+        deliver them sooner (not those in ``avoid``: timed out at it, not answered yet). A
         parole peer's hold does not stop it (a missed deadline is a stall the user sees);
         ``pick`` never calls this for a parole peer."""
         if not self.has_deadlines():
@@ -1235,7 +1323,8 @@ class PiecePicker:
             1 for p in requests.started_pieces() if self.wants(p) and not requests.num_free(p)
         )
         assert full == requests.num_full, (full, requests.num_full)
-        for peer in self._timed_out:
+        for peer, record in self._timed_out.items():
+            assert 0 < len(record.blocks) <= _MAX_UNANSWERED_PER_PEER
             assert self.availability.has_peer(peer)  # its record went with it
         for peer, pieces in self._forfeits_of.items():
             assert 0 < len(pieces) <= _MAX_FORFEITS_PER_PEER
