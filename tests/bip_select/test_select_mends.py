@@ -518,3 +518,28 @@ def test_an_end_game_duplicate_is_not_the_block_that_timed_out_at_the_peer() -> 
     assert picker.in_endgame()
     assert picker.pick("A", 1, 3.0) == []  # not asked of A again until it answers
     picker.check()
+
+
+# ---------------------------------------------------------------- final read
+
+
+def test_a_snub_of_more_requests_than_the_record_keeps_re_asks_none_of_them() -> None:
+    """A snub cancels every request of the peer at once: with 100 out, the record's bound of
+    64 forgot the first ones cancelled before the same step's refill, which asked the peer
+    again for one of them (its BEP 6 reject of our cancel then read as a reject of it)."""
+    brain = SwarmBrain(
+        TorrentGeometry(8, 32 * BLOCK_SIZE),
+        rng=random.Random(0),
+        queueing=QueueConfig(initial_queue=100),
+    )
+    brain.handle(PeerJoined("A", fast=True), 0.0)
+    brain.handle(PeerHaveAll("A"), 0.0)
+    first = [a.block for a in brain.handle(PeerUnchokedUs("A"), 0.0) if isinstance(a, SendRequest)]
+    assert len(first) == 100
+    actions = brain.tick(61.0)
+    cancelled = {a.block for a in actions if isinstance(a, SendCancel)}
+    assert cancelled == set(first)
+    asked = {a.block for a in actions if isinstance(a, SendRequest) and a.peer == "A"}
+    assert asked  # snubbed: one at a time, of something else
+    assert not asked & cancelled
+    brain.check()

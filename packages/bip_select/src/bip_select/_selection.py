@@ -387,7 +387,8 @@ _MAX_FORFEITS_PER_PIECE = 8
 _MAX_FORFEITS_PER_PEER = 64
 # Blocks remembered per peer as cancelled at a time-out and not answered yet (not asked of it
 # again meanwhile): beyond that its oldest is forgotten (a peer that answers none of them,
-# one without BEP 6 say, could otherwise make us keep one per time-out for ever).
+# one without BEP 6 say, could otherwise make us keep one per time-out for ever), though
+# never one cancelled in the current step (a snub cancels the peer's whole queue at once).
 _MAX_UNANSWERED_PER_PEER = 64
 
 _NO_BLOCKS: frozenset[Block] = frozenset()
@@ -488,7 +489,8 @@ class PiecePicker:
         self._forfeits_of: dict[PeerKey, dict[int, None]] = {}
         # peer -> the blocks cancelled at it at a time-out that it has not answered yet
         # (block, reject, drop): not asked of it again meanwhile (see
-        # :meth:`block_timed_out`); at most ``_MAX_UNANSWERED_PER_PEER`` per peer.
+        # :meth:`block_timed_out`); at most ``_MAX_UNANSWERED_PER_PEER`` per peer, plus
+        # one step's cancels.
         self._timed_out: dict[PeerKey, _Unanswered] = {}
         self.askable: Callable[[PeerKey, int, float], bool] | None = None
         """``askable(peer, piece, now)``: whether ``peer`` could be asked for ``piece`` at
@@ -764,9 +766,15 @@ class PiecePicker:
                 record = self._timed_out[peer] = _Unanswered()
             blocks = record.blocks
             blocks.pop(block, None)  # re-recorded below: its newest
+            until = step + _FORFEIT_TIME
             if len(blocks) >= _MAX_UNANSWERED_PER_PEER:
-                del blocks[next(iter(blocks))]
-            blocks[block] = step + _FORFEIT_TIME
+                oldest = next(iter(blocks))
+                # Never one of this very step's: a snub cancels all the peer's requests at
+                # once, and the same step's refill must ask it for none of them. This step's
+                # are bounded by the peer's queue, the earlier ones by the bound.
+                if blocks[oldest] < until:
+                    del blocks[oldest]
+            blocks[block] = until
             record.before = set(self.requests.outstanding(peer))  # asked before the cancel
         return timed_out
 
@@ -1324,7 +1332,7 @@ class PiecePicker:
         )
         assert full == requests.num_full, (full, requests.num_full)
         for peer, record in self._timed_out.items():
-            assert 0 < len(record.blocks) <= _MAX_UNANSWERED_PER_PEER
+            assert record.blocks  # (beyond the bound only by one step's cancels)
             assert self.availability.has_peer(peer)  # its record went with it
         for peer, pieces in self._forfeits_of.items():
             assert 0 < len(pieces) <= _MAX_FORFEITS_PER_PEER
