@@ -543,3 +543,23 @@ def test_a_snub_of_more_requests_than_the_record_keeps_re_asks_none_of_them() ->
     assert asked  # snubbed: one at a time, of something else
     assert not asked & cancelled
     brain.check()
+
+
+def test_silent_parole_peers_do_not_pass_a_piece_round_while_an_honest_seed_has_it() -> None:
+    """Three parole peers that never send: each took the piece at the previous one's
+    time-out (its own forfeit barred only itself), so the honest seed never got it."""
+    picker = PiecePicker(TorrentGeometry(2, 2 * BLOCK_SIZE), random.Random(0))
+    parole = {"p1", "p2", "p3"}
+    for peer in [*sorted(parole), "honest"]:
+        picker.add_peer(peer)
+        picker.peer_bitfield(peer, [0, 1])
+    first = picker.pick("p1", 2, 0.0, exclusive=True, on_parole=parole)
+    assert {b.piece for b in first} == {first[0].piece}
+    piece = first[0].piece
+    for block in first:
+        picker.block_timed_out("p1", block, 60.0)
+    # p1 forfeited the piece: neither p2 nor p3 may take it while the honest seed has it.
+    taken = picker.pick("p2", 2, 60.0, exclusive=True, on_parole=parole)
+    assert all(b.piece != piece for b in taken)
+    assert not picker.parole_may_take("p3", piece, 60.0, parole)
+    assert {b.piece for b in picker.pick("honest", 2, 60.0)} == {piece}

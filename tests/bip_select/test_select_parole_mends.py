@@ -198,10 +198,15 @@ def test_of_two_parole_peers_left_one_finishes_the_piece() -> None:
 # ---------------------------------------------------------------- 4. forfeits per peer
 
 
+_ON_PAROLE = frozenset(range(_MAX_FORFEITS_PER_PIECE + 2))
+
+
 def _parole_picker(peers: int) -> PiecePicker:
-    """One piece of 2 blocks that parole peers 0..peers-1 and "honest" have."""
+    """One piece of 2 blocks that parole peers 0..peers-1 alone have: each may take it at
+    another's forfeit (while a peer not on parole has it, none may: see
+    test_select_mends.py's silent parole peers)."""
     picker = PiecePicker(TorrentGeometry(1, 2 * BLOCK_SIZE), random.Random(0))
-    for peer in ("honest", *range(peers)):
+    for peer in range(peers):
         picker.add_peer(peer)
         picker.peer_have_all(peer)
     return picker
@@ -209,7 +214,7 @@ def _parole_picker(peers: int) -> PiecePicker:
 
 def _forfeit(picker: PiecePicker, peer: int, now: float) -> None:
     """``peer`` takes the piece on parole and its requests time out at ``now``."""
-    mine = picker.pick(peer, 2, now - 60.0, exclusive=True)
+    mine = picker.pick(peer, 2, now - 60.0, exclusive=True, on_parole=_ON_PAROLE)
     assert mine
     for block in mine:
         assert picker.block_timed_out(peer, block, now)
@@ -219,9 +224,11 @@ def test_a_second_forfeit_does_not_end_the_first() -> None:
     picker = _parole_picker(2)
     _forfeit(picker, 0, 60.0)
     _forfeit(picker, 1, 130.0)  # 1 takes the piece 0 forfeited, and forfeits it too
-    assert picker.pick(0, 2, 131.0, exclusive=True) == []  # 0's forfeit runs to 180
-    assert picker.pick(1, 2, 131.0, exclusive=True) == []
-    assert picker.pick(0, 2, 60.0 + _FORFEIT_TIME, exclusive=True)  # expired: its again
+    assert picker.pick(0, 2, 131.0, exclusive=True, on_parole=_ON_PAROLE) == []  # runs to 180
+    assert picker.pick(1, 2, 131.0, exclusive=True, on_parole=_ON_PAROLE) == []
+    # Expired: its again (1's forfeit bars 0 no more than 0's barred 1: only parole peers
+    # have the piece).
+    assert picker.pick(0, 2, 60.0 + _FORFEIT_TIME, exclusive=True, on_parole=_ON_PAROLE)
     # Delivering a block of the piece, or leaving, ends a peer's forfeit, not another's.
     picker.block_received(0, Block(0, 0, BLOCK_SIZE))
     picker.remove_peer(0)

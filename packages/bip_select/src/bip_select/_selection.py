@@ -1065,6 +1065,13 @@ class PiecePicker:
                         self._unforfeit(piece, peer)  # expired: the peer may try again
                     elif availability.count(piece) > 1:
                         return False
+                # Another parole peer stalled on it lately: it goes to a peer not on parole,
+                # unless only parole peers have it (silent parole peers would otherwise pass
+                # it round for ever, each taking it at the last one's time-out).
+                if piece in forfeited and self._forfeited_by_another(piece, peer, now):
+                    if on_parole is None or not self._maybe_stranded(piece, peer, on_parole):
+                        return False
+                    unsure.add(piece)
                 # Another peer's data in it, or asked of another: not the parole peer's,
                 # unless only parole peers are left to finish it (see ``on_parole``): the
                 # cheap tests here, the count in ``take``, for the pieces the pick reaches.
@@ -1189,8 +1196,9 @@ class PiecePicker:
     ) -> bool:
         """Whether ``peer``, on parole, may be asked for ``piece`` at ``now`` by the rules
         of :meth:`pick`'s ``exclusive`` and ``on_parole``: no other peer holds it, its own
-        forfeit of it is over (or nobody else has the piece), and nobody else worked on it
-        unless only parole peers are left to finish it. Changes nothing; O(peers on the
+        forfeit of it is over (or nobody else has the piece), and neither did anyone else
+        work on it nor another parole peer forfeit it lately, unless only parole peers are
+        left to finish it. Changes nothing; O(peers on the
         piece), O(parole peers) when only they may be left."""
         owner = self._exclusive.get(piece)
         if owner is not None:
@@ -1200,11 +1208,18 @@ class PiecePicker:
         if until is not None and now < until and self.availability.count(piece) > 1:
             return False
         requests = self.requests
-        if requests.is_started(piece) and requests.worked_on_by_others(piece, peer):
+        if (forfeits is not None and self._forfeited_by_another(piece, peer, now)) or (
+            requests.is_started(piece) and requests.worked_on_by_others(piece, peer)
+        ):
             return self._maybe_stranded(piece, peer, on_parole) and self._stranded(
                 piece, peer, on_parole
             )
         return True
+
+    def _forfeited_by_another(self, piece: int, peer: PeerKey, now: float) -> bool:
+        """Whether a parole peer other than ``peer`` forfeited ``piece`` until after ``now``
+        (at most ``_MAX_FORFEITS_PER_PIECE`` to look at)."""
+        return any(other != peer and now < until for other, until in self._forfeited[piece].items())
 
     def _maybe_stranded(self, piece: int, peer: PeerKey, on_parole: AbstractSet[PeerKey]) -> bool:
         """The cheap half of ``_stranded``: False when a peer not in ``on_parole`` surely
