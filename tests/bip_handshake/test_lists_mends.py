@@ -1,6 +1,8 @@
 """Session 12 mends (M-lists): a plaintext-only MSE initiator keeps the bytes it was fed, a
 full peer list still records a connection and takes the user's (tracker's, LSD's) peers over
-untried PEX ones, and an LSD datagram costs no scan of every torrent announced."""
+untried PEX ones, and an LSD datagram costs no scan of every torrent announced; the final
+read's (FM-lists): displaced entries held one deep, a connection's eviction looks at the window,
+and a peer's own evicted entry keeps its history when the peer says it listens there."""
 
 from __future__ import annotations
 
@@ -332,3 +334,92 @@ def test_a_connection_evicts_an_untried_pex_entry_before_a_proven_one() -> None:
     assert pex not in peers
     assert listen in peers
     assert high[1] in peers
+
+
+# -- PeerList: final-read mends (FM-lists) ------------------------------------------------------
+
+
+def _displaced_depth(peers: PeerList) -> int:
+    """The longest chain of entries held as ``displaced`` (one level at most: an entry an
+    incoming connection evicted holds none of its own)."""
+    longest = 0
+    for entry in peers._entries.values():
+        depth, held = 0, entry.displaced
+        while held is not None:
+            depth, held = depth + 1, held.displaced
+        longest = max(longest, depth)
+    return longest
+
+
+def test_displaced_entries_do_not_chain_when_an_inbound_peer_is_listed_by_a_source() -> None:
+    # Each inbound peer is then named by PEX (it stays after its connection), fails and is
+    # evicted by the next connection: no entry may keep the one it displaced, nor pass it on.
+    peers = _full_of_trackers(10)
+    for k in range(40):
+        inbound = PeerAddress(IPv4Address(0x2100_0000 + k), 40000 + k)
+        assert peers.connected(inbound, float(k), origin=PeerOrigin.INCOMING)
+        peers.add(inbound, PeerOrigin.PEX, float(k))
+        for _ in range(3):
+            peers.disconnected(inbound, float(k), failed=True)
+        assert _displaced_depth(peers) == 0
+    assert len(peers) == 10
+
+
+def test_an_entry_evicted_by_a_connection_holds_no_displaced_entry() -> None:
+    peers = _full_of_trackers(4)
+    for k in range(20):  # each connection evicts the previous one's entry (kept, not given up)
+        inbound = PeerAddress(IPv4Address(0x2200_0000 + k), 40000 + k)
+        assert peers.connected(inbound, float(k), origin=PeerOrigin.INCOMING)
+        peers.add(inbound, PeerOrigin.PEX, float(k))
+        peers.disconnected(inbound, float(k))
+        assert _displaced_depth(peers) <= 1
+    assert len(peers) == 4
+
+
+def test_a_connection_into_a_full_list_of_proven_entries_looks_at_the_window_only() -> None:
+    peers = PeerList(max_size=EVICTION_WINDOW * 8)
+    for i in range(peers.max_size):  # a long-running torrent: every entry connected once
+        address = PeerAddress(IPv4Address(0x0A00_0000 + i), 6881)
+        peers.add(address, PeerOrigin.TRACKER, 0.0)
+        peers.connected(address, 0.0)
+        peers.disconnected(address, 0.0)
+    looked_at = 0
+    ranked = peers._eviction_key
+
+    def counting(entry: Any) -> tuple[bool, tuple[int, int, int]]:
+        nonlocal looked_at
+        looked_at += 1
+        return ranked(entry)
+
+    peers._eviction_key = counting  # type: ignore[method-assign]
+    for k in range(5):
+        inbound = PeerAddress(IPv4Address(0x2300_0000 + k), 40000)
+        assert peers.connected(inbound, 1.0, origin=PeerOrigin.INCOMING)
+        peers.disconnected(inbound, 1.0)
+    assert looked_at <= 5 * EVICTION_WINDOW
+    assert len(peers) == peers.max_size
+
+
+def test_a_port_told_where_the_connection_evicted_its_own_entry_keeps_that_history() -> None:
+    host = IPv4Address("10.0.0.1")
+    peers = PeerList(max_size=4, max_per_host=2)
+    for port in (6881, 6882):
+        address = PeerAddress(host, port)
+        peers.add(address, PeerOrigin.TRACKER | PeerOrigin.RESUME, 0.0)
+        peers.connected(address, 0.0)
+        peers.disconnected(address, 0.0)
+        peers.mark_seed(address)
+    for i in range(2):
+        peers.add(PeerAddress(IPv4Address(0x0B00_0000 + i), 6881), PeerOrigin.TRACKER, 0.0)
+    ephemeral = PeerAddress(host, 50000)
+    assert peers.connected(ephemeral, 1.0, origin=PeerOrigin.INCOMING)
+    (evicted,) = (p for p in (6881, 6882) if PeerAddress(host, p) not in peers)
+    listen = PeerAddress(host, evicted)
+    assert peers.update_port(ephemeral, evicted, 1.0) == listen
+    peers.disconnected(listen, 2.0)
+    entry = peers.entry(listen)
+    assert entry is not None
+    assert PeerOrigin.TRACKER | PeerOrigin.RESUME in entry.origin
+    assert entry.seed
+    assert len(peers) == 4
+    assert peers.statistics().evicted == 0  # it was not lost after all

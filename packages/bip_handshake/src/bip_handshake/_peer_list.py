@@ -20,11 +20,13 @@ The rules, libtorrent's defaults:
   window), so a flood of addresses (PEX, a tracker) costs a bounded time per address;
 - a connection (:meth:`PeerList.connected`, :meth:`PeerList.update_port`) is recorded
   whatever its rank (libtorrent's ``new_connection`` erases by force): a host that has its
-  ``max_per_host`` entries already gives up one of its own; otherwise the least useful entry
-  goes, unproven before proven, looking past the window if none of it may go; only a list of
-  connected, dialled and user entries has no room for it. The entry an incoming connection
-  evicted comes back when that connection ends and leaves no entry (its port was
-  ephemeral), so a host connecting again and again cannot make room for what its PEX names;
+  ``max_per_host`` entries already gives up one of its own; otherwise the window's least
+  useful entry goes, unproven before proven, past the window only if none of it may go; only
+  a list of connected, dialled and user entries has no room for it. The entry an incoming
+  connection evicted comes back when that connection ends and leaves no entry (its port was
+  ephemeral), or when the peer says it listens at that entry's address; an incoming entry
+  that stays (a source listed it) keeps its slot, and the evicted one is gone. So a host
+  connecting again and again cannot make room for what its PEX names;
 - a failed dial (or a failed connection) adds one to the entry's fail count; an entry that
   failed ``max_failcount`` times (3) is not dialled again. An offer from the user (a
   ``--peer`` given again) clears the count, the wait and the seed mark: the user asked for
@@ -745,6 +747,10 @@ class PeerList:
             self._delete(address)
             self._give_back(entry)
         else:
+            # It stays (a source listed it, or it said where it listens): it keeps the slot
+            # it took, and the entry it displaced is gone for good (held on, it would be
+            # memory no bound covers).
+            entry.displaced = None
             self._trim_host(entry)
 
     def update_port(
@@ -798,6 +804,17 @@ class PeerList:
             # (docstring: another connection is up there, or ours may be soon; both kept)
             return None
         old = self._delete(address)
+        if (
+            old is not None
+            and old.displaced is not None
+            and old.displaced.address == listen
+            and listen not in self._entries
+        ):
+            # The connection evicted this very peer's entry (the host was at its cap): it
+            # comes back, its history (sources, seed mark) with it, and takes the
+            # connection's below; the slot the connection took is its again.
+            back, old.displaced = old.displaced, None
+            self._restore(back)
         entry = self._entries.get(listen)
         if entry is None:
             if old is not None:
@@ -967,8 +984,8 @@ class PeerList:
 
         ``force`` (a connection being recorded): evict whatever the newcomer's rank. A host
         with ``max_per_host`` entries already gives up one of its own (it is the one
-        connecting again); otherwise the least useful entry goes, an unproven one before a
-        proven one, looking past the window when none of it may go (its entries being
+        connecting again); otherwise the window's least useful entry goes, an unproven one
+        before a proven one, looking past the window when none of it may go (its entries being
         dialled, or the user's); only a list of connected, dialled and user entries has no
         room then. This costs a pass over the list at most once per connection."""
         if force:
@@ -989,6 +1006,9 @@ class PeerList:
         if worst is not None:
             self._delete(worst.address)
             self._evicted += 1
+            # What it displaced stays lost: the newcomer may hold ``worst`` (given back when
+            # its connection ends), one entry deep, never a chain of them.
+            worst.displaced = None
         return worst
 
     def _protected(self, entry: _Entry) -> bool:
@@ -1008,16 +1028,19 @@ class PeerList:
         return max(own, key=self._eviction_key, default=None)
 
     def _forced_victim(self) -> _Entry | None:
-        """The entry a connection evicts: the window's least useful unproven one, else the
-        rest's, else the window's (or the rest's) least useful proven one."""
+        """The entry a connection evicts: the window's least useful one, unproven before
+        proven; the rest's only when none of the window may go (being dialled, the user's).
+
+        A window of proven entries gives up one of them rather than the rest being searched
+        for an unproven one: that search cost a pass over the whole list for every inbound
+        connection of a long-running torrent (libtorrent's ``erase_peers`` looks at its
+        window only, ``force_erase`` too)."""
         entries = self._entries.values()
         window = itertools.islice(entries, EVICTION_WINDOW)
         worst = max((e for e in window if e.evictable), key=self._eviction_key, default=None)
-        if worst is None or self._protected(worst):
+        if worst is None:
             rest = itertools.islice(entries, EVICTION_WINDOW, None)
-            beyond = max((e for e in rest if e.evictable), key=self._eviction_key, default=None)
-            if beyond is not None and (worst is None or not self._protected(beyond)):
-                worst = beyond
+            worst = max((e for e in rest if e.evictable), key=self._eviction_key, default=None)
         return worst
 
     def _give_back(self, entry: _Entry) -> None:
@@ -1035,6 +1058,11 @@ class PeerList:
             )
         ):
             return
+        self._restore(back)
+
+    def _restore(self, back: _Entry) -> None:
+        """Record ``back`` again, an entry evicted for a connection (its address free)."""
+        back.priority = self._priority_of(back.address)  # (our address may have changed)
         self._insert(back)
         self._evicted -= 1  # (statistics: it was not lost after all)
         self._wake_at(back)
