@@ -15,10 +15,12 @@ from bip_peer import Peer
 
 
 class CountingHandshaker:
-    """Queues every dial and never settles one: each stays in flight."""
+    """Queues every dial and never settles one: each stays in flight. It listens nowhere,
+    and no dial reaches ourselves."""
 
     def __init__(self) -> None:
         self.dials: list[PeerAddress] = []
+        self.listen_addresses: list[PeerAddress] = []
 
     def statistics(self) -> SimpleNamespace:
         return SimpleNamespace(outbound_in_flight=len(self.dials), queued=0, unregistered=0)
@@ -31,6 +33,9 @@ class CountingHandshaker:
 
     def is_dialling(self, info_hash: InfoHash, address: PeerAddress) -> bool:
         return True
+
+    def is_self_address(self, address: PeerAddress) -> bool:
+        return False
 
 
 class FakeTorrent:

@@ -179,3 +179,20 @@ async def test_discovered_asks_nothing_per_call(
             r.connector.discovered(r.torrent.info_hash, [address], "lsd")
         assert r.asked[0] == asked
         assert reads[0] <= read + 1  # once at most, kept: the listeners never change
+
+
+async def test_the_addresses_found_ours_are_the_handshakers_alone(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handshaker remembers the addresses that answered with our peer id (its last
+    ``MAX_SELF_ADDRESSES``): the connector refuses what it remembers, keeping no copy of its
+    own that could disagree with it."""
+    async with rig() as r:
+        r.connector.discovered(r.torrent.info_hash, [ME], "tracker")
+        await wait_for(lambda: r.handshaker.is_self_address(ME) and r.peers.entry(ME) is None)
+        r.connector.discovered(r.torrent.info_hash, [ME], "tracker")
+        assert r.peers.entry(ME) is None
+        # The handshaker forgot it (newer ones took its place): a peer like any again.
+        monkeypatch.setattr(r.handshaker, "is_self_address", lambda address: False)
+        r.connector.discovered(r.torrent.info_hash, [ME], "tracker")
+        assert r.peers.entry(ME) is not None

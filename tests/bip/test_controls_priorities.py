@@ -177,7 +177,7 @@ async def test_set_file_priorities_refuses_bad_input(tmp_path: Path) -> None:
 
 
 def test_torrent_options_check_the_priorities(tmp_path: Path) -> None:
-    options = TorrentOptions(tmp_path, file_priorities=[0, MAX_FILE_PRIORITY])  # type: ignore[arg-type]
+    options = TorrentOptions(tmp_path, file_priorities=[0, MAX_FILE_PRIORITY])
     assert options.file_priorities == (0, 7)  # kept as a tuple
     with pytest.raises(ValueError, match="files or file_priorities, not both"):
         TorrentOptions(tmp_path, files=frozenset({0}), file_priorities=(4,))

@@ -4,7 +4,10 @@ failure (bad options, a storage that cannot open, a bug) never takes the session
 
 from __future__ import annotations
 
+import logging
 import random
+import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from _engine_helpers import address_of, loopback_config, make_torrent, until, wr
 
 from bip._client import TorrentError, TorrentOptions, TorrentPhase, open_session
 from bip._client._resume import ResumeStore
+from bip._client._torrent import Torrent
 from bip_disk import (
     DiskManager,
     FileSystem,
@@ -289,8 +293,9 @@ async def test_closing_a_seed_stats_no_file_to_settle_its_resume_data(
             await seeding.wait_complete()
             while await store.load_resume() is None:
                 await trio.sleep(0.01)
-            # Saved while running: the bytes are not kept (only the close looks at them).
-            assert seeding._saved_resume is None
+            # The record saved is kept nowhere on the torrent: the close hands its own last
+            # one to _settle_resume.
+            assert not hasattr(seeding, "_saved_resume")
             asked: list[object] = []
             plan = DiskManager.pieces_to_hash
 
@@ -300,3 +305,101 @@ async def test_closing_a_seed_stats_no_file_to_settle_its_resume_data(
 
             monkeypatch.setattr(DiskManager, "pieces_to_hash", counted)
     assert asked == []
+
+
+# -- a bug met while the torrent is being stopped ----------------------------------------------
+
+
+@pytest.mark.torrent_bug
+@pytest.mark.parametrize("stop", ["fail", "remove", "close"])
+async def test_a_bug_met_while_a_torrent_stops_is_that_torrents_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, stop: str
+) -> None:
+    # Raised while the torrent's scope is cancelled, the bug comes grouped with Cancelled:
+    # its catch-all must still hold it (the session lives on) and log it with its traceback.
+    mine = write_content(tmp_path / "mine", (50_000,), seed=1)
+    other = write_content(tmp_path / "other", (50_000,), seed=2)
+
+    async def cleanup_bug(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            raise ZeroDivisionError("a bug in a cleanup")
+
+    def logged() -> bool:
+        return any(
+            record.levelname == "ERROR"
+            and record.getMessage().endswith(": unexpected error")
+            and record.exc_info is not None
+            and "a bug in a cleanup" in logging.Formatter().formatException(record.exc_info)
+            for record in caplog.records
+        )
+
+    with trio.fail_after(DEADLINE):
+        async with open_session(loopback_config()) as session:
+            healthy = await session.add_torrent(
+                make_torrent(mine, "v1"), TorrentOptions(mine.parent, resume=False)
+            )
+            bad = await session.add_torrent(
+                make_torrent(other, "v1"), TorrentOptions(other.parent, resume=False)
+            )
+            await healthy.wait_complete()
+            await bad.wait_complete()
+            assert bad._nursery is not None
+            await bad._nursery.start(cleanup_bug)
+            if stop == "fail":  # as a disk's TorrentFailed does
+                bad._fail("storage: gone")
+                await until(logged)
+                assert bad.status().error == "storage: gone"  # the first reason stays
+            elif stop == "remove":
+                await session.remove_torrent(bad)
+                await until(logged)
+            if stop != "close":
+                assert healthy.status().phase is TorrentPhase.SEEDING
+                assert session.find(healthy.info_hash) is healthy
+    assert logged()
+
+
+# -- the catch-all's cost where it runs most -------------------------------------------------
+
+
+async def test_the_tick_and_the_peers_routing_enter_no_context_manager_per_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Per torrent per tick and per routed message, a generator context manager cost four
+    # times the call itself: those paths hold a bug with a plain try.
+    callers: list[str] = []
+    contained = Torrent._contained
+
+    def spy(self: Torrent) -> AbstractContextManager[None]:
+        callers.append(sys._getframe(1).f_code.co_name)
+        return contained(self)
+
+    monkeypatch.setattr(Torrent, "_contained", spy)
+    folder = write_content(tmp_path / "seed", (50_000,))
+    torrent = make_torrent(folder, "v1", piece_length=16384)
+    ticks: list[float] = []
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_session(loopback_config(listen=(("127.0.0.2", 0),))) as seeder,
+            open_session(loopback_config(listen=(("127.0.0.3", 0),))) as leecher,
+        ):
+            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent, resume=False))
+            await seeding.wait_complete()
+            tick = seeding.tick
+
+            def counted(now: float) -> None:
+                ticks.append(now)
+                tick(now)
+
+            monkeypatch.setattr(seeding, "tick", counted)
+            download = await leecher.add_torrent(
+                torrent,
+                TorrentOptions(tmp_path / "down", peers=(address_of(seeder),), resume=False),
+            )
+            await download.wait_complete()
+            await until(lambda: len(ticks) >= 2)
+    assert "_tick" not in callers
+    assert "_route_peers" not in callers
+    assert "run" in callers  # the spy saw the catch-all where it stays

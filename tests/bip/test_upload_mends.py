@@ -5,6 +5,8 @@ the torrent refuses (a piece lost from storage)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 import trio
@@ -15,6 +17,7 @@ from test_upload_fairness import BLOCK, DEADLINE, NUM_PIECES, TORRENT, Remote, S
 
 from bip._client import TorrentOptions, open_session
 from bip._client._swarm import REASON_STALLED
+from bip._client._upload import refuse_request
 from bip_disk import PieceLost
 from bip_handshake import CompletedHandshake, Extensions, PeerAddress, PeerId
 from bip_peer import (
@@ -22,11 +25,14 @@ from bip_peer import (
     Bitfield,
     ConnectionLimits,
     Interested,
+    LocalProtocolError,
     Peer,
     PeerConnection,
+    PeerManager,
     Piece,
     RejectRequest,
     Request,
+    StaleSendError,
     Unchoke,
 )
 from bip_select import Block
@@ -162,3 +168,52 @@ async def test_a_refused_request_of_a_peer_without_fast_frees_its_slot(tmp_path:
                 # Refused with nothing sent (BEP 3), but holding no reqq slot.
                 assert not peer.connection.peer_requests
                 assert not [m for m in remote.received if isinstance(m, Piece) and m.index == 0]
+
+
+# -- one way to refuse a request: the uploader's unreadable block, the torrent's refusal ------
+
+
+class Answering:
+    """A manager whose ``send_control`` answers ``answer`` (a bool, or an error to raise)."""
+
+    def __init__(self, answer: bool | Exception) -> None:
+        self.answer = answer
+        self.sent: list[object] = []
+        self.removed: list[str] = []
+
+    def send_control(self, peer: object, message: object) -> bool:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        self.sent.append(message)
+        return self.answer
+
+    def remove_peer(self, peer: object, reason: str) -> None:
+        self.removed.append(reason)
+
+
+def refused(answer: bool | Exception, *, fast: bool) -> tuple[Answering, list[object]]:
+    """What :func:`refuse_request` did for a request of a peer with or without fast."""
+    withdrawn: list[object] = []
+    connection = SimpleNamespace(fast=fast, withdraw_peer_request=lambda *k: withdrawn.append(k))
+    manager = Answering(answer)
+    refuse_request(
+        cast(PeerManager, manager), cast(Peer, SimpleNamespace(connection=connection)), 7, 0, BLOCK
+    )
+    return manager, withdrawn
+
+
+def test_one_function_refuses_a_request_with_a_reject_or_a_withdrawal() -> None:
+    # Uploader (a block it could not read) and Torrent._refuse (a piece not to upload) share
+    # it: with fast a reject, a peer that stopped reading dropped; else the request withdrawn.
+    manager, withdrawn = refused(True, fast=True)
+    assert (manager.sent, manager.removed, withdrawn) == ([RejectRequest(7, 0, BLOCK)], [], [])
+    manager, withdrawn = refused(False, fast=True)
+    assert (manager.removed, withdrawn) == ([REASON_STALLED], [])
+    manager, withdrawn = refused(True, fast=False)
+    assert (manager.sent, manager.removed, withdrawn) == ([], [], [(7, 0, BLOCK)])
+    # Cancelled before it is answered: nothing to do.
+    manager, withdrawn = refused(StaleSendError("cancelled"), fast=True)
+    assert (manager.sent, manager.removed, withdrawn) == ([], [], [])
+    # Any other misuse of the protocol is a bug of ours: never swallowed.
+    with pytest.raises(LocalProtocolError, match="a bug"):
+        refused(LocalProtocolError("a bug"), fast=True)

@@ -152,6 +152,9 @@ class ClientConfig:
         max_concurrent_http_announces: HTTP(S) tracker requests in flight at once at most,
             all torrents together (libtorrent's setting of that name, 50); the others wait
             for a slot, and a tracker's timeout counts from when its request holds one.
+            ``stopped`` announces have as many slots again of their own (so that a removed
+            torrent's goodbye never waits behind the others): up to twice this many
+            requests at once when torrents stop while others announce (a close).
         dial: how outbound connections are opened (``None``: TCP, and uTP as ``utp`` and
             ``prefer_utp`` say; tests pass their own, and then uTP is only accepted).
         connect_timeout: seconds a connect may take, the fallback to the other transport
@@ -601,7 +604,8 @@ class TorrentOptions:
             file, higher priorities are fetched first (4 is the default). Checked against
             the file count once the metadata is known (a magnet link's: a wrong count then
             fails the torrent). Give ``files`` or ``file_priorities``, not both.
-        extra_trackers: announce URLs to use besides the torrent's own.
+        extra_trackers: announce URLs to use besides the torrent's own, each a tier of
+            its own (BEP 12: announced to alongside the others, not as a fallback).
         resume: read and write resume data under ``save_dir/.bip/``; without, everything on
             disk is hashed at start and nothing is recorded.
         storage: makes the bip_disk FileSystem the files are stored in, from ``save_dir``
@@ -636,7 +640,8 @@ class TorrentOptions:
     Checked and normalised when made, before a session sees them: ``save_dir`` may be a
     ``str`` or any path-like (kept as a :class:`~pathlib.Path`), ``peers`` any iterable of
     :class:`~bip_handshake.PeerAddress` (kept as a tuple), ``files`` a set or frozenset
-    (kept as a frozenset, as :meth:`~bip._client.Torrent.set_files` takes it).
+    (kept as a frozenset, as :meth:`~bip._client.Torrent.set_files` takes it),
+    ``extra_trackers`` and ``file_priorities`` any sequence (kept as tuples).
 
     Raises:
         TypeError: ``save_dir`` is not a path, ``peers`` not an iterable of
@@ -667,16 +672,17 @@ class TorrentOptions:
         peers: Iterable[PeerAddress] = (),
         files: AbstractSet[int] | None = None,
         resume: bool = True,
-        extra_trackers: tuple[str, ...] = (),
+        extra_trackers: Sequence[str] = (),
         storage: Callable[[Path], FileSystem] | None = None,
         web_seeds: bool = True,
-        file_priorities: tuple[int, ...] | None = None,
+        file_priorities: Sequence[int] | None = None,
         paused: bool | None = None,
         super_seeding: bool | None = None,
         auto_managed: bool | None = None,
     ) -> None:
         """Take the options as the class docstring says (``save_dir`` any path, ``peers``
-        any iterable, ``files`` any set), keep each in its one form (the attributes' types)."""
+        any iterable, ``files`` any set, ``extra_trackers`` and ``file_priorities`` any
+        sequence), keep each in its one form (the attributes' types)."""
         # Written as given, then checked and normalised: by hand (frozen), as the types a
         # caller may give are wider than those kept.
         given = {

@@ -23,15 +23,17 @@ meanwhile; it wakes the connector when it comes back (:meth:`Connector.wake`). T
 hold ended cost their peers nothing (no failure, no wait, as its connected peers): they are
 dialled again as soon as it is back.
 
-Our own addresses are no peers: one we listen on (the handshaker's listeners) is neither
-recorded nor dialled (PEX refuses them too), and one a dial found to be ourselves (answered
-with our own peer id: a tracker or the DHT listing us) is dropped from its list and refused
-from then on, in every torrent. libtorrent bans that peer; left in, it was dialled again
-after every announce listing it. The address alone: other peers on our host (other clients
-on the machine, behind the same NAT) are peers like any. Only what is proven ours is
+Our own addresses are no peers: one we listen on (the handshaker's listeners, as bound) is
+neither recorded nor dialled (PEX refuses them too), and one a dial found to be ourselves
+(answered with our own peer id: a tracker or the DHT listing us) is dropped from its list and
+refused from then on, in every torrent. libtorrent bans that peer; left in, it was dialled
+again after every announce listing it. The address alone: other peers on our host (other
+clients on the machine, behind the same NAT) are peers like any. Only what is proven ours is
 refused: the external address the session decided from votes (``our_addresses``, BEP 10
 ``yourip``) ranks peers (BEP 40) but is not refused, for three lying peers could name an
-honest peer's address and have us shun it; were it ours, its first dial finds it.
+honest peer's address and have us shun it; were it ours, its first dial finds it. Only a
+concrete bind names its address: behind a wildcard one (``0.0.0.0``, ``::``) our LAN or
+loopback address is recorded and dialled once, as any, before that first dial finds it ours.
 """
 
 from __future__ import annotations
@@ -79,9 +81,6 @@ logger = logging.getLogger("bip.client")
 _TRIES: Final = 8
 _MIN_WAIT: Final = 0.001  # seconds: the shortest wait for the next dial token
 _WAKE_INTERVAL: Final = 1.0  # seconds: a pass at least this often (backoffs end, seeds change)
-# Addresses found to be ourselves remembered at most (the oldest forgotten first): a peer
-# echoing our peer id back under many ports adds one each.
-_MAX_FOUND_OURS: Final = 64
 # Removals that count as a failed connection: the peer misbehaved or the link broke. A peer
 # that closed, went idle or was dropped by us (redundant, a duplicate, choked out) did not fail.
 _FAILED_REASONS: Final = frozenset({REASON_PROTOCOL, REASON_TRANSPORT, REASON_SEND_TIMEOUT})
@@ -122,7 +121,8 @@ class Connector:
 
     Args:
         handshaker: dials (its ``connect``) and counts the dials in flight; the addresses it
-            listens on (its ``listen_addresses``, when it has them) are refused.
+            listens on (its ``listen_addresses``: a wildcard bind's names no address of ours)
+            and those its dials found to be ourselves (its ``is_self_address``) are refused.
         find: the torrent an info-hash or swarm id names (the session's ``find``).
         connected_peers: how many places of ``max_peers`` the peers hold now, all torrents
             together: the peer manager's ``places_in_use`` (the peers connected, and those
@@ -162,14 +162,14 @@ class Connector:
         # Peers recorded under another address than their connection's: one that dialled us,
         # under the address it listens on (its BEP 10 ``p``). Bounded by the connected peers.
         self._listed: dict[Peer, PeerAddress] = {}
-        # Addresses our dials found to be ourselves (normalised, oldest first): refused.
-        self._found_ours: dict[PeerAddress, None] = {}
         # The handshaker's listen addresses (normalised), read once: its listeners are fixed
         # for its life, and reading them is a system call each (discovered runs per message).
+        # Those a dial found to be ourselves, the handshaker remembers (is_self_address).
         self._listening: frozenset[PeerAddress] | None = None
-        # The ports of every address refused (listening or found ours): most addresses offered
-        # are told apart by their port alone, without normalising them.
-        self._refused_ports: frozenset[int] | None = None
+        # The ports of every address refused (listening, or found ours since): most addresses
+        # offered are told apart by their port alone, without normalising and hashing them
+        # (some 0.6 us an address otherwise). Never shrinks: 65,536 ports at most.
+        self._refused_ports: set[int] = set()
         self._wake = trio.Event()
         self._tokens = float(connection_speed)
         self._refilled = -math.inf
@@ -349,32 +349,28 @@ class Connector:
 
     def _found_ourselves(self, peers: PeerList, address: PeerAddress) -> None:
         """A dial to ``address`` reached ourselves: forgotten, and refused from now on (in
-        every torrent's list: ``_ours``), as libtorrent bans the peer on ``self_connection``.
+        every torrent's list: ``_is_ours``), as libtorrent bans the peer on ``self_connection``.
         Charged as a failure, it was dialled again after each announce listing it, forever
         (each source's offer takes a failure off)."""
         logger.debug("%s is ourselves: forgotten, and not dialled again", address)
         peers.remove(address)
-        found = address.normalized()
-        self._found_ours.pop(found, None)  # the newest again
-        self._found_ours[found] = None
-        if len(self._found_ours) > _MAX_FOUND_OURS:
-            del self._found_ours[next(iter(self._found_ours))]
-        self._refused_ports = None  # made again when next needed
+        self._refused_ports.add(address.port)
 
     def _is_ours(self, address: PeerAddress) -> bool:
         """Whether ``address`` (in any form: IPv4-mapped...) is proven ours: one we listen on,
-        or one a dial found to be ourselves. Not the external addresses peers voted ours
-        (``our_addresses``): lying peers could name an honest peer's. O(1)."""
-        if self._listening is None:
-            # (A stand-in dialling for an owner, as a test's, may listen nowhere.)
-            listening = getattr(self._handshaker, "listen_addresses", ())
-            self._listening = frozenset(a.normalized() for a in listening)
-        if self._refused_ports is None:
-            self._refused_ports = frozenset(a.port for a in (*self._listening, *self._found_ours))
+        or one a dial found to be ourselves (the handshaker's last ``MAX_SELF_ADDRESSES``).
+        Not the external addresses peers voted ours (``our_addresses``): lying peers could
+        name an honest peer's. O(1)."""
+        listening = self._listening
+        if listening is None:
+            listening = self._listening = frozenset(
+                a.normalized() for a in self._handshaker.listen_addresses
+            )
+            self._refused_ports.update(a.port for a in listening)
         if address.port not in self._refused_ports:
             return False
         normalized = address.normalized()
-        return normalized in self._found_ours or normalized in self._listening
+        return normalized in listening or self._handshaker.is_self_address(normalized)
 
     @staticmethod
     def _dropped_by_hold(peers: PeerList, address: PeerAddress, now: float) -> None:

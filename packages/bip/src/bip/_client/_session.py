@@ -1095,7 +1095,8 @@ class Session:
         in the session; a peer of none is disconnected). Nothing here waits for the disk
         (a torrent's blocks go to its own writer, and a torrent whose writer is behind stops
         reading its own peers, not this loop): one torrent's slow store or storage move
-        holds up no other torrent's peers."""
+        holds up no other torrent's peers. A bug in a torrent's handling fails that torrent
+        alone (:meth:`Torrent.unexpected`; a plain ``try``, as this runs per message)."""
         async for event in self.manager.events():
             if not isinstance(event, PeerAdded | MessageReceived | PeerRemoved):
                 continue  # no other kind yet
@@ -1106,12 +1107,16 @@ class Session:
             if isinstance(event, PeerRemoved):
                 self._owners.forget(peer)
                 if torrent is not None:
-                    with torrent._contained():
+                    try:
                         torrent.peer_removed(peer)
+                    except Exception as error:
+                        torrent.unexpected(error)
                 if owner is not None:
                     # A removed torrent's list is gone: its slot is free all the same.
-                    with owner._contained():
+                    try:
                         self.connector.peer_removed(owner, peer, event.reason)
+                    except Exception as error:
+                        owner.unexpected(error)
                 else:
                     self.connector.wake()
             elif torrent is None:
@@ -1122,13 +1127,17 @@ class Session:
                 if isinstance(event.message, Port):
                     self._learn_dht_node(peer, event.message)
                 else:
-                    with torrent._contained():
+                    try:
                         self.connector.peer_message(torrent, peer, event.message)
                         torrent.peer_message(peer, event.message)
+                    except Exception as error:
+                        torrent.unexpected(error)
             elif isinstance(event, PeerAdded):
                 self._tell_dht_port(peer)
-                with torrent._contained():
+                try:
                     torrent.peer_added(peer)
+                except Exception as error:
+                    torrent.unexpected(error)
 
     def _tell_dht_port(self, peer: Peer) -> None:
         """BEP 5: a peer that runs a DHT too hears which UDP port ours is on (not that of a
@@ -1163,8 +1172,10 @@ class Session:
             await trio.sleep(_TICK)
             now = trio.current_time()
             for torrent in self._all:
-                with torrent._contained():  # a bug there fails that torrent alone
+                try:
                     torrent.tick(now)
+                except Exception as error:
+                    torrent.unexpected(error)  # a bug there fails that torrent alone
 
     async def _close(self) -> None:
         # The torrents closing one by one must not start queued ones.

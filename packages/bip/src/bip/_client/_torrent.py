@@ -116,9 +116,7 @@ from bip_peer import (
     PieceLayerFetchError,
     PieceLayerServeError,
     RateMeter,
-    RejectRequest,
     Request,
-    StaleSendError,
     UploadOnly,
 )
 from bip_select import (
@@ -162,7 +160,7 @@ from ._resume import MAX_SAVED_PEERS, ResumeStore, SavedState, names_same_torren
 from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
 from ._swarm import REASON_STALLED, Swarm, brain_queueing
-from ._upload import Uploader
+from ._upload import Uploader, refuse_request
 from ._views import PeerInfo, file_progress, peer_infos
 from ._webseed import WebSeed, WebSeedState
 from ._webseed_http import WebSeedClient
@@ -465,6 +463,7 @@ class Torrent:
         self._scope = trio.CancelScope()
         self._phase = TorrentPhase.METADATA if self.info is None else TorrentPhase.CHECKING
         self._error: str | None = None
+        self._bug_met = False  # an unexpected error was logged (unexpected())
         self._wanted: frozenset[int] = frozenset()
         self._total = 0
         # Set with the metadata: sizes below count file data only, never BEP 47 pad bytes
@@ -569,7 +568,6 @@ class Torrent:
         self._save_lock = trio.Lock()
         self._save_now = trio.Event()  # cuts the wait between two saves short (a pause)
         self._last_pieces = 0
-        self._saved_resume: bytes | None = None  # the disk's record the close saved
 
     def __repr__(self) -> str:
         return f"<Torrent {self._name!r} {self._info_hash.hex()}>"
@@ -1652,27 +1650,39 @@ class Torrent:
         try:
             if self._stopped.is_set():
                 return  # closed or removed before it began: nothing to open
-            with self._scope, self._contained():
+            # The catch-all outside the scope: a bug raised while the torrent is cancelled
+            # (its removal, close or failure) comes grouped with the Cancelled that only
+            # the scope takes out, and would otherwise reach the session's nursery.
+            with self._contained(), self._scope:
                 await self._run()
         finally:
             self._storage_settled.set()  # however it ended (set already once opened)
 
     @contextlib.contextmanager
     def _contained(self) -> Iterator[None]:
-        """Internal (:meth:`run`, and the session's tasks around each call into this torrent:
-        its tick, its disk events, its peers' events): a bug raised in the block (ours, or a
-        storage factory's) fails this torrent, never the session whose task runs it, as
-        libtorrent puts a torrent in its error state and goes on. Only :class:`Exception`:
-        a cancellation or a ``KeyboardInterrupt`` goes on up."""
+        """Internal (:meth:`run`, and the session's routing of the disk's events): a bug
+        raised in the block is this torrent's (:meth:`unexpected`). Only
+        :class:`Exception`: a cancellation or a ``KeyboardInterrupt`` goes on up."""
         try:
             yield
         except Exception as error:
-            if self._phase is TorrentPhase.FAILED:
-                # The session still ticks a failed torrent: the same bug again, every tick,
-                # is logged (with its traceback) once.
-                logger.debug("%s: unexpected error again: %r", self._name, error)
-                return
-            logger.exception("%s: unexpected error", self._name)
+            self.unexpected(error)
+
+    def unexpected(self, error: Exception) -> None:
+        """Internal (:meth:`_contained`, and the session's tasks around each call into this
+        torrent: its tick, its peers' events, as a plain ``try``, cheaper than a context
+        manager there): a bug (ours, or a storage factory's) fails this torrent, never the
+        session whose task met it, as libtorrent puts a torrent in its error state and goes
+        on. The first is logged with its traceback, also when the torrent had failed for
+        another reason or was being removed or closed."""
+        if self._bug_met:
+            # The session still ticks a failed torrent: the same bug again, every tick, is
+            # logged (with its traceback) once.
+            logger.debug("%s: unexpected error again: %r", self._name, error)
+            return
+        self._bug_met = True
+        logger.error("%s: unexpected error", self._name, exc_info=error)
+        if self._phase is not TorrentPhase.FAILED and not self._removed:
             self._fail(f"unexpected error: {_first_leaf(error)!r}")
 
     async def _run(self) -> None:
@@ -1824,8 +1834,7 @@ class Torrent:
         if self.handle is not None:
             self._pieces()  # the count the status shows from now on
             with trio.CancelScope(shield=True):
-                await self._save_resume(sync=True)
-                await self._settle_resume()
+                await self._settle_resume(await self._save_resume(sync=True))
                 with contextlib.suppress(TorrentStateError):
                     await self._disk.remove_torrent(self.handle)
         else:
@@ -1836,19 +1845,18 @@ class Torrent:
         if self._filesystem is not None:
             self._filesystem.close()
 
-    async def _settle_resume(self) -> None:
+    async def _settle_resume(self, data: bytes | None) -> None:
         """At a clean stop, once the torrent writes no more (:meth:`_begin_close`): when the
-        record just saved would have the next start hash pieces because files were written
-        within the racy window before it (a write right after could have left their mtime
-        unchanged), wait out the rest of the window and save again, so that the restart
-        trusts the files as they are: libtorrent never hashes again after a clean stop.
-        Bounded: :data:`_SETTLE_SAVES` saves at most, each after the window at most (the
-        disk may still write pieces it had queued meanwhile)."""
+        record just saved (``data``; ``None`` when none was) would have the next start hash
+        pieces because files were written within the racy window before it (a write right
+        after could have left their mtime unchanged), wait out the rest of the window and
+        save again, so that the restart trusts the files as they are: libtorrent never
+        hashes again after a clean stop. Bounded: :data:`_SETTLE_SAVES` saves at most, each
+        after the window at most (the disk may still write pieces it had queued meanwhile)."""
         info, filesystem = self.info, self._filesystem
         if info is None or filesystem is None:
             return
         for _ in range(_SETTLE_SAVES):
-            data = self._saved_resume
             if data is None or self._phase is TorrentPhase.CHECKING:
                 return  # no record made (no resume data, a fault, a check under way)
             try:
@@ -1875,8 +1883,7 @@ class Torrent:
             wait = min(max(racy) - time.time_ns(), _RACY_WINDOW_NS)
             if wait > 0:
                 await trio.sleep(wait / 1e9)
-            self._saved_resume = None
-            await self._save_resume(sync=True)
+            data = await self._save_resume(sync=True)
 
     async def _remove(self, *, delete_data: bool) -> None:
         """Internal (:meth:`bip._client.Session.remove_torrent`): stop for good, disconnect
@@ -2670,22 +2677,9 @@ class Torrent:
         self._uploader.queue(peer, request)
 
     def _refuse(self, peer: Peer, request: Request) -> None:
-        """Refuse ``request``: a reject with the fast extension (BEP 6), else nothing sent
-        (BEP 3 lets requests go unanswered: the peer times it out) and the request withdrawn,
-        so that it holds none of the peer's ``reqq`` slots (as a block whose read failed,
-        :class:`~bip._client._upload.Uploader`).
-
-        BEP 6 answers every request, so the reject is a control message, queued whatever the
-        send queue holds; refused, the peer left a flood of them unwritten (it stopped
-        reading) and is dropped, as the swarm drops it for its haves."""
-        if not peer.connection.fast:
-            peer.connection.withdraw_peer_request(request.index, request.begin, request.length)
-            return
-        # Stale: cancelled (or rejected by a choke) before its event reached us.
-        with contextlib.suppress(StaleSendError):
-            reject = RejectRequest(request.index, request.begin, request.length)
-            if not self._manager.send_control(peer, reject):
-                self._manager.remove_peer(peer, REASON_STALLED)
+        """Refuse ``request``, as the uploader answers a block it could not read
+        (:func:`~bip._client._upload.refuse_request`: a reject with fast, else withdrawn)."""
+        refuse_request(self._manager, peer, request.index, request.begin, request.length)
 
     async def disk_event(self, event: object) -> None:
         """An event of the disk about this torrent."""
@@ -2800,13 +2794,16 @@ class Torrent:
             nursery.start_soon(watch, self._resume_dirty)
             nursery.start_soon(watch, self._state_dirty)
 
-    async def _save_resume(self, *, sync: bool) -> None:
-        """Save the disk's resume data, the peers, the files chosen and the paused state."""
+    async def _save_resume(self, *, sync: bool) -> bytes | None:
+        """Save the disk's resume data, the peers, the files chosen and the paused state.
+        Returns the disk's record saved (for the close to settle: :meth:`_settle_resume`),
+        ``None`` when none was."""
         if self._store is None:
-            return
+            return None
+        saved: bytes | None = None
         async with self._save_lock:
             if self._removed:  # its files are deleted for good (maybe while this waited)
-                return
+                return None
             # The disk's record not while checking: it is half rebuilt then (the last one
             # stays; a recheck deleted it, so that a run cut short checks everything again).
             handle = self.handle
@@ -2814,13 +2811,13 @@ class Torrent:
                 try:
                     data = await self._disk.save_resume_data(handle, sync=sync)
                     await self._store.save_resume(data)
-                    if self._closing:  # only the close settles it (_settle_resume)
-                        self._saved_resume = data
+                    saved = data
                 except (TorrentStateError, StorageError, OSError) as error:
                     logger.warning("%s: cannot save resume data: %s", self._name, error)
             await self._save_peers()
             await self._save_selection()
             await self._save_state()
+        return saved
 
     async def _save_selection(self) -> None:
         """Keep the files :meth:`set_files` or :meth:`set_file_priorities` chose (when they

@@ -65,6 +65,7 @@ open requests: one cancelled or rejected by a choke meanwhile is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
 from collections import deque
@@ -83,6 +84,7 @@ from bip_peer import (
     RateMeter,
     RejectRequest,
     Request,
+    StaleSendError,
 )
 from bip_select import Block
 
@@ -95,6 +97,7 @@ __all__ = [
     "SEND_WATERMARK_FACTOR",
     "UPLOAD_WORKERS",
     "Uploader",
+    "refuse_request",
 ]
 
 logger = logging.getLogger("bip.client")
@@ -134,6 +137,30 @@ _RATE_BUCKETS: Final = 10  # the rate's time resolution: a tenth of the window
 
 
 _BlockKey = tuple[int, int, int]
+
+
+def refuse_request(manager: PeerManager, peer: Peer, index: int, begin: int, length: int) -> None:
+    """Answer ``peer``'s open request for the block at ``begin`` in piece ``index`` without
+    the block, so that it frees its ``reqq`` slot: one the :class:`Uploader` could not read,
+    or one the torrent refuses (a piece not revealed to a peer we super-seed, or lost from
+    storage).
+
+    With fast, a reject (BEP 6: every request is answered; libtorrent rejects a block whose
+    read failed). The reject is a control message, queued whatever the send queue holds;
+    refused, the peer left a flood of them unwritten (it stopped reading) and is dropped, as
+    the swarm drops it for its haves. Without fast, nothing is sent (BEP 3 lets requests go
+    unanswered: the peer times it out) and the connection forgets the request: left open, it
+    would hold a slot for good and later requests would be refused. A request no longer open
+    (cancelled, or rejected by a choke, before this) is left alone.
+    """
+    connection = peer.connection
+    if not connection.fast:
+        connection.withdraw_peer_request(index, begin, length)
+        return
+    # Stale: no longer open. Any other LocalProtocolError is a bug of ours, and goes up.
+    with contextlib.suppress(StaleSendError):
+        if not manager.send_control(peer, RejectRequest(index, begin, length)):
+            manager.remove_peer(peer, REASON_STALLED)
 
 
 class _PeerQueue:
@@ -365,28 +392,6 @@ class Uploader:
             return None
         return peer, state, key
 
-    def _unserved(self, peer: Peer, key: _BlockKey) -> None:
-        """Answer ``peer``'s request ``key`` we could not read, so it frees its ``reqq`` slot.
-
-        With fast, a reject (BEP 6: every request is answered; libtorrent rejects a block
-        whose read failed); refused, the peer left a flood of control messages unwritten
-        (it stopped reading) and is dropped, as :meth:`Torrent._refuse
-        <bip._client._torrent.Torrent._refuse>` drops it. Without fast, the connection
-        forgets the request: left open, it would hold a slot for good and later requests
-        would be refused.
-        """
-        connection = peer.connection
-        if key not in connection.peer_requests:
-            return  # cancelled, or rejected by a choke, while it was read
-        if connection.fast:
-            try:
-                if not self._manager.send_control(peer, RejectRequest(*key)):
-                    self._manager.remove_peer(peer, REASON_STALLED)
-            except LocalProtocolError:  # StaleSendError: overtaken by the peer
-                pass
-            return
-        connection.withdraw_peer_request(*key)
-
     def _set_aside(self, peer: Peer, state: _PeerQueue, limit: int) -> None:
         """Hand ``peer`` to a watcher that waits for fewer than ``limit`` bytes queued."""
         nursery = self._nursery
@@ -452,7 +457,7 @@ class Uploader:
         except (TorrentStateError, StorageError) as error:
             # A storage fault stops the torrent; its event says why.
             logger.debug("cannot serve %s: %s", key, error)
-            self._unserved(peer, key)
+            refuse_request(self._manager, peer, *key)
             return
         if key not in peer.connection.peer_requests:
             return  # cancelled, or rejected by a choke, while it was read
