@@ -79,7 +79,7 @@ caller: the connection knows piece counts, not piece sizes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Final, TypeAlias, TypeVar
 
 from bip_handshake import Extensions, PeerAddress
@@ -1469,18 +1469,17 @@ def _merged_handshake(
     for key, value in new.extra.items():
         if key in extra or len(extra) < MAX_HANDSHAKE_EXTRA_KEYS:
             extra[key] = value
-    return ExtendedHandshake(
-        m=ids,
-        v=old.v if new.v is None else new.v,
-        p=old.p if new.p is None else new.p,
-        yourip=old.yourip if new.yourip is None else new.yourip,
-        ipv4=old.ipv4 if new.ipv4 is None else new.ipv4,
-        ipv6=old.ipv6 if new.ipv6 is None else new.ipv6,
-        reqq=old.reqq if new.reqq is None else new.reqq,
-        metadata_size=old.metadata_size if new.metadata_size is None else new.metadata_size,
-        upload_only=old.upload_only if new.upload_only is None else new.upload_only,
-        extra=extra,
-    )
+    # Every optional field the same way, so that one added to ExtendedHandshake is merged too.
+    kept = {
+        name: getattr(old, name) if getattr(new, name) is None else getattr(new, name)
+        for name in _OPTIONAL_HANDSHAKE_FIELDS
+    }
+    return ExtendedHandshake(m=ids, extra=extra, **kept)
+
+
+_OPTIONAL_HANDSHAKE_FIELDS = tuple(
+    field.name for field in fields(ExtendedHandshake) if field.name not in ("m", "extra")
+)
 
 
 def _merge_ids(ids: dict[str, int], m: Mapping[str, int]) -> None:
