@@ -32,6 +32,7 @@ from __future__ import annotations
 import random
 from collections.abc import Hashable
 
+import pytest
 from _brains import requests_to, starved_slow_peer
 
 from bip_select._actions import SendCancel, SendRequest
@@ -563,3 +564,47 @@ def test_silent_parole_peers_do_not_pass_a_piece_round_while_an_honest_seed_has_
     assert all(b.piece != piece for b in taken)
     assert not picker.parole_may_take("p3", piece, 60.0, parole)
     assert {b.piece for b in picker.pick("honest", 2, 60.0)} == {piece}
+
+
+@pytest.mark.parametrize("other", ["chokes us", "unchokes us and stays silent"])
+def test_a_forfeited_piece_is_not_kept_from_a_parole_peer_for_a_holder_never_asked(
+    other: str,
+) -> None:
+    """Parole peers A (silent, joined first) and B (honest), and N not on parole that has
+    the piece but never delivers it: the rule keeping a forfeited piece from other parole
+    peers while one not on parole has it kept it from B for ever (A retook it at each of its
+    forfeits' ends). It holds only while such a peer could be asked now."""
+    geometry = TorrentGeometry(2, 2 * BLOCK_SIZE, 4 * BLOCK_SIZE)
+    brain = SwarmBrain(geometry, rng=random.Random(0), have=[0])
+    out: set[tuple[str, Block]] = set()
+    now = 0.0
+
+    def feed(event: Input) -> None:
+        for action in brain.handle(event, now):
+            if isinstance(action, SendRequest):
+                out.add((str(action.peer), action.block))
+            elif isinstance(action, SendCancel):
+                out.discard((str(action.peer), action.block))
+
+    for peer in "ABN":
+        feed(PeerJoined(peer, fast=True))
+    brain.queues.piece_failed(["A", "B"])  # a failed piece both sent
+    for peer in "ABN":
+        feed(PeerHaveAll(peer))
+    feed(PeerUnchokedUs("A"))
+    feed(PeerUnchokedUs("B"))
+    if other != "chokes us":
+        feed(PeerUnchokedUs("N"))
+    for _ in range(600):
+        now += 1.0
+        for peer, block in sorted(out, key=repr):
+            if peer == "B":
+                out.discard((peer, block))
+                feed(BlockReceived(peer, block))
+                if all(brain.picker.requests.is_received(b) for b in geometry.blocks(1)):
+                    feed(PieceVerified(1, True))
+        feed(Tick(now))
+        if brain.is_complete:
+            break
+    assert brain.is_complete, (now, sorted(out, key=repr))
+    brain.check()

@@ -294,6 +294,7 @@ class SwarmBrain:
         self.choker.seeding = self.is_seed
         # Deadline pieces go to peers that could be asked for them (PiecePicker.askable).
         self.picker.askable = self._askable
+        self.picker.chokes_us = self._choking_us
         # The Streaming layer the brain put around the user's strategy for deadlines (None:
         # none, or the strategy has its own); taken off again when every deadline is cleared.
         self._own_streaming: Streaming | None = None
@@ -1027,7 +1028,7 @@ class SwarmBrain:
         return actions
 
     def _choking_us(self, peer: PeerKey) -> bool:
-        """Whether connected ``peer`` chokes us (for the picker's parole holds)."""
+        """Whether connected ``peer`` chokes us (for the picker's parole rules)."""
         state = self._peers.get(peer)
         return state is not None and state.choking_us
 

@@ -427,6 +427,7 @@ class PiecePicker:
         "_timed_out",
         "askable",
         "availability",
+        "chokes_us",
         "endgame_depth",
         "geometry",
         "requests",
@@ -497,6 +498,10 @@ class PiecePicker:
         ``now`` (it unchokes us or allows the piece fast, is not snubbed, may take the piece
         on parole...), for deadline decisions (:class:`SwarmBrain` sets it). ``None``: every
         peer that has the piece could."""
+        self.chokes_us: Callable[[PeerKey], bool] | None = None
+        """``chokes_us(peer)``: whether ``peer`` chokes us (:class:`SwarmBrain` sets it), so
+        that one allowing a piece nothing fast is not counted as a peer to ask for it (the
+        parole rule of a forfeited piece). ``None``: none does."""
 
     # -- wanted pieces and priorities --------------------------------------------------
 
@@ -1065,13 +1070,16 @@ class PiecePicker:
                         self._unforfeit(piece, peer)  # expired: the peer may try again
                     elif availability.count(piece) > 1:
                         return False
-                # Another parole peer stalled on it lately: it goes to a peer not on parole,
-                # unless only parole peers have it (silent parole peers would otherwise pass
-                # it round for ever, each taking it at the last one's time-out).
-                if piece in forfeited and self._forfeited_by_another(piece, peer, now):
-                    if on_parole is None or not self._maybe_stranded(piece, peer, on_parole):
-                        return False
-                    unsure.add(piece)
+                # Another parole peer stalled on it lately: it goes to a peer not on parole
+                # that could be asked for it now, if there is one (silent parole peers would
+                # otherwise pass it round for ever, each taking it at the last one's
+                # time-out); else to this one (a holder that chokes us must not strand it).
+                if (
+                    piece in forfeited
+                    and self._forfeited_by_another(piece, peer, now)
+                    and (on_parole is None or self._askable_elsewhere(piece, peer, on_parole, now))
+                ):
+                    return False
                 # Another peer's data in it, or asked of another: not the parole peer's,
                 # unless only parole peers are left to finish it (see ``on_parole``): the
                 # cheap tests here, the count in ``take``, for the pieces the pick reaches.
@@ -1196,9 +1204,9 @@ class PiecePicker:
     ) -> bool:
         """Whether ``peer``, on parole, may be asked for ``piece`` at ``now`` by the rules
         of :meth:`pick`'s ``exclusive`` and ``on_parole``: no other peer holds it, its own
-        forfeit of it is over (or nobody else has the piece), and neither did anyone else
-        work on it nor another parole peer forfeit it lately, unless only parole peers are
-        left to finish it. Changes nothing; O(peers on the
+        forfeit of it is over (or nobody else has the piece), no other parole peer forfeited
+        it lately while a peer not on parole could be asked for it, and nobody else worked on
+        it unless only parole peers are left to finish it. Changes nothing; O(peers on the
         piece), O(parole peers) when only they may be left."""
         owner = self._exclusive.get(piece)
         if owner is not None:
@@ -1208,9 +1216,13 @@ class PiecePicker:
         if until is not None and now < until and self.availability.count(piece) > 1:
             return False
         requests = self.requests
-        if (forfeits is not None and self._forfeited_by_another(piece, peer, now)) or (
-            requests.is_started(piece) and requests.worked_on_by_others(piece, peer)
+        if (
+            forfeits is not None
+            and self._forfeited_by_another(piece, peer, now)
+            and self._askable_elsewhere(piece, peer, on_parole, now)
         ):
+            return False
+        if requests.is_started(piece) and requests.worked_on_by_others(piece, peer):
             return self._maybe_stranded(piece, peer, on_parole) and self._stranded(
                 piece, peer, on_parole
             )
@@ -1220,6 +1232,22 @@ class PiecePicker:
         """Whether a parole peer other than ``peer`` forfeited ``piece`` until after ``now``
         (at most ``_MAX_FORFEITS_PER_PIECE`` to look at)."""
         return any(other != peer and now < until for other, until in self._forfeited[piece].items())
+
+    def _askable_elsewhere(
+        self, piece: int, peer: PeerKey, on_parole: AbstractSet[PeerKey], now: float
+    ) -> bool:
+        """Whether a peer other than ``peer``, not on parole, has ``piece`` and could be asked
+        for it at ``now`` (it does not choke us, or allows the piece fast, and
+        :attr:`askable` says so). O(peers): asked only of a piece another parole peer
+        forfeited."""
+        askable, chokes_us = self.askable, self.chokes_us
+        return any(
+            other != peer
+            and other not in on_parole
+            and (chokes_us is None or not chokes_us(other) or self.is_allowed_fast(other, piece))
+            and (askable is None or askable(other, piece, now))
+            for other in self.availability.holders(piece)
+        )
 
     def _maybe_stranded(self, piece: int, peer: PeerKey, on_parole: AbstractSet[PeerKey]) -> bool:
         """The cheap half of ``_stranded``: False when a peer not in ``on_parole`` surely
