@@ -255,6 +255,35 @@ async def test_a_bug_in_a_torrent_run_by_the_sessions_tasks_fails_that_torrent_a
             assert healthy.status().phase is TorrentPhase.SEEDING
 
 
+@pytest.mark.torrent_bug
+async def test_a_bug_in_failing_a_torrent_after_a_bug_is_still_that_torrents_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The handler fails the torrent: should failing it raise too, the session still lives.
+    mine = write_content(tmp_path / "mine", (50_000,), seed=1)
+    other = write_content(tmp_path / "other", (50_000,), seed=2)
+    with trio.fail_after(DEADLINE):
+        async with open_session(loopback_config()) as session:
+            healthy = await session.add_torrent(
+                make_torrent(mine, "v1"), TorrentOptions(mine.parent, resume=False)
+            )
+            bad = await session.add_torrent(
+                make_torrent(other, "v1"), TorrentOptions(other.parent, resume=False)
+            )
+            await healthy.wait_complete()
+            await bad.wait_complete()
+
+            def bug(*_: object) -> None:
+                raise ZeroDivisionError("a bug")
+
+            monkeypatch.setattr(bad, "_stop_serving", bug)
+            monkeypatch.setattr(bad, "tick", bug)
+            await until(lambda: bad._bug_met and bad.status().phase is TorrentPhase.FAILED)
+            await trio.sleep(0.3)  # more ticks: the session lives on
+            assert healthy.status().phase is TorrentPhase.SEEDING
+            monkeypatch.undo()  # the session's close stops serving it as ever
+
+
 # -- corrupt counts data bytes ------------------------------------------------------------------
 
 

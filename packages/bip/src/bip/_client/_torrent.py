@@ -1683,7 +1683,11 @@ class Torrent:
         self._bug_met = True
         logger.error("%s: unexpected error", self._name, exc_info=error)
         if self._phase is not TorrentPhase.FAILED and not self._removed:
-            self._fail(f"unexpected error: {_first_leaf(error)!r}")
+            try:
+                self._fail(f"unexpected error: {_first_leaf(error)!r}")
+            except Exception:  # a bug in failing it too: still this torrent's alone
+                logger.exception("%s: failing it after that error failed too", self._name)
+                self._scope.cancel()
 
     async def _run(self) -> None:
         """:meth:`run`'s work, in its cancel scope."""
