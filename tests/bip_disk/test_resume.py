@@ -136,3 +136,8 @@ def test_racy_files() -> None:
     assert data.is_racy(2)  # modified within the window before saving
     edge = sample(files=(FileStat(1, SAVED - RACY_WINDOW_NS),))
     assert not edge.is_racy(0)
+    # When the last racy file stops being racy: its mtime plus the window.
+    assert data.racy_until_ns() == SAVED - 1 + RACY_WINDOW_NS
+    assert edge.racy_until_ns() is None
+    both = sample(files=(FileStat(1, SAVED - 5), FileStat(1, SAVED - 9)))
+    assert both.racy_until_ns() == SAVED - 5 + RACY_WINDOW_NS

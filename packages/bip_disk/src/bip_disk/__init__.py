@@ -74,6 +74,7 @@ from ._native import (
     NativeFileSystem,
 )
 from ._resume import (
+    RACY_WINDOW_NS,
     ResumeData,
 )
 from ._torrent import (
@@ -86,6 +87,7 @@ __all__ = [
     "DEFAULT_MAX_IN_FLIGHT_BYTES",
     "DEFAULT_MAX_STAGED_BYTES",
     "DEFAULT_READ_CACHE_BYTES",
+    "RACY_WINDOW_NS",
     "CheckFinished",
     "CheckProgress",
     "DestinationExistsError",

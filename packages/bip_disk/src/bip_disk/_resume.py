@@ -317,6 +317,17 @@ class ResumeData:
         stat = self.files[file_index]
         return stat is not None and stat.mtime_ns + RACY_WINDOW_NS > self.saved_ns
 
+    def racy_until_ns(self) -> int | None:
+        """When the last racy file of the record stops being racy (its recorded mtime plus
+        :data:`RACY_WINDOW_NS`, nanoseconds since the epoch): a record saved again after
+        that trusts every file as it is then. None: no file is racy."""
+        ends = [
+            stat.mtime_ns + RACY_WINDOW_NS
+            for stat in self.files
+            if stat is not None and stat.mtime_ns + RACY_WINDOW_NS > self.saved_ns
+        ]
+        return max(ends, default=None)
+
 
 def have_flags(resume: ResumeData) -> bytes:
     """One byte per piece: 1 for those of ``resume.have``, 0 for the others.

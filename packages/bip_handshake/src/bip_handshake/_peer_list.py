@@ -994,15 +994,16 @@ class PeerList:
             window = itertools.islice(self._entries.values(), EVICTION_WINDOW)
             # Only entries less useful than the newcomer are looked at further: in a flood
             # that cannot get in (PEX into a list of tracker peers) that is none of them.
+            ranked = ((_uselessness(e), e) for e in window)
             worst = max(
                 (
-                    e
-                    for e in window
-                    if _uselessness(e) > newcomer and e.evictable and not self._protected(e)
+                    (rank, e)
+                    for rank, e in ranked
+                    if rank > newcomer and e.evictable and not self._protected(e)
                 ),
-                key=_uselessness,
-                default=None,
-            )
+                key=_first,
+                default=(None, None),
+            )[1]
         if worst is not None:
             self._delete(worst.address)
             self._evicted += 1
@@ -1086,6 +1087,11 @@ class PeerList:
         ][:over]
         for address in doomed:
             self._delete(address)
+
+
+def _first(pair: tuple[tuple[int, int, int], _Entry]) -> tuple[int, int, int]:
+    """The rank of a ``(rank, entry)`` pair (entries are not comparable)."""
+    return pair[0]
 
 
 def _uselessness(entry: _Entry) -> tuple[int, int, int]:

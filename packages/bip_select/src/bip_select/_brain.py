@@ -988,7 +988,7 @@ class SwarmBrain:
         state = self._peer(peer)
         if not _is_triple(block) or block[2] < 0:
             return []  # not a block at all: the client should have filtered it
-        block = Block(*block)  # a plain triple too: the picker reads its fields by name
+        block = _as_block(block)
         length = block[2]
         queues = self.queues
         queues.block_received(peer, length, now)
@@ -999,7 +999,7 @@ class SwarmBrain:
             self._sync_snub(peer, state, now, actions)
         picker = self.picker
         holder = picker.holder(block[0])
-        received = picker.block_received(peer, block, choking=self._choking_us)
+        received = picker.block_received(peer, block)
         if holder is not None and picker.holder(block[0]) is None:
             # The parole holder chokes us and nothing of the piece is asked of it any more:
             # the piece is everyone's again (the peers starved by its hold may take it).
@@ -1071,7 +1071,7 @@ class SwarmBrain:
         state = self._peer(peer)
         if not self.geometry.is_block(block):
             return []
-        block = Block(*block)  # a plain triple too: the picker reads its fields by name
+        block = _as_block(block)
         queues = self.queues
         requests = self.picker.requests
         actions: list[Action] = []
@@ -1093,7 +1093,7 @@ class SwarmBrain:
         actions: list[Action] = []
         if not self.geometry.is_block(block):
             return actions  # never asked of anyone (a malformed one is not even hashable)
-        block = Block(*block)  # a plain triple too: the picker reads its fields by name
+        block = _as_block(block)
         # A parole peer that unchokes us and rejects forfeits its piece for a while (one
         # rejecting everything would take it straight back at every refill); a choke's
         # rejects (BEP 6) only end the hold, as a choke without the fast extension does.
@@ -1119,7 +1119,7 @@ class SwarmBrain:
         actions: list[Action] = []
         if not self.geometry.is_block(event.block):
             return actions  # never asked of anyone (a malformed one is not even hashable)
-        block = Block(*event.block)  # a plain triple too: the picker reads its fields by name
+        block = _as_block(event.block)
         if self.queues.is_waiting(peer, block):
             return actions  # it arrived and waits for our disk: nothing is late
         if self.picker.block_timed_out(peer, block, now):
@@ -1494,6 +1494,13 @@ class SwarmBrain:
         for piece in self.deadlines():
             assert 0 <= piece < self.geometry.num_pieces
             assert not self.picker.requests.have(piece), piece
+
+
+def _as_block(block: Block) -> Block:
+    """A valid block input as a :class:`Block`: a plain ``(piece, begin, length)`` triple is
+    accepted as one, and the picker reads its fields by name (no copy of a Block, the usual
+    case: one per block received)."""
+    return block if type(block) is Block else Block(*block)
 
 
 def _is_triple(block: object) -> bool:

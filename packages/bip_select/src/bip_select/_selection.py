@@ -499,9 +499,10 @@ class PiecePicker:
         on parole...), for deadline decisions (:class:`SwarmBrain` sets it). ``None``: every
         peer that has the piece could."""
         self.chokes_us: Callable[[PeerKey], bool] | None = None
-        """``chokes_us(peer)``: whether ``peer`` chokes us (:class:`SwarmBrain` sets it), so
-        that one allowing a piece nothing fast is not counted as a peer to ask for it (the
-        parole rule of a forfeited piece). ``None``: none does."""
+        """``chokes_us(peer)``: whether ``peer`` chokes us (:class:`SwarmBrain` sets it), for
+        the parole rules: a holder that chokes us is not kept holding a piece nothing of
+        which is asked of it (:meth:`block_received`), nor counted, allowing the piece
+        nothing fast, as a peer to ask for a forfeited piece. ``None``: none does."""
 
     # -- wanted pieces and priorities --------------------------------------------------
 
@@ -677,20 +678,14 @@ class PiecePicker:
 
     # -- blocks ------------------------------------------------------------------------
 
-    def block_received(
-        self,
-        peer: PeerKey,
-        block: Block,
-        *,
-        choking: Callable[[PeerKey], bool] | None = None,
-    ) -> Received | None:
+    def block_received(self, peer: PeerKey, block: Block) -> Received | None:
         """A block arrived (see :meth:`RequestBook.receive`).
 
-        ``choking(holder)``: whether the parole peer holding the block's piece chokes us
-        (with the fast extension). Its hold then ends once nothing of the piece is asked
-        of it (this block was its last, or another peer's copy settled its request) and the
-        piece is not allowed fast, as at the choke itself (:meth:`peer_choked`): no reject
-        would ever end it, and no other peer could finish the piece.
+        When the parole peer holding the block's piece chokes us (:attr:`chokes_us`), its
+        hold ends once nothing of the piece is asked of it (this block was its last, or
+        another peer's copy settled its request) and the piece is not allowed fast, as at the
+        choke itself (:meth:`peer_choked`): no reject would ever end it, and no other peer
+        could finish the piece.
         """
         if not _is_piece(block.piece, self.geometry.num_pieces):
             return self.requests.receive(peer, block)  # not a block of ours: None
@@ -700,7 +695,8 @@ class PiecePicker:
             self._answered(peer, block)
         received = self.requests.receive(peer, block)
         holder = self._exclusive.get(block.piece)
-        if holder is not None and choking is not None and choking(holder):
+        chokes_us = self.chokes_us
+        if holder is not None and chokes_us is not None and chokes_us(holder):
             self._release_idle(holder, block.piece)
         return received
 
@@ -1062,31 +1058,15 @@ class PiecePicker:
             if owner is not None and owner != peer:
                 return False
             if exclusive and owner is None:
-                # Its request of it timed out or was rejected, and another peer could send
-                # it: not again (started or not: block_timed_out, block_rejected).
-                until = forfeited[piece].get(peer) if piece in forfeited else None
-                if until is not None:
-                    if now >= until:
-                        self._unforfeit(piece, peer)  # expired: the peer may try again
-                    elif availability.count(piece) > 1:
-                        return False
-                # Another parole peer stalled on it lately: it goes to a peer not on parole
-                # that could be asked for it now, if there is one (silent parole peers would
-                # otherwise pass it round for ever, each taking it at the last one's
-                # time-out); else to this one (a holder that chokes us must not strand it).
-                if (
-                    piece in forfeited
-                    and self._forfeited_by_another(piece, peer, now)
-                    and (on_parole is None or self._askable_elsewhere(piece, peer, on_parole, now))
-                ):
+                forfeits = forfeited.get(piece)
+                until = forfeits.get(peer) if forfeits is not None else None
+                if until is not None and now >= until:
+                    self._unforfeit(piece, peer)  # expired: the peer may try again
+                verdict = self._parole_verdict(peer, piece, now, on_parole)
+                if verdict is False:
                     return False
-                # Another peer's data in it, or asked of another: not the parole peer's,
-                # unless only parole peers are left to finish it (see ``on_parole``): the
-                # cheap tests here, the count in ``take``, for the pieces the pick reaches.
-                if requests.is_started(piece) and requests.worked_on_by_others(piece, peer):
-                    if on_parole is None or not self._maybe_stranded(piece, peer, on_parole):
-                        return False
-                    unsure.add(piece)
+                if verdict is None:
+                    unsure.add(piece)  # the count in ``take``, for the pieces the pick reaches
             when = strategy.deadline(piece)
             if when is None:
                 return True
@@ -1211,21 +1191,36 @@ class PiecePicker:
         owner = self._exclusive.get(piece)
         if owner is not None:
             return owner == peer
+        verdict = self._parole_verdict(peer, piece, now, on_parole)
+        return self._stranded(piece, peer, on_parole) if verdict is None else verdict
+
+    def _parole_verdict(
+        self, peer: PeerKey, piece: int, now: float, on_parole: AbstractSet[PeerKey] | None
+    ) -> bool | None:
+        """The parole rules for ``peer`` and ``piece``, no other peer holding it (one place
+        for :meth:`pick`'s ``usable`` and :meth:`parole_may_take`): False if it may not take
+        it, True if it may, None if only when stranded (``_stranded``, the costly half, says).
+
+        Its own forfeit (its request of it timed out or was rejected) bars it while another
+        peer could send the piece; another parole peer's forfeit bars it while a peer not on
+        parole could be asked for it now (silent parole peers would otherwise pass it round
+        for ever, each taking it at the last one's time-out; a holder that chokes us must not
+        strand it); another peer's data in it, or a request of it to another, bars it unless
+        only parole peers are left to finish it. Changes nothing."""
         forfeits = self._forfeited.get(piece)
-        until = forfeits.get(peer) if forfeits is not None else None
-        if until is not None and now < until and self.availability.count(piece) > 1:
-            return False
+        if forfeits is not None:
+            until = forfeits.get(peer)
+            if until is not None and now < until and self.availability.count(piece) > 1:
+                return False
+            if self._forfeited_by_another(piece, peer, now) and (
+                on_parole is None or self._askable_elsewhere(piece, peer, on_parole, now)
+            ):
+                return False
         requests = self.requests
-        if (
-            forfeits is not None
-            and self._forfeited_by_another(piece, peer, now)
-            and self._askable_elsewhere(piece, peer, on_parole, now)
-        ):
-            return False
         if requests.is_started(piece) and requests.worked_on_by_others(piece, peer):
-            return self._maybe_stranded(piece, peer, on_parole) and self._stranded(
-                piece, peer, on_parole
-            )
+            if on_parole is None or not self._maybe_stranded(piece, peer, on_parole):
+                return False
+            return None
         return True
 
     def _forfeited_by_another(self, piece: int, peer: PeerKey, now: float) -> bool:

@@ -675,7 +675,7 @@ class _Entry:
         answered = status.last_error is None
         self.outcomes[status.family] = answered
         if answered:
-            if self.order and self.order[0] != self.url and self.url in self.order:
+            if self.url in self.order[1:]:
                 self.order.remove(self.url)
                 self.order.insert(0, self.url)
         elif len(self.outcomes) == len(self.announcers) and not any(self.outcomes.values()):
@@ -703,10 +703,8 @@ async def _next_of_tier(order: Sequence[str], entries: dict[str, _Entry]) -> _En
             entry = entries.get(url)
             if entry is not None and entry.retry_at <= now:
                 return entry
-        soonest = min(entry.retry_at for entry in entries.values())
-        if math.isinf(soonest):
-            await trio.sleep_forever()
-        await trio.sleep_until(soonest)
+        # math.inf (every tracker gave up) sleeps for ever.
+        await trio.sleep_until(min(entry.retry_at for entry in entries.values()))
 
 
 def _log_failure(status: AnnouncerStatus, families: Sequence[Announcer]) -> None:

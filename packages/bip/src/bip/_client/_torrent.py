@@ -85,6 +85,7 @@ from typing import Final, TypeAlias, TypeVar
 import trio
 
 from bip_disk import (
+    RACY_WINDOW_NS,
     DiskError,
     DiskManager,
     FileSystem,
@@ -190,9 +191,6 @@ _T = TypeVar("_T")
 _FileChoice: TypeAlias = frozenset[int] | tuple[int, ...] | None
 
 _RATE_WINDOW: Final = 5.0
-# bip_disk's RACY_WINDOW_NS (FAT's mtime granularity): a file written this close to a resume
-# record's date is racy, and the next start hashes its pieces the record does not list.
-_RACY_WINDOW_NS: Final = 2_000_000_000
 # The clean stop's saves after the last one (_settle_resume): each waits the window at most.
 _SETTLE_SAVES: Final = 2
 REASON_BAD_REQUEST: Final = "request outside its piece"
@@ -1871,12 +1869,8 @@ class Torrent:
             # Checked first, from the record alone: only a piece the record lacks is hashed
             # for a racy file (a seed's never is), and stat'ing every file (pieces_to_hash)
             # is the close's cost for a torrent of many files.
-            racy = [
-                stat.mtime_ns + _RACY_WINDOW_NS
-                for index, stat in enumerate(record.files)
-                if stat is not None and record.is_racy(index)
-            ]
-            if not racy or len(record.have) >= info.num_pieces:
+            racy_until = record.racy_until_ns()
+            if racy_until is None or len(record.have) >= info.num_pieces:
                 return
             try:
                 if not await self._disk.pieces_to_hash(info, filesystem, resume_data=data):
@@ -1884,7 +1878,7 @@ class Torrent:
             except DiskError as error:  # the disk closing, a stat's fault: as saved
                 logger.debug("%s: resume data not settled: %s", self._name, error)
                 return
-            wait = min(max(racy) - time.time_ns(), _RACY_WINDOW_NS)
+            wait = min(racy_until - time.time_ns(), RACY_WINDOW_NS)
             if wait > 0:
                 await trio.sleep(wait / 1e9)
             data = await self._save_resume(sync=True)
