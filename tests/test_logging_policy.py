@@ -12,12 +12,14 @@ from __future__ import annotations
 import ast
 import importlib
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 PACKAGES = Path(__file__).resolve().parent.parent / "packages"
+DOCS = PACKAGES.parent / "docs" / "logging.md"
 LIBRARIES = sorted(path.name for path in PACKAGES.glob("bip_*") if (path / "src").is_dir())
 
 
@@ -91,3 +93,22 @@ def test_a_library_that_logs_has_a_null_handler(library: str) -> None:
     importlib.import_module(library)
     handlers = logging.getLogger(library).handlers
     assert any(isinstance(handler, logging.NullHandler) for handler in handlers)
+
+
+def test_every_logger_is_in_the_docs_table() -> None:
+    """docs/logging.md's table names every logger a library uses (bar the top ones, which
+    only hold the NullHandler), so an application knows what to configure."""
+    table = set(re.findall(r"^\| `([a-z_.]+)` \|", DOCS.read_text(encoding="utf-8"), re.MULTILINE))
+    used = {
+        call.args[0].value
+        for library in LIBRARIES
+        for _, tree in _modules(library)
+        for call in _calls(tree)
+        if _called_name(call) == "getLogger"
+        and call.args
+        and isinstance(call.args[0], ast.Constant)
+        and isinstance(call.args[0].value, str)
+        and "." in call.args[0].value
+    }
+    assert sorted(used - table) == []
+    assert sorted(table - used) == []

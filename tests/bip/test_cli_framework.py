@@ -17,7 +17,14 @@ from bip import _cli
 from bip._errors import CLIError, describe, exit_code_for, find_expected
 from bip._humanize import format_duration, format_rate, format_size, parse_size
 from bip._progress import ProgressBar, render_line
-from bip_metainfo import MetainfoError, MetainfoErrorKind
+from bip_metainfo import (
+    CreateError,
+    HashRequestError,
+    InfoHashError,
+    MetainfoBaseError,
+    MetainfoError,
+    MetainfoErrorKind,
+)
 from bip_utracker import TrackerTimeoutError
 
 
@@ -319,3 +326,20 @@ def test_logging_level_follows_the_flags(
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
     assert seen == [level]
+
+
+@pytest.mark.parametrize(
+    ("error", "label"),
+    [
+        (InfoHashError("not hex"), "bad info-hash: not hex"),
+        (CreateError("no files"), "cannot create the torrent: no files"),
+        (HashRequestError("bad index"), "bad hash request: bad index"),
+        (MetainfoBaseError("bitfield too long"), "bad input: bitfield too long"),
+        (MetainfoError(MetainfoErrorKind.MISSING_INFO, "no info"), "bad torrent: no info"),
+    ],
+)
+def test_every_metainfo_error_is_expected_and_labelled(error: Exception, label: str) -> None:
+    """Every error bad input makes bip_metainfo raise (its base, MetainfoBaseError) is a
+    one-line failure with its own label, never a traceback (review of the base-class mend)."""
+    assert find_expected(error) is error
+    assert describe(error).startswith(label)

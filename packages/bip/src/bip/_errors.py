@@ -15,7 +15,15 @@ from bip_bencode import BencodeError
 from bip_dht import DHTError
 from bip_disk import DiskError
 from bip_handshake import CompactError, HandshakeError, PeerIdError
-from bip_metainfo import CreateCancelled, MagnetError, MetainfoError
+from bip_metainfo import (
+    CreateCancelled,
+    CreateError,
+    HashRequestError,
+    InfoHashError,
+    MagnetError,
+    MetainfoBaseError,
+    MetainfoError,
+)
 from bip_peer import PeerError
 from bip_select import SelectError
 from bip_utracker import TrackerError
@@ -65,8 +73,7 @@ class CLIError(Exception):
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     CLIError,
     BencodeError,
-    MetainfoError,
-    MagnetError,
+    MetainfoBaseError,
     CreateCancelled,
     DiskError,
     HandshakeError,
@@ -165,11 +172,16 @@ _LABELS: dict[type[BaseException], str] = {
     BencodeError: "bad bencoded data",
     MetainfoError: "bad torrent",
     MagnetError: "bad magnet link",
+    InfoHashError: "bad info-hash",
+    CreateError: "cannot create the torrent",
+    HashRequestError: "bad hash request",
+    MetainfoBaseError: "bad input",  # after its subclasses: the first class that matches names it
     CreateCancelled: "creation cancelled",
     DiskError: "storage",
-    HandshakeError: "handshake",
+    # Before HandshakeError, which they derive from: the first class that matches names it.
     CompactError: "bad compact address",
     PeerIdError: "bad peer id",
+    HandshakeError: "handshake",
     PeerError: "peer",
     SelectError: "piece selection",
     DHTError: "DHT",

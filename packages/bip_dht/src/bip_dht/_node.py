@@ -78,7 +78,9 @@ Decisions, the way libtorrent's node / rpc_manager / dht_tracker make them:
   dropped. IPv4-mapped IPv6 sources count as IPv4.
 - Bounds: ``max_outstanding`` transactions (lookups wait for room); ``max_lookups``
   lookup-based operations at once, ``max_queued`` more of the caller's waiting, beyond which
-  an operation ends at once with its Finished event (``refused``); ``max_events`` queued
+  an operation ends at once with its Finished event (``refused=True``, and counted in
+  ``refused``); :meth:`DHTNode.add_node`'s pings wait (at most ``max_queued``, each address
+  once) while fewer than half the transaction slots are free; ``max_events`` queued
   events (progress events are dropped past it, Finished events never); ``max_outbox``
   datagrams waiting to be sent. The stores have their own caps (:class:`~bip_dht.DHTConfig`).
 
@@ -89,6 +91,7 @@ the saved state :mod:`._node_state`, the statistics :mod:`._stats`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections import Counter, deque
@@ -116,7 +119,14 @@ from ._krpc import (
 from ._krpc_quote import quoted_krpc
 from ._lookup import Lookup, LookupKind
 from ._node_config import DHTConfig
-from ._node_events import DHTEvent, NodeIdChanged
+from ._node_events import (
+    AnnounceFinished,
+    DHTEvent,
+    LookupFinished,
+    NodeIdChanged,
+    PingFinished,
+    PutFinished,
+)
 from ._node_id import NodeId, is_bep42_exempt
 from ._node_ops import (
     AnnounceOp,
@@ -162,6 +172,9 @@ _CHARGED_ERRORS = frozenset({b"ping", b"find_node", b"get_peers"})
 # per timer rather than per query. What peers send in is counted (statistics()), not logged.
 _log = logging.getLogger("bip_dht.node")
 _DEBUG = logging.DEBUG
+
+# The events that end an operation: each says whether the node refused to start it.
+_FINISHED = (PingFinished, LookupFinished, AnnounceFinished, PutFinished)
 _IPV4_ONLY: tuple[Family, ...] = (4,)
 
 MIN_ID_CHANGE_INTERVAL = 300.0
@@ -338,7 +351,10 @@ class DHTNode:
         self._queue: deque[Operation] = deque()
         self._events: deque[DHTEvent] = deque()
         self._outbox: list[tuple[bytes, PeerAddress]] = []
+        # add_node's addresses waiting to be pinged, and the same as a set: an address asked
+        # for again while it waits is not queued twice (a peer's PORT messages repeat)
         self._pending_pings: deque[PeerAddress] = deque()
+        self._pending_ping_set: set[PeerAddress] = set()
         # operations to ask for queries at the next pump (see _pump), and whether one went
         # short of transaction slots
         self._dirty: set[int] = set()
@@ -706,13 +722,33 @@ class DHTNode:
     def add_node(self, address: PeerAddress, now: float) -> None:
         """Ping *address* in the background: if it answers, it joins the routing table (as
         libtorrent's add_node). No event; dropped when the ping queue is full or the IP
-        filter blocks *address*."""
+        filter blocks *address*, and when there is nothing to learn: *address* already waits
+        for its ping, a query to it awaits an answer, or it is a good node of the table.
+
+        These pings take at most half of the ``max_outstanding`` transaction slots (they
+        wait while fewer are free), so lookups always keep slots: the addresses come from
+        peers (BEP 5's PORT message), and a silent one holds its slot ``query_timeout``.
+        """
         address = self._sendable(address)
         if self._filtered(address):
             self._counts["filtered_ip"] += 1
-        elif len(self._pending_pings) < max(self._config.max_queued, 1):
+        elif (
+            address not in self._pending_ping_set
+            and not self._transactions.outstanding_to(address)
+            and len(self._pending_pings) < max(self._config.max_queued, 1)
+            and not self._holds_good(address, now)
+        ):
             self._pending_pings.append(address)
+            self._pending_ping_set.add(address)
         self._pump(now)
+
+    def _holds_good(self, address: PeerAddress, now: float) -> bool:
+        """Whether a good node of *address*'s table is at *address* (a walk of the table,
+        asked last: the checks before it are cheap)."""
+        return any(
+            entry.state is NodeState.GOOD and entry.node.address == address
+            for entry in self._tables[address.family].entries(now)
+        )
 
     def bootstrap(self, addresses: Iterable[PeerAddress], now: float) -> int:
         """Join the DHT through *addresses* (ids unknown) and the nodes already known.
@@ -907,7 +943,7 @@ class DHTNode:
             self._counts["refused"] += 1
             _log.debug("DHT operation %d refused: %d pings already wait", op.id, others)
             op.cancel()
-            self._finish(op)
+            self._finish(op, refused=True)
         elif not op.uses_lookup_slot or self._lookups_running() < config.max_lookups:
             self._running[op.id] = op
             self._dirty.add(op.id)
@@ -923,17 +959,22 @@ class DHTNode:
                 len(self._queue),
             )
             op.cancel()
-            self._finish(op)
+            self._finish(op, refused=True)
         self._pump(now)
         return op.id
 
-    def _finish(self, op: Operation) -> None:
+    def _finish(self, op: Operation, *, refused: bool = False) -> None:
         if isinstance(op, BootstrapOp):
             self._bootstrap_ops.discard(op.id)
             # just joined: refresh the buckets at once (libtorrent's bootstrap does too)
             self._next_tick = min(self._next_tick, self._stats_now)
         if not op.internal:
-            self._events.append(op.finished())
+            event = op.finished()
+            if refused:
+                # a refused operation never ran: its caller may try again soon
+                assert isinstance(event, _FINISHED)  # every operation's ends with one
+                event = dataclasses.replace(event, refused=True)
+            self._events.append(event)
 
     def _pump(self, now: float) -> None:
         """Let the operations that may want to send (the *dirty* ones: started, answered,
@@ -1002,8 +1043,13 @@ class DHTNode:
         self._open(node.address, node.node_id, 0, build, now)
 
     def _flush_pings(self, now: float) -> None:
-        while self._pending_pings and self._transactions.free > 0:
+        # Only while more than half the slots are free: add_node's pings (addresses peers
+        # name, which may never answer) must not take the slots lookups need. libtorrent's
+        # rpc_manager has no shared cap, so its pings cannot starve its lookups either.
+        reserve = self._config.max_outstanding // 2
+        while self._pending_pings and self._transactions.free > reserve:
             address = self._pending_pings.popleft()
+            self._pending_ping_set.discard(address)
             self._open(address, None, 0, self._ping_builder(), now)
 
     def _ping_builder(self) -> Callable[[bytes], Query]:

@@ -3,13 +3,16 @@
 Every operation the caller starts on :class:`~bip_dht._node.DHTNode` (ping, bootstrap,
 find_node, get_peers, announce, get, put, sample_infohashes) returns an operation id and ends
 with exactly one *Finished* event carrying that id, whether it succeeded, failed, was refused
-for lack of room, or was cancelled: the caller never waits forever. Lookups that find things
+for lack of room, or was cancelled: the caller never waits forever. A refused one (every
+lookup slot taken and ``max_queued`` operations already waiting, or too many pings waiting)
+says so with ``refused=True``: it never ran, and is worth trying again soon, where one that
+ran and found nothing is not. Lookups that find things
 report them as they arrive (:class:`PeersFound`, :class:`SamplesFound`), so a client can dial
 the first peers while the lookup goes on. :class:`NodeIdChanged` (operation 0) is the node's
 own news: BEP 42 gave it a new id.
 
 >>> PingFinished(operation=1, node=None)
-PingFinished(operation=1, node=None)
+PingFinished(operation=1, node=None, refused=False)
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ class PingFinished(DHTEvent):
     cancelled)."""
 
     node: NodeInfo | None
+    refused: bool = False
+    """The node refused to start the operation (see the module docstring): it never ran."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,8 @@ class LookupFinished(DHTEvent):
     result: LookupResult
     seeds_estimate: float | None = None
     peers_estimate: float | None = None
+    refused: bool = False
+    """The node refused to start the operation (see the module docstring): it never ran."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,8 @@ class AnnounceFinished(DHTEvent):
     info_hash: bytes
     announced_to: int
     result: LookupResult
+    refused: bool = False
+    """The node refused to start the operation (see the module docstring): it never ran."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +112,8 @@ class PutFinished(DHTEvent):
     stored_at: int
     errors: tuple[tuple[NodeInfo, int], ...]
     result: LookupResult
+    refused: bool = False
+    """The node refused to start the operation (see the module docstring): it never ran."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

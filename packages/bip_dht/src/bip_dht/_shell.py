@@ -156,6 +156,14 @@ elsewhere."""
 # every one): the driver and the other tasks run at least this often under a flood.
 _READ_BATCH = 64
 
+# Seconds between two refusals of the core (DHTNode: every lookup slot taken and max_queued
+# operations waiting) past which the second starts a new burst: a WARNING per burst, not per
+# refusal (a session resuming hundreds of torrents has hundreds refused at once).
+_REFUSALS_APART = 60.0
+
+# The Finished events, which say whether the core refused their operation.
+_FINISHED = (PingFinished, LookupFinished, AnnounceFinished, PutFinished)
+
 # The DHT node's logger, shared with the sans-IO core (which logs only DEBUG detail): the
 # shell logs what a user of one running node wants to see, a handful of records per hour.
 _log = logging.getLogger("bip_dht.node")
@@ -367,6 +375,7 @@ class DHT:
         self._kick = trio.Event()
         self._send_errors = 0
         self._bootstrap_failing = False  # the last bootstrap found nobody: warned already
+        self._last_refusal: float | None = None  # when the core last refused an operation
         self._closed = False
         self._cancelled: set[int] = set()  # operations we cancelled: their end is no news
 
@@ -627,7 +636,10 @@ class DHT:
         ``announce_peer`` to the closest nodes, so a single walk per round). The peers found
         go to the DHT's peer sink as they arrive, and to *sink* too if given (source
         ``"dht"``). A round ends when its lookup does (lookups are bounded by the node's
-        query timeouts and limits); cancelling cancels the round's operation.
+        query timeouts and limits); cancelling cancels the round's operation. The rounds of
+        every call on this DHT start at least 0.1 s apart, and a round the node refused
+        (every lookup slot taken, ``max_queued`` more waiting: ``refused`` on its Finished
+        event) is tried again after about 5 s, doubling up to 120 s (or *interval*).
 
         Args:
             info_hash: the swarm (for an :class:`~bip_metainfo.InfoHash`, its v1 hash, or the
@@ -985,6 +997,21 @@ class DHT:
                 waiter.finished = event
             waiter.wake()
 
+    def _log_refused(self) -> None:
+        """A refused operation: a WARNING for the first of a burst (refusals less than
+        ``_REFUSALS_APART`` seconds apart), DEBUG for the others (hundreds may come at once)."""
+        now = trio.current_time()
+        last, self._last_refusal = self._last_refusal, now
+        first = last is None or now - last >= _REFUSALS_APART
+        config = self._node.config
+        _log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "DHT busy: operations refused (%d lookups run and %d wait at most); "
+            "keep_finding rounds try again shortly",
+            config.max_lookups,
+            config.max_queued,
+        )
+
     def _log_finished(self, event: DHTEvent) -> None:
         """Log the end of an operation (or the node's own news) at the level it deserves."""
         if isinstance(event, NodeIdChanged):
@@ -997,6 +1024,9 @@ class DHT:
         if event.operation in self._cancelled:
             self._cancelled.discard(event.operation)
             _log.debug("DHT operation %d cancelled", event.operation)
+            return
+        if isinstance(event, _FINISHED) and event.refused:
+            self._log_refused()
             return
         if isinstance(event, LookupFinished) and event.kind == "bootstrap":
             size = self._node.statistics().table_size

@@ -38,6 +38,7 @@ from bip_metainfo import InfoHash
 
 from ._errors import DHTError, LocalProtocolError
 from ._node import DHTNode
+from ._node_events import AnnounceFinished, LookupFinished
 from ._routing import NodeState
 
 if TYPE_CHECKING:
@@ -50,6 +51,16 @@ _log = logging.getLogger("bip_dht.node")
 DEFAULT_FIND_INTERVAL: Final = 900.0
 """Seconds between two rounds of :meth:`DHT.keep_finding` (libtorrent's 15 minutes)."""
 _JOIN_RETRY: Final = 10.0  # first wait after a bootstrap that reached nobody; doubled
+_REFUSED_RETRY: Final = 5.0
+"""Seconds (jittered by half either way) before a round the node refused is tried again;
+doubled while refused, up to :data:`_REFUSED_RETRY_MAX` (and the round's interval)."""
+_REFUSED_RETRY_MAX: Final = 120.0
+_ROUND_SPACING: Final = 0.1
+"""Seconds at least between two rounds' starts on one DHT, whatever their torrents: a session
+resuming hundreds of torrents starts their lookups over a while rather than at once (past the
+node's ``max_lookups`` running and ``max_queued`` waiting, the rest are refused), and their
+later rounds stay spread. libtorrent spreads its torrents' announces one per tick the same
+way (``dht_announce_interval``)."""
 
 
 class _Join:
@@ -66,6 +77,19 @@ class _Join:
 
 # The join under way per DHT, if any (weak: a DHT dropped takes its entry along).
 _joins: weakref.WeakKeyDictionary[DHT, _Join] = weakref.WeakKeyDictionary()
+# The earliest time the next round may start per DHT (_ROUND_SPACING; weak, as _joins).
+_next_turns: weakref.WeakKeyDictionary[DHT, float] = weakref.WeakKeyDictionary()
+
+
+async def _wait_for_turn(dht: DHT) -> None:
+    """Wait for this round's turn to start: the rounds of every torrent on *dht* start at
+    least :data:`_ROUND_SPACING` apart, in the order they asked (a turn taken by a round
+    cancelled while it waited is simply not used)."""
+    now = trio.current_time()
+    turn = max(now, _next_turns.get(dht, now))
+    _next_turns[dht] = turn + _ROUND_SPACING
+    if turn > now:
+        await trio.sleep_until(turn)
 
 
 async def keep_finding(
@@ -106,6 +130,7 @@ async def keep_finding(
     else:
         start = lambda node, now: node.get_peers(raw, now)  # noqa: E731
     retry = min(_JOIN_RETRY, interval)
+    refused_retry = min(_REFUSED_RETRY, interval)
     while True:
         if not await join_if_needed(dht, timeout=interval):
             # Nobody answered (the shell logs a warning): try again, less and less often.
@@ -114,6 +139,7 @@ async def keep_finding(
             retry = min(retry * 2, interval)
             continue
         retry = min(_JOIN_RETRY, interval)
+        await _wait_for_turn(dht)
         waiter = _Waiter()
         operation = dht._begin(start, waiter)
         try:
@@ -130,6 +156,16 @@ async def keep_finding(
         finally:
             if waiter.finished is None:
                 dht._cancel(operation)
+        finished = waiter.finished
+        if isinstance(finished, LookupFinished | AnnounceFinished) and finished.refused:
+            # Never ran (every lookup slot taken, max_queued waiting): no round done, so
+            # not the whole interval before the next. Jittered, so that the rounds refused
+            # together do not come back together.
+            delay = refused_retry * dht._rng.uniform(0.5, 1.5)
+            refused_retry = min(refused_retry * 2, _REFUSED_RETRY_MAX, interval)
+            await trio.sleep(delay)
+            continue
+        refused_retry = min(_REFUSED_RETRY, interval)
         await trio.sleep(interval)
 
 

@@ -35,7 +35,7 @@ from ._dialers import (
     Transport,
 )
 from ._errors import HandshakeError, LocalProtocolError, RemoteProtocolError
-from ._extensions import Extensions
+from ._extensions import Extensions, ExtensionsError
 from ._external import (
     DEFAULT_EXTERNAL_MAX_CANDIDATES,
     DEFAULT_EXTERNAL_MAX_VOTERS,
@@ -230,6 +230,7 @@ from ._socks_shell import (
     DEFAULT_PROXY_PORT,
     DEFAULT_SOCKS_TIMEOUT,
     ProxyConfig,
+    ProxyConfigError,
     SocksDialer,
     SocksDialerStatistics,
     open_socks5_stream,
@@ -447,6 +448,7 @@ __all__ = [
     "EncryptionMethod",
     "EncryptionPolicy",
     "Extensions",
+    "ExtensionsError",
     "ExternalAddressRequest",
     "ExternalAddressResponse",
     "ExternalIPStatistics",
@@ -530,6 +532,7 @@ __all__ = [
     "PortMapping",
     "PortMappingEvent",
     "ProxyConfig",
+    "ProxyConfigError",
     "RemoteProtocolError",
     "Role",
     "SkeyTable",

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Final, Literal
 
+from ._errors import HandshakeError
+
 __all__ = [
     "DEFAULT_COMPACT_LIMIT",
     "CompactError",
@@ -65,8 +67,10 @@ Family = Literal[4, 6]
 """An address family: 4 for IPv4, 6 for IPv6."""
 
 
-class CompactError(ValueError):
+class CompactError(HandshakeError, ValueError):
     """Compact peer or node data (or an address given to encode) is malformed.
+
+    A :class:`ValueError` too, as it always was.
 
     >>> PeerAddress.from_compact(b"12345")
     Traceback (most recent call last):

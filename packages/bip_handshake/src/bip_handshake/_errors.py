@@ -17,11 +17,17 @@ __all__ = ["HandshakeError", "LocalProtocolError", "RemoteProtocolError"]
 
 
 class HandshakeError(Exception):
-    """Base class of the protocol errors raised by bip_handshake.
+    """Base class of every error bad input can make bip_handshake raise.
 
-    Not a :class:`ValueError`: a protocol error is a failed conversation, not a
-    bad argument. Arguments of the wrong type or size still raise the built-in
-    :class:`TypeError` / :class:`ValueError`.
+    The protocol errors derive from it, and so does each error about malformed data
+    (:class:`~bip_handshake.CompactError`, :class:`~bip_handshake.PeerIdError`,
+    :class:`~bip_handshake.ExtensionsError`, :class:`~bip_handshake.IPFilterError`,
+    :class:`~bip_handshake.ProxyConfigError`, which are :class:`ValueError` s too).
+    Not itself a :class:`ValueError`: a protocol error is a failed conversation, not a
+    bad argument. Arguments the program got wrong (a type, a negative timeout) still
+    raise the built-in :class:`TypeError` / :class:`ValueError`;
+    :class:`~bip_handshake.LsdUnavailableError` is an :class:`OSError` of the system's,
+    not one of these.
 
     >>> issubclass(RemoteProtocolError, HandshakeError)
     True

@@ -6,10 +6,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
-__all__ = ["Extensions"]
+from ._errors import HandshakeError
+
+__all__ = ["Extensions", "ExtensionsError"]
 
 _SIZE = 8
 _MASK = (1 << (8 * _SIZE)) - 1
+
+
+class ExtensionsError(HandshakeError, ValueError):
+    """Reserved bytes that are not 8 bytes (or 16 hex digits), or a value beyond 8 bytes.
+
+    A :class:`ValueError` too, as it always was.
+
+    >>> Extensions.from_hex("00")
+    Traceback (most recent call last):
+    ...
+    bip_handshake._extensions.ExtensionsError: reserved bytes must be 8 bytes long, not 1
+    """
 
 
 def _bit(byte: int, mask: int) -> int:
@@ -75,7 +89,7 @@ class Extensions:
         if type(self.value) is not int:
             raise TypeError(f"Extensions value must be an int, not {self.value!r}")
         if not 0 <= self.value <= _MASK:
-            raise ValueError(f"Extensions value must fit in 8 bytes, not {self.value:#x}")
+            raise ExtensionsError(f"Extensions value must fit in 8 bytes, not {self.value:#x}")
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> Extensions:
@@ -85,11 +99,11 @@ class Extensions:
         Extensions(0x0000000000000001: DHT)
 
         Raises:
-            ValueError: ``data`` is not exactly 8 bytes long.
+            ExtensionsError: ``data`` is not exactly 8 bytes long.
         """
         raw = bytes(data)
         if len(raw) != _SIZE:
-            raise ValueError(f"reserved bytes must be {_SIZE} bytes long, not {len(raw)}")
+            raise ExtensionsError(f"reserved bytes must be {_SIZE} bytes long, not {len(raw)}")
         return cls(int.from_bytes(raw, "big"))
 
     @classmethod
@@ -100,9 +114,13 @@ class Extensions:
         Extensions(0x0000000000100004: EXTENSION_PROTOCOL|FAST)
 
         Raises:
-            ValueError: ``text`` is not 16 hex digits.
+            ExtensionsError: ``text`` is not 16 hex digits.
         """
-        return cls.from_bytes(bytes.fromhex(text))
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raise ExtensionsError(f"reserved bytes are 16 hex digits, not {text[:40]!r}") from None
+        return cls.from_bytes(raw)
 
     def to_bytes(self) -> bytes:
         """The 8 reserved bytes for a handshake."""

@@ -35,6 +35,7 @@ from ipaddress import AddressValueError, IPv4Address, IPv6Address
 from typing import Final, Literal
 
 from ._compact import PeerAddress
+from ._errors import HandshakeError
 
 __all__ = [
     "DEFAULT_MAX_FILTER_LINE",
@@ -69,8 +70,10 @@ _LINE_END: Final = re.compile(r"\r\n|\r|\n")
 _V6_MAX: Final = (1 << 128) - 1
 
 
-class IPFilterError(ValueError):
+class IPFilterError(HandshakeError, ValueError):
     """A blocklist is malformed, or a filter was built from bad ranges.
+
+    A :class:`ValueError` too, as it always was.
 
     Attributes:
         line: the 1-based line number of the malformed line, or ``None`` when no line

@@ -88,6 +88,7 @@ class LsdUnavailableError(OSError):
     """The LSD socket could not be set up: no multicast route, the interface unknown, the
     port taken... Its ``errno`` and ``strerror`` are the system's; ``__cause__`` is the
     original :class:`OSError`. LSD is an optional peer source: log it and go on without.
+    Not a :class:`~bip_handshake.HandshakeError`: the system refused, not the input.
     """
 
 

@@ -23,6 +23,8 @@ import string
 from dataclasses import dataclass
 from random import Random
 
+from ._errors import HandshakeError
+
 __all__ = ["DEFAULT_PEER_ID_PREFIX", "ClientInfo", "PeerId", "PeerIdError", "azureus_prefix"]
 
 PEER_ID_LENGTH = 20
@@ -32,8 +34,10 @@ _SHADOW_DIGITS = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _PRINTABLE = frozenset(range(0x21, 0x7F))
 
 
-class PeerIdError(ValueError):
+class PeerIdError(HandshakeError, ValueError):
     """A peer id (or a prefix for one) is malformed.
+
+    A :class:`ValueError` too, as it always was.
 
     >>> PeerId(b"too short")
     Traceback (most recent call last):

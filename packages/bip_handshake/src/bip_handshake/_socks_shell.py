@@ -48,6 +48,7 @@ from urllib.parse import quote, unquote, urlsplit
 import trio
 
 from ._compact import PeerAddress
+from ._errors import HandshakeError
 from ._socks import Socks5Client, SocksError, SocksProtocolError, SocksReplyError, _field
 from ._tcp_from import (
     _MAX_ANSWERS,
@@ -64,6 +65,7 @@ __all__ = [
     "DEFAULT_PROXY_PORT",
     "DEFAULT_SOCKS_TIMEOUT",
     "ProxyConfig",
+    "ProxyConfigError",
     "SocksDialer",
     "SocksDialerStatistics",
     "open_socks5_stream",
@@ -93,6 +95,13 @@ _GAI_ERRNOS: Final[dict[int, int]] = {
 """getaddrinfo's failure codes (``EAI_*``, not errnos) that have an errno of their own."""
 
 
+class ProxyConfigError(HandshakeError, ValueError):
+    """A proxy URL or :class:`ProxyConfig` that names no usable SOCKS5 proxy.
+
+    A :class:`ValueError` too, as it always was. Its message never shows the password.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class ProxyConfig:
     """A SOCKS5 proxy: where it is, our credentials, and who resolves host names.
@@ -114,7 +123,7 @@ class ProxyConfig:
             they are resolved here and the proxy is given an address.
 
     Raises:
-        ValueError: no host, a host name IDNA cannot encode (an empty label, as in ``a..b``,
+        ProxyConfigError: no host, a host name IDNA cannot encode (an empty label, as in ``a..b``,
             or one longer than 63 characters), a port outside 1..65535, a username without a
             password (or the reverse), or either empty or longer than 255 bytes in UTF-8.
     """
@@ -128,7 +137,9 @@ class ProxyConfig:
     def __post_init__(self) -> None:
         """Refuse what cannot be sent to a proxy."""
         if not isinstance(self.host, str) or not self.host or len(self.host) > 255:
-            raise ValueError(f"a proxy host is a non-empty name or address, not {self.host!r:.80}")
+            raise ProxyConfigError(
+                f"a proxy host is a non-empty name or address, not {self.host!r:.80}"
+            )
         if _literal(self.host) is None:
             # trio's getaddrinfo first tries the name with Python's IDNA codec: one it
             # cannot encode (an empty or too long label) could never be resolved, refused
@@ -137,19 +148,22 @@ class ProxyConfig:
             try:
                 self.host.encode("idna")
             except UnicodeError as error:
-                raise ValueError(
+                raise ProxyConfigError(
                     f"a proxy host is an IP address or a name Python's IDNA codec can encode, "
                     f"not {self.host!r:.80} ({error})"
                 ) from None
         port = self.port
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 0xFFFF:
-            raise ValueError(f"a proxy port is 1..65535, not {port!r}")
+            raise ProxyConfigError(f"a proxy port is 1..65535, not {port!r}")
         if (self.username is None) != (self.password is None):
-            raise ValueError("proxy credentials need both a username and a password")
-        if self.username is not None:
-            _field("username", self.username)
-        if self.password is not None:
-            _field("password", self.password)
+            raise ProxyConfigError("proxy credentials need both a username and a password")
+        try:
+            if self.username is not None:
+                _field("username", self.username)
+            if self.password is not None:
+                _field("password", self.password)
+        except ValueError as error:  # too long or empty: the message gives the length alone
+            raise ProxyConfigError(str(error)) from None
         if not isinstance(self.remote_dns, bool):
             raise TypeError(f"remote_dns is a bool, not {self.remote_dns!r}")
 
@@ -178,10 +192,10 @@ def parse_proxy_url(url: str) -> ProxyConfig:
     >>> parse_proxy_url("http://127.0.0.1:3128")
     Traceback (most recent call last):
     ...
-    ValueError: a proxy URL is socks5:// or socks5h://, not 'http://'
+    bip_handshake._socks_shell.ProxyConfigError: a proxy URL is socks5:// or socks5h://, not 'http://'
 
     Raises:
-        ValueError: another scheme, no host, a bad port, a path, query or fragment, or
+        ProxyConfigError: another scheme, no host, a bad port, a path, query or fragment, or
             credentials :class:`ProxyConfig` refuses. The message never shows the password.
     """
     if not isinstance(url, str):
@@ -189,9 +203,11 @@ def parse_proxy_url(url: str) -> ProxyConfig:
     scheme, sep, rest = url.partition("://")
     if not sep or not _SCHEME.fullmatch(scheme):
         # Whatever comes before a "://" that is no scheme could be credentials: not quoted.
-        raise ValueError("a proxy URL is socks5:// or socks5h://, not a URL without a scheme")
+        raise ProxyConfigError("a proxy URL is socks5:// or socks5h://, not a URL without a scheme")
     if scheme.lower() not in _SCHEMES:
-        raise ValueError(f"a proxy URL is socks5:// or socks5h://, not {scheme[:20] + '://'!r}")
+        raise ProxyConfigError(
+            f"a proxy URL is socks5:// or socks5h://, not {scheme[:20] + '://'!r}"
+        )
     # A "/", "?" or "#" in the password ends the URL's authority there: the rest of the
     # password is then read as the port, a path, a query or a fragment. No message below
     # quotes any part of the URL (urlsplit's would quote that "port"), and an "@" after the
@@ -201,22 +217,22 @@ def parse_proxy_url(url: str) -> ProxyConfig:
     try:
         parts = urlsplit(url)
     except ValueError:
-        raise ValueError(f"not a valid proxy URL: a malformed host{hint}") from None
+        raise ProxyConfigError(f"not a valid proxy URL: a malformed host{hint}") from None
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"not a valid proxy URL: the port is not 1..65535{hint}") from None
+        raise ProxyConfigError(f"not a valid proxy URL: the port is not 1..65535{hint}") from None
     host = parts.hostname
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(
+        raise ProxyConfigError(
             f"a proxy URL is socks5://[user:password@]host[:port], nothing after{hint}"
         )
     if not host:
-        raise ValueError(f"a proxy URL names no host{hint}")
+        raise ProxyConfigError(f"a proxy URL names no host{hint}")
     username = None if parts.username is None else unquote(parts.username)
     password = None if parts.password is None else unquote(parts.password)
     if username is not None and password is None:
-        raise ValueError("a proxy URL with a username needs a password (user:password@)")
+        raise ProxyConfigError("a proxy URL with a username needs a password (user:password@)")
     return ProxyConfig(
         host=host,
         port=DEFAULT_PROXY_PORT if port is None else port,

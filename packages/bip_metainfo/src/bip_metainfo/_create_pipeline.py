@@ -39,7 +39,11 @@ _WAIT_SLICE: Final = 0.05  # seconds between cancellation checks while waiting
 
 
 class CreateCancelled(Exception):  # noqa: N818 - named for what happened, like trio.Cancelled
-    """:func:`create_torrent` stopped because its ``cancel`` event was set."""
+    """:func:`create_torrent` stopped because its ``cancel`` event was set.
+
+    Not a :class:`~bip_metainfo.MetainfoBaseError`: nothing was wrong with the input, the
+    caller asked to stop (``except MetainfoBaseError`` does not swallow it).
+    """
 
 
 # The calling thread plans jobs (runs of whole pieces, about _JOB_BYTES of data each)

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
-__all__ = ["CreateError", "InfoHashError", "MagnetError", "MetainfoError", "MetainfoErrorKind"]
+__all__ = [
+    "CreateError",
+    "InfoHashError",
+    "MagnetError",
+    "MetainfoBaseError",
+    "MetainfoError",
+    "MetainfoErrorKind",
+]
 
 
 class MetainfoErrorKind(enum.Enum):
@@ -105,7 +113,23 @@ _LIBTORRENT = {
 }
 
 
-class MetainfoError(ValueError):
+class MetainfoBaseError(ValueError):
+    """Base class of every error bad input can make bip_metainfo raise.
+
+    ``except MetainfoBaseError`` catches a malformed torrent (:class:`MetainfoError`), magnet
+    link (:class:`MagnetError`), info-hash (:class:`InfoHashError`) or BEP 52 hash request
+    (:class:`~bip_metainfo.HashRequestError`), what :func:`~bip_metainfo.create_torrent`
+    cannot make a torrent of (:class:`CreateError`), and a received bitfield
+    :meth:`PieceSet.from_bitfield <bip_metainfo.PieceSet.from_bitfield>` refuses (raised as
+    this class itself). A :class:`ValueError`, as each of them always was.
+    :class:`~bip_metainfo.CreateCancelled` is not one: it is no error of the input.
+
+    >>> issubclass(MagnetError, MetainfoBaseError), issubclass(MetainfoError, MetainfoBaseError)
+    (True, True)
+    """
+
+
+class MetainfoError(MetainfoBaseError):
     """A torrent (or a bare info dict) is malformed.
 
     Attributes:
@@ -118,8 +142,12 @@ class MetainfoError(ValueError):
         self.kind = kind
         self.reason = reason
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (and copied) with the arguments ``__init__`` takes, not the message."""
+        return (type(self), (self.kind, self.reason))
 
-class MagnetError(ValueError):
+
+class MagnetError(MetainfoBaseError):
     """A magnet link is malformed.
 
     Attributes:
@@ -134,6 +162,10 @@ class MagnetError(ValueError):
         self.parameter = parameter
         self.reason = reason
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (and copied) with the arguments ``__init__`` takes, not the message."""
+        return (type(self), (self.parameter, self.reason))
+
 
 class MutableLinkError(MagnetError):
     """The magnet link names no info-hash but a publisher's key (BEP 46,
@@ -143,7 +175,7 @@ class MutableLinkError(MagnetError):
     through the DHT. Its ``parameter`` is ``"xt"``."""
 
 
-class CreateError(ValueError):
+class CreateError(MetainfoBaseError):
     """What was given to :func:`~bip_metainfo.create_torrent` cannot become a torrent.
 
     The content or the choices are at fault, not the program: the path is neither a file nor
@@ -154,5 +186,5 @@ class CreateError(ValueError):
     """
 
 
-class InfoHashError(ValueError):
+class InfoHashError(MetainfoBaseError):
     """Text given to :meth:`~bip_metainfo.InfoHash.parse` is not an info-hash."""

@@ -36,6 +36,8 @@ from collections.abc import Sequence
 from hashlib import sha256
 from typing import Final, TypeAlias
 
+from ._errors import MetainfoBaseError
+
 __all__ = [
     "BLOCK_SIZE",
     "HASH_SIZE",
@@ -771,7 +773,7 @@ class MerkleTree:
 _MAX_FIELD: Final = 0xFFFFFFFF  # every hash request field is a uint32 on the wire
 
 
-class HashRequestError(ValueError):
+class HashRequestError(MetainfoBaseError):
     """A BEP 52 hash request whose geometry does not fit the file's merkle tree.
 
     A peer that sends one gets a ``hash reject``; a request of our own that raises

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from ._errors import MetainfoBaseError
+
 __all__ = ["MAX_PIECES", "PieceSet"]
 
 MAX_PIECES = 0xFFFFFFFF + 1
@@ -73,18 +75,20 @@ class PieceSet:
         """The pieces a received bitfield names.
 
         Raises:
-            ValueError: ``bits`` is not ``ceil(num_pieces / 8)`` bytes, or a spare
-                bit after the last piece is set.
+            MetainfoBaseError: ``bits`` is not ``ceil(num_pieces / 8)`` bytes, or a spare
+                bit after the last piece is set (a :class:`ValueError` too).
+            ValueError, TypeError: ``num_pieces`` is not a piece count (see the constructor).
         """
         _check_num_pieces(num_pieces)
         expected = (num_pieces + 7) // 8
+        # The bits come from a peer: what is wrong with them is bad input, one of ours.
         if len(bits) != expected:
-            raise ValueError(
+            raise MetainfoBaseError(
                 f"a bitfield for {num_pieces} pieces is {expected} bytes, not {len(bits)}"
             )
         spare = expected * 8 - num_pieces
         if spare and bits[-1] & ((1 << spare) - 1):
-            raise ValueError(f"a bitfield for {num_pieces} pieces has spare bits set")
+            raise MetainfoBaseError(f"a bitfield for {num_pieces} pieces has spare bits set")
         pieces = cls(num_pieces)
         pieces._bits[:] = bits
         # One big int's bit_count() counts the whole bitfield in C, no loop per byte.

@@ -373,6 +373,10 @@ class MetadataExchange:
             beyond it (its pieces are fetched again if it is asked for again).
     """
 
+    message_types = (ExtendedHandshake, MetadataRequest, MetadataData, MetadataReject)
+    """The messages its :meth:`message_received` takes, the manager's only questions to it
+    (:class:`~bip_peer.PeerService`): a peer's extended handshake offers it to a fetch."""
+
     def __init__(
         self,
         *,
@@ -857,6 +861,10 @@ class PeerExchange:
         max_known: addresses remembered per peer.
         max_sources: addresses per torrent whose sources :meth:`relay_for` remembers.
     """
+
+    message_types = (PexMessage,)
+    """The messages its :meth:`message_received` takes, the manager's only questions to it
+    (:class:`~bip_peer.PeerService`)."""
 
     def __init__(
         self,

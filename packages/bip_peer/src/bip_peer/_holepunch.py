@@ -211,6 +211,10 @@ class HolepunchService:
         max_pending: our rendezvous remembered waiting for an answer.
     """
 
+    message_types = (UnknownExtended, HolepunchMessage)
+    """The messages its :meth:`message_received` takes, the manager's only questions to it
+    (:class:`~bip_peer.PeerService`): ``ut_holepunch`` ones, decoded or still raw."""
+
     def __init__(
         self,
         *,

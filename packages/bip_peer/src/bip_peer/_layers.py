@@ -463,6 +463,10 @@ class PieceLayerExchange:
             forgotten beyond it.
     """
 
+    message_types = (HashRequest, Hashes, HashReject)
+    """The messages its :meth:`message_received` takes, the manager's only questions to it
+    (:class:`~bip_peer.PeerService`)."""
+
     def __init__(
         self,
         *,

@@ -467,6 +467,20 @@ class PeerClosedError(PeerError):
     """The peer was removed (or the manager closed) before or while a message was sent."""
 
 
+def _declared_types(service: PeerService) -> tuple[type, ...] | None:
+    """``service``'s ``message_types`` (``None``: it has none), checked.
+
+    Raises:
+        TypeError: they are not a tuple of classes.
+    """
+    declared = getattr(service, "message_types", None)
+    if declared is None:
+        return None
+    if not isinstance(declared, tuple) or not all(isinstance(kind, type) for kind in declared):
+        raise TypeError(f"a service's message_types must be a tuple of classes, not {declared!r}")
+    return declared
+
+
 class PeerService(Protocol):
     """Something that rides along every connection of a :class:`PeerManager`.
 
@@ -476,6 +490,17 @@ class PeerService(Protocol):
     :data:`REASON_PROTOCOL`, anything else with :data:`REASON_INTERNAL`); see
     :meth:`PeerManager.add_peer` for :meth:`handshake_fields` and :meth:`peer_added`. One
     raised by :meth:`peer_removed` or :meth:`tick` is a bug that ends the manager.
+
+    A service may say which messages it takes, in a class attribute ``message_types``: a
+    tuple of message classes (``(PexMessage,)``; a class stands for its subclasses too).
+    :meth:`message_received` is then called for messages of those classes alone, and ``()``
+    means for none (a service that only adds handshake fields or watches peers come and go).
+    A service without it is asked about every message. Declaring spares the manager a call
+    per service for every block, which no service takes (as libtorrent's session plugins
+    name the hooks they implement in ``implemented_features``, and are called for those
+    alone). Services are asked in their order either way; one that is not a tuple of classes
+    is refused with :class:`TypeError` (by :class:`PeerManager` and
+    :meth:`PeerManager.add_service`).
     """
 
     def handshake_fields(self, peer: Peer) -> Mapping[str, object]:
@@ -492,7 +517,9 @@ class PeerService(Protocol):
         ...
 
     def message_received(self, manager: PeerManager, peer: Peer, message: object) -> bool:
-        """``peer`` sent ``message``; return ``True`` to consume it (no event is emitted)."""
+        """``peer`` sent ``message`` (of a class in ``message_types``, if the service has
+        them); return ``True`` to consume it (no event is emitted, and the services after
+        this one are not asked)."""
         ...
 
     def peer_removed(self, manager: PeerManager, peer: Peer) -> None:
@@ -1142,7 +1169,14 @@ class PeerManager:
     def __init__(self, nursery: trio.Nursery, config: PeerManagerConfig) -> None:
         self._nursery = nursery
         self._config = config
+        declared = [_declared_types(service) for service in config.services]
         self._services: list[PeerService] = list(config.services)
+        # Each service's message_types (None: it declares none, and is asked about all).
+        self._declared: list[tuple[type, ...] | None] = declared
+        # The services asked about a message, by its class, in the services' order: filled
+        # as classes arrive (a bounded set: those the connection decodes), emptied when the
+        # services change. A block finds none there, and costs no call.
+        self._takers: dict[type, tuple[PeerService, ...]] = {}
         self._peers: dict[Peer, _PeerTask] = {}
         self._events = _EventQueue(config.event_buffer, config.event_buffer_bytes)
         # Peers removed (no longer in _peers) whose PeerRemoved is not queued yet: they keep
@@ -1260,8 +1294,15 @@ class PeerManager:
 
     def add_service(self, service: PeerService) -> None:
         """Run ``service`` on every connection from now on (peers connected already are
-        announced to it through :meth:`PeerService.peer_added`)."""
+        announced to it through :meth:`PeerService.peer_added`).
+
+        Raises:
+            TypeError: its ``message_types`` is not a tuple of classes (it is not added).
+        """
+        declared = _declared_types(service)
         self._services.append(service)
+        self._declared.append(declared)
+        self._takers.clear()  # rebuilt as messages arrive
         for peer in list(self._peers):
             service.peer_added(self, peer)
 
@@ -1906,7 +1947,7 @@ class PeerManager:
         receive_size = self._config.receive_size
         counter = task.counter
         total = self._counter
-        services = self._services
+        takers = self._takers
         events = self._events
         event_items = events._items
         event_capacity = events._capacity
@@ -1940,7 +1981,10 @@ class PeerManager:
                             kind = type(message)
                             if kind is KeepAlive:
                                 continue  # counted, not surfaced
-                            if services and self._consumed(peer, message):
+                            asked = takers.get(kind)
+                            if asked is None:
+                                asked = self._takers_of(kind)
+                            if asked and self._consumed(asked, peer, message):
                                 continue
                             # MessageReceived(peer, message), inlined: this runs once per block.
                             event = _new_event(MessageReceived)
@@ -2072,9 +2116,22 @@ class PeerManager:
                 return 0
         return task.download_quota
 
-    def _consumed(self, peer: Peer, message: object) -> bool:
-        """Whether a service took ``message`` (then it is not emitted)."""
-        return any(service.message_received(self, peer, message) for service in self._services)
+    def _takers_of(self, kind: type) -> tuple[PeerService, ...]:
+        """The services asked about messages of class ``kind``, in order (kept until the
+        services change): those that declare it, or a base of it, and those that declare
+        nothing."""
+        asked = tuple(
+            service
+            for service, declared in zip(self._services, self._declared, strict=True)
+            if declared is None or issubclass(kind, declared)
+        )
+        self._takers[kind] = asked
+        return asked
+
+    def _consumed(self, asked: tuple[PeerService, ...], peer: Peer, message: object) -> bool:
+        """Whether one of ``asked`` (the services that take ``message``'s class) took it, the
+        first to do so ending the round (then it is not emitted)."""
+        return any(service.message_received(self, peer, message) for service in asked)
 
     async def _write_loop(self, task: _PeerTask) -> None:
         """Write queued messages in batches; returns (after failing the peer) on an error."""

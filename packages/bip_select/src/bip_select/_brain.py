@@ -84,6 +84,7 @@ from ._actions import (
     REASON_SNUBBED,
     Action,
     DropPeer,
+    SendAllowedFast,
     SendCancel,
     SendChoke,
     SendInterested,
@@ -127,8 +128,9 @@ from ._inputs import (
     Tick,
 )
 from ._queueing import PeerQueues, QueueConfig
-from ._revelation import HonestRevelation, RevelationStrategy
+from ._revelation import HonestRevelation, RevelationStrategy, SuperSeeding
 from ._selection import (
+    MAX_ALLOWED_FAST,
     PiecePicker,
     RarestFirst,
     Strategy,
@@ -189,6 +191,7 @@ class _PeerState:
         "choking_us",
         "fast",
         "interested",
+        "offer",
         "rate_zeroed",
         "snubbed_since",
         "starved",
@@ -196,9 +199,11 @@ class _PeerState:
         "wanted",
     )
 
-    def __init__(self, fast: bool, upload_only: bool) -> None:
+    def __init__(self, fast: bool, upload_only: bool, offer: tuple[int, ...]) -> None:
         self.fast = fast
         self.upload_only = upload_only
+        # The allowed-fast pieces we grant it at its first interest (BEP 6); () once sent.
+        self.offer = offer
         self.choking_us = True  # every connection starts choked (BEP 3)
         self.allowed_fast = False  # it granted us allowed-fast pieces (BEP 6)
         self.interested = False  # are we interested in it
@@ -496,9 +501,15 @@ class SwarmBrain:
         handler = self._handlers.get(type(event))
         if handler is None:
             raise LocalProtocolError(f"{event!r} is not a brain input")
-        if self._deadline is None:
-            self._deadline = now  # the first tick hands out the unchoke slots
+        # A first Tick sets its own deadline (tick() does); any other first input makes
+        # the first tick due at once.
+        first = self._deadline is None and type(event) is not Tick
         actions = handler(event, now)
+        if first:
+            # The first tick hands out the unchoke slots: due once an input is taken, not
+            # when one is refused (a refused input changes nothing).
+            pulled = self._deadline
+            self._deadline = now if pulled is None else min(pulled, now)
         if self._spread_due:
             actions = list(actions)  # a handler may return a strategy's own list
             self._spread_endgame(now, actions)
@@ -797,13 +808,44 @@ class SwarmBrain:
             return [DropPeer(peer, REASON_BANNED)]
         if peer in self._peers:
             raise LocalProtocolError(f"peer {peer!r} joined twice")
-        self._peers[peer] = _PeerState(event.fast, event.upload_only)
+        offer = self._checked_offer(event.allowed_fast)  # checked even if never granted
+        self._peers[peer] = _PeerState(event.fast, event.upload_only, offer if event.fast else ())
         self.picker.add_peer(peer)
         self.queues.add_peer(peer, now, event.reqq)
         self.choker.add_peer(peer, now)
         actions = self._revelation.peer_joined(peer, now, fast=event.fast)
         self._pull_deadline(self._revelation.next_deadline())
         return actions
+
+    def _checked_offer(self, pieces: Sequence[int]) -> tuple[int, ...]:
+        """The allowed-fast pieces a :class:`PeerJoined` offers, checked before the peer joins
+        (the client's mistake: an offer that is not a sequence of at most
+        :data:`MAX_ALLOWED_FAST` pieces of the torrent), each once, in their order."""
+        if isinstance(pieces, str | bytes) or not isinstance(pieces, Sequence):
+            raise LocalProtocolError(f"allowed_fast must be a sequence of pieces, not {pieces!r}")
+        if len(pieces) > MAX_ALLOWED_FAST:
+            raise LocalProtocolError(
+                f"allowed_fast offers {len(pieces)} pieces, more than {MAX_ALLOWED_FAST}"
+            )
+        for piece in pieces:
+            self.geometry.check_piece(piece)
+        return tuple(dict.fromkeys(pieces))
+
+    def _grant_allowed_fast(self, peer: PeerKey, state: _PeerState, actions: list[Action]) -> None:
+        """Send ``peer`` its allowed-fast set, once (libtorrent's ``send_allowed_set`` at the
+        peer's first interest: by then its bitfield is known, so no grant is spent on a piece
+        it has). None to a peer that only uploads (BEP 21, or a seed: it wants nothing), nor
+        while super-seeding (a grant would show pieces BEP 16 keeps hidden); the chance is
+        gone for the connection all the same, as libtorrent's. Pieces we lack are granted
+        too, as libtorrent grants them: the peer may ask for one once we announce it."""
+        offer, state.offer = state.offer, ()
+        if state.upload_only or isinstance(self._revelation, SuperSeeding):
+            return
+        availability = self.picker.availability
+        if availability.is_seed(peer):
+            return
+        has = availability.peer_has
+        actions.extend(SendAllowedFast(peer, piece) for piece in offer if not has(peer, piece))
 
     def _pull_deadline(self, deadline: float | None) -> None:
         """Bring the next tick forward to ``deadline`` if it comes sooner."""
@@ -953,8 +995,10 @@ class SwarmBrain:
         return self._fill_one(peer, state, now)
 
     def _interested(self, event: PeerInterested, now: float) -> list[Action]:
-        self._peer(event.peer)
+        state = self._peer(event.peer)
         actions: list[Action] = []
+        if state.offer:  # before an unchoke, as libtorrent's on_interested
+            self._grant_allowed_fast(event.peer, state, actions)
         self._choke_actions(self.choker.set_interested(event.peer, True, now), actions)
         return actions
 

@@ -76,14 +76,22 @@ class PeerJoined(Input):
     ``fast`` says whether the peer speaks the fast extension (BEP 6: have all / have none,
     reject, allowed fast). ``upload_only`` is BEP 21: the peer will not download from us.
 
+    ``allowed_fast`` is the BEP 6 allowed-fast set we offer a fast peer, in the order BEP 6
+    generates it: the client computes it from the peer's address (bip_peer's
+    :meth:`~bip_peer.PeerConnection.allowed_fast_set`), the brain decides when to send it (as
+    libtorrent: once, at the peer's first interest, without the pieces it has then; never to a
+    peer that only uploads, nor while super-seeding). At most
+    :data:`~bip_select.MAX_ALLOWED_FAST` pieces, each of the torrent; empty: nothing is granted.
+
     >>> PeerJoined(7, reqq=250, fast=True)
-    PeerJoined(peer=7, reqq=250, fast=True, upload_only=False)
+    PeerJoined(peer=7, reqq=250, fast=True, upload_only=False, allowed_fast=())
     """
 
     peer: PeerKey
     reqq: int | None = None
     fast: bool = False
     upload_only: bool = False
+    allowed_fast: Sequence[int] = ()
 
 
 @dataclass(frozen=True, slots=True)

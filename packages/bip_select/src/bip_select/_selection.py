@@ -111,7 +111,8 @@ DEFAULT_PRIORITY = 4
 """The priority of a piece nobody set one for (libtorrent's default)."""
 
 MAX_ALLOWED_FAST = 64
-"""Allowed-fast pieces remembered per peer (BEP 6 suggests 10; a peer cannot make us keep more)."""
+"""Allowed-fast pieces remembered per peer (BEP 6 suggests 10; a peer cannot make us keep more),
+and the most the brain grants one peer (:class:`~bip_select.PeerJoined`'s ``allowed_fast``)."""
 
 Tier: TypeAlias = tuple[float, ...]
 

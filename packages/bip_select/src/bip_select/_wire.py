@@ -88,6 +88,7 @@ from ._inputs import (
     PeerUnchokedUs,
     PeerUploadOnly,
 )
+from ._selection import MAX_ALLOWED_FAST
 
 if TYPE_CHECKING:
     from ._brain import SwarmBrain
@@ -95,24 +96,42 @@ if TYPE_CHECKING:
 __all__ = ["block_received", "handle_message", "input_for", "join_inputs", "message_for"]
 
 
-def join_inputs(peer: Peer) -> list[Input]:
+def join_inputs(peer: Peer, *, allowed_fast_set_size: int = 0) -> list[Input]:
     """What to feed the brain, in order, when ``peer`` joins it.
 
     First :class:`~bip_select.PeerJoined` with what the handshakes said (BEP 6 fast, the BEP
-    10 ``reqq`` if its extended handshake was read already, BEP 21 upload only), then what
-    the connection learnt since: availability (have all, or the pieces it announced), the
+    10 ``reqq`` if its extended handshake was read already, BEP 21 upload only) and, for a
+    fast peer, the allowed-fast set to offer it: the first ``allowed_fast_set_size`` pieces
+    of its BEP 6 set (:meth:`bip_peer.PeerConnection.allowed_fast_set`; libtorrent's
+    ``allowed_fast_set_size``, 0: none), without those it has or was granted already (a peer
+    joining a new brain after a recheck is not granted its set twice). Then what the
+    connection learnt since: availability (have all, or the pieces it announced), the
     allowed-fast pieces, an unchoke, interest. A peer can thus join the brain any time after
     :class:`bip_peer.PeerAdded` (a magnet's peers join once the metadata is in); messages the
     connection read and the client has yet to see repeat some of this, which the brain takes
     as no change.
+
+    Raises:
+        LocalProtocolError: ``allowed_fast_set_size`` is not an int in
+            0..:data:`~bip_select.MAX_ALLOWED_FAST`.
     """
+    size = allowed_fast_set_size
+    if type(size) is not int or not 0 <= size <= MAX_ALLOWED_FAST:
+        raise LocalProtocolError(
+            f"allowed_fast_set_size must be an int in 0..{MAX_ALLOWED_FAST}, not {size!r}"
+        )
     connection = peer.connection
+    offer: tuple[int, ...] = ()
+    if size and connection.fast:
+        granted = connection.allowed_fast_to_peer
+        offer = tuple(p for p in connection.allowed_fast_set(size) if p not in granted)
     inputs: list[Input] = [
         PeerJoined(
             peer,
             reqq=connection.peer_reqq,
             fast=connection.fast,
             upload_only=connection.peer_upload_only,
+            allowed_fast=offer,
         )
     ]
     # Availability first, as the protocol orders it: the rest is about pieces it has.
@@ -246,16 +265,23 @@ def message_for(action: Action, num_pieces: int) -> Message:
 
     Raises:
         LocalProtocolError: ``action`` is a :class:`~bip_select.DropPeer` (close the
-            connection instead: :meth:`bip_peer.PeerManager.remove_peer`), not an action, or
-            names a piece outside ``num_pieces``.
+            connection instead: :meth:`bip_peer.PeerManager.remove_peer`), not an action,
+            names a piece outside ``num_pieces``, or a block that is no (piece, begin, length)
+            triple of uint32s.
     """
     kind = type(action)
-    if kind is SendRequest:
-        assert isinstance(action, SendRequest)
-        return Request(*action.block)
-    if kind is SendCancel:
-        assert isinstance(action, SendCancel)
-        return Cancel(*action.block)
+    try:
+        # A request first: it goes once per block.
+        if kind is SendRequest or kind is SendCancel:
+            assert isinstance(action, (SendRequest, SendCancel))
+            # A block is (piece, begin, length): the piece checked here, the two others by
+            # the message (uint32), anything that is no triple by unpacking it.
+            piece, begin, length = action.block
+            _check_piece(piece, num_pieces)
+            message = Request if kind is SendRequest else Cancel
+            return message(piece, begin, length)
+    except (TypeError, ValueError) as error:  # a block field out of range, or no triple
+        raise LocalProtocolError(f"cannot send {action!r}: {error}") from None
     if kind is SendInterested:
         return Interested()
     if kind is SendNotInterested:
@@ -282,7 +308,7 @@ def message_for(action: Action, num_pieces: int) -> Message:
         if kind is SendBitfield:
             assert isinstance(action, SendBitfield)
             return Bitfield(PieceSet(num_pieces, action.pieces).to_bitfield())
-    except (TypeError, ValueError) as error:  # a piece or a count out of range
+    except (TypeError, ValueError) as error:  # a piece, a block field or a count out of range
         raise LocalProtocolError(f"cannot send {action!r}: {error}") from None
     raise LocalProtocolError(f"not a message action: {action!r}")
 

@@ -306,7 +306,11 @@ class Announcer:
         announce_now_interval: seconds :meth:`announce_now` waits after the previous announce
             at least (the tracker's ``min interval``, if it gave a longer one).
         retry_delay: seconds before the first retry of a failed announce.
-        timeout: seconds an announce may take before it counts as failed.
+        timeout: seconds an announce may take before it counts as failed; None: no
+            overall bound (for a client that bounds each request itself, such as an HTTP
+            client whose requests may first wait for a slot of its own: that wait must not
+            fail the tracker). A client that does not bound its requests then waits for an
+            answer for as long as it takes, so give one a finite timeout.
         stopped_timeout: seconds the ``stopped`` announce may take (0: send none).
         on_update: called with the new :attr:`status` after each announce, answered or
             failed (``stopped`` included), as libtorrent posts its tracker alerts: to log or
@@ -347,7 +351,7 @@ class Announcer:
         max_interval: float = DEFAULT_MAX_ANNOUNCE_INTERVAL,
         announce_now_interval: float = DEFAULT_ANNOUNCE_NOW_INTERVAL,
         retry_delay: float = DEFAULT_RETRY_DELAY,
-        timeout: float = DEFAULT_ANNOUNCE_TIMEOUT,
+        timeout: float | None = DEFAULT_ANNOUNCE_TIMEOUT,
         stopped_timeout: float = DEFAULT_STOPPED_TIMEOUT,
         on_update: Callable[[AnnouncerStatus], None] | None = None,
         family: Family | None = None,
@@ -405,7 +409,7 @@ class Announcer:
                 raise LocalProtocolError(f"min_interval {min_interval} exceeds max_interval")
         self._announce_now_gap = seconds("announce_now_interval", announce_now_interval)
         self._retry = seconds("retry_delay", retry_delay)
-        self._timeout = seconds("timeout", timeout)
+        self._timeout = math.inf if timeout is None else seconds("timeout", timeout)
         self._stopped_timeout = seconds("stopped_timeout", stopped_timeout, zero=True)
         self._client: TrackerClient | AnnounceClient = client
         # BEP 21's "paused" goes to a client that opted in (read once), until its tracker

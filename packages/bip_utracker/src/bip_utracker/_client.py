@@ -154,7 +154,7 @@ class TrackerClient:
         downloaded: int = 0,
         left: int = 0,
         event: AnnounceEvent = AnnounceEvent.NONE,
-        num_want: int = -1,
+        num_want: int | None = None,
         key: int | None = None,
         ip: IPv4Address | int = 0,
         url_data: bytes | None = None,
@@ -181,7 +181,9 @@ class TrackerClient:
             downloaded: bytes downloaded this session.
             left: bytes left to download (0 for a seeder).
             event: started, completed, stopped, or none for a regular announce.
-            num_want: how many peers we want; -1 lets the tracker decide.
+            num_want: how many peers we want; -1 lets the tracker decide. By default -1, but
+                0 for ``stopped``: we are leaving, and would throw the peers away (as
+                libtorrent). A number given is sent as it is.
             key: the BEP 15 key; by default one random key per client.
             ip: an IPv4 address to announce instead of the sender's (0: the sender's).
             url_data: BEP 41 URLData to send instead of the URL's path and query.
@@ -234,7 +236,7 @@ class TrackerClient:
             downloaded=downloaded,
             left=left,
             event=announce_event,
-            num_want=num_want,
+            num_want=_num_want(num_want, announce_event),
             key=self._key if key is None else key,
             ip=int(ip),
             url_data=path if url_data is None else url_data,
@@ -829,6 +831,14 @@ def check_family(family: object) -> None:
     """
     if family is not None and (isinstance(family, bool) or family not in (4, 6)):
         raise LocalProtocolError(f"family is 4, 6 or None, got {family!r:.40}")
+
+
+def _num_want(given: int | None, event: AnnounceEvent) -> int:
+    """The ``num_want`` to send: the caller's, else 0 for ``stopped`` (a client leaving wants
+    no peers: libtorrent's too) and -1 (the tracker decides) for any other event."""
+    if given is not None:
+        return given
+    return 0 if event is AnnounceEvent.STOPPED else -1
 
 
 def _swarm_id(info_hash: InfoHash | bytes) -> bytes:
