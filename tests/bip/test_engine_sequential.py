@@ -81,7 +81,9 @@ async def download_logged(
     as soon as it is added (before its brain is made), its requests logged; ``complete``
     called on it once complete (before its session closes: a closed torrent's controls
     refuse)."""
-    async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
+    # No BEP 6 allowed fast: a download the seed chokes asks for its allowed-fast pieces first,
+    # whatever its order (libtorrent's too), and the order is what these tests look at.
+    async with seeder_and_leecher(torrent, folder, allowed_fast_set_size=0) as (seeder, leecher):
         download = await leecher.add_torrent(
             torrent, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
         )
@@ -121,7 +123,11 @@ async def test_sequential_set_before_the_metadata(
     folder, torrent = content(tmp_path)
     log = RequestLog(monkeypatch)
     with trio.fail_after(DEADLINE):
-        async with seeder_and_leecher(torrent, folder) as (seeder, leecher):
+        # No allowed fast (see download_logged): the order is what this test looks at.
+        async with seeder_and_leecher(torrent, folder, allowed_fast_set_size=0) as (
+            seeder,
+            leecher,
+        ):
             address = address_of(seeder)
             magnet = MagnetLink.from_info_hash(
                 torrent.info.info_hash, peers=[(str(address.host), address.port)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import pytest
 import trio
@@ -209,7 +209,13 @@ async def test_a_service_added_later_is_asked_about_its_types() -> None:
     assert first.messages == []
 
 
-@pytest.mark.parametrize("declared", [[Have], (Have, "Piece"), Have, (Have, 3)])
+class _ANamedThing(Protocol):
+    name: str  # a data member: issubclass() refuses this protocol
+
+
+@pytest.mark.parametrize(
+    "declared", [[Have], (Have, "Piece"), Have, (Have, 3), (Have, _ANamedThing)]
+)
 async def test_a_malformed_declaration_is_refused_before_anything_changes(declared: Any) -> None:
     class Bad(Undeclared):
         message_types = declared
@@ -232,3 +238,27 @@ def test_bip_peers_services_declare_what_they_take_and_no_block(service: Any) ->
     assert isinstance(declared, tuple)
     assert declared
     assert not any(issubclass(kind, declared) for kind in (Piece, Request))
+
+
+def test_each_bip_peer_service_declares_exactly_the_messages_it_handles() -> None:
+    """Pinned: a narrowed declaration drops messages silently (a reject learnt only by a
+    time-out), which the services' own tests do not all catch (review of the dispatch mend)."""
+    from bip_peer._connection import UnknownExtended
+    from bip_peer._extended import (
+        HolepunchMessage,
+        MetadataData,
+        MetadataReject,
+        MetadataRequest,
+        PexMessage,
+    )
+    from bip_peer._messages import Hashes, HashReject, HashRequest
+
+    assert MetadataExchange.message_types == (
+        ExtendedHandshake,
+        MetadataRequest,
+        MetadataData,
+        MetadataReject,
+    )
+    assert PeerExchange.message_types == (PexMessage,)
+    assert PieceLayerExchange.message_types == (HashRequest, Hashes, HashReject)
+    assert HolepunchService.message_types == (UnknownExtended, HolepunchMessage)

@@ -761,6 +761,10 @@ async def resolve_mutable_torrent(dht: DHT | None, link: MutableTorrentLink) -> 
     Raises:
         CLIError: no DHT (``--no-dht``), no node answered, none returned an item for the
             key and salt, the item names no torrent, or the lookup took too long.
+        DHTBusyError: the DHT node refused the lookup, or the join it needed first (every
+            lookup slot taken): nothing was asked, so none of the above is known (the
+            command reports it as a DHT error; the session has no torrent yet, so it is
+            rare).
     """
     if dht is None:
         raise CLIError("a BEP 46 link (xs=urn:btpk:) is resolved through the DHT: drop --no-dht")
@@ -928,7 +932,9 @@ async def _run_version(
         job = functools.partial(seed_on, torrent, args, size=torrent.status().total)
         return await _unless_set(changed, job)
     except CLIError:
-        if torrent.status().phase is TorrentPhase.FAILED and await follower.recover(torrent):
+        # Its error, not its phase: a swap that removed it meanwhile made it REMOVED, and
+        # the error stays (recover then finds another version in its place).
+        if torrent.status().error is not None and await follower.recover(torrent):
             return False  # an update failed: the version before it runs again
         raise
 

@@ -26,11 +26,12 @@ __all__ = ["ByteBudget", "SpareBuffers"]
 class _Waiter:
     """A write waiting for room: granted, or turned away, when its event is set."""
 
-    __slots__ = ("event", "granted", "owner", "size")
+    __slots__ = ("event", "granted", "owner", "piece", "size")
 
-    def __init__(self, size: int, owner: object) -> None:
+    def __init__(self, size: int, owner: object, piece: object) -> None:
         self.size = size
         self.owner = owner
+        self.piece = piece
         self.event = trio.Event()
         self.granted = False
 
@@ -63,15 +64,20 @@ class ByteBudget:
         """How many takers are waiting."""
         return len(self._waiters)
 
+    def grants_now(self, size: int) -> bool:
+        """Whether :meth:`take` of ``size`` bytes would return without waiting."""
+        return not self._waiters and self._fits(size)
+
     def _fits(self, size: int) -> bool:
         return self.used == 0 or self.used + size <= self.limit
 
-    async def take(self, size: int, owner: object) -> bool:
-        """Take ``size`` bytes, waiting in line; False if :meth:`turn_away` ended the wait."""
+    async def take(self, size: int, owner: object, piece: object = None) -> bool:
+        """Take ``size`` bytes, waiting in line; False if :meth:`turn_away` (or
+        :meth:`turn_away_piece`, for ``piece``) ended the wait."""
         if not self._waiters and self._fits(size):
             self.used += size
             return True
-        waiter = _Waiter(size, owner)
+        waiter = _Waiter(size, owner, piece)
         self._waiters.append(waiter)
         try:
             await waiter.event.wait()
@@ -98,6 +104,14 @@ class ByteBudget:
     def turn_away(self, owner: object) -> None:
         """End the waits of ``owner``'s writes without granting them."""
         for waiter in [waiter for waiter in self._waiters if waiter.owner is owner]:
+            self._waiters.remove(waiter)
+            waiter.event.set()
+        self._grant()
+
+    def turn_away_piece(self, owner: object, piece: object) -> None:
+        """End the waits of ``owner``'s writes for room for ``piece`` without granting them:
+        another write started the piece, so they need no room of their own."""
+        for waiter in [w for w in self._waiters if w.owner is owner and w.piece == piece]:
             self._waiters.remove(waiter)
             waiter.event.set()
         self._grant()

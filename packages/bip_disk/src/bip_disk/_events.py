@@ -123,10 +123,14 @@ class PieceDiscarded(DiskEvent):
     torrent (or a recheck had begun) before it was written. Or a piece still arriving
     was dropped from memory (its ``reason`` starts with ``"blocks dropped: "``): a fault
     stopped the torrent (after its :class:`TorrentFailed`), :meth:`~bip_disk.DiskManager.recheck`
-    began, or a move kept a file of the piece at the destination (the check after the
-    move decides about it). Either way the torrent does not have the piece and holds none
-    of its blocks: download all of it again once the torrent takes writes (libtorrent's
-    piece picker gets back every block its storage drops, likewise). Unlike a bad
+    began, a move kept a file of the piece at the destination (the check after the
+    move decides about it), or no block of it had come for over a minute while writes
+    waited for room in the in-flight bound (its peers left, or nobody sends it: it would
+    hold its room, which every torrent shares, for good; see
+    :meth:`~bip_disk.DiskManager.write_block`). Either way the torrent does not have the
+    piece and holds none of its blocks: download all of it again once the torrent takes
+    writes (libtorrent's piece picker gets back every block its storage drops, likewise).
+    Unlike a bad
     :class:`PieceVerified`, nothing says its data was wrong: the peers that sent it are
     not to blame. The fault itself comes once, as a :class:`TorrentFailed` or (while a
     move or recheck waits) a :class:`StorageProblem`, however many pieces it cost.

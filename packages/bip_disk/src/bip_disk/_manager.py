@@ -16,7 +16,9 @@ piece's buffer, a ``bytearray`` the size of the piece, allocated when the piece'
 first block arrives. That allocation is what the in-flight bound counts: a write
 that would start a new piece past ``max_in_flight_bytes`` waits until pieces are
 written (blocks of pieces already started never wait, so pieces in progress can
-always finish and the bound cannot deadlock). A new piece also waits while the
+always finish and the bound cannot deadlock; a piece nobody completes cannot hold
+it for good either: while writes wait, pieces no block reached for over a minute
+are dropped, each a :class:`~bip_disk.PieceDiscarded`). A new piece also waits while the
 complete pieces queued for the hashing threads pass a few MiB per thread: the
 queue drains on its own, and a shallow queue keeps every piece in the CPU caches
 from the copy of its blocks to its hashing and writing. Once every byte of a
@@ -70,8 +72,9 @@ them be written, and copies what they wrote).
 fault stopped the torrent before it was written), so that whoever sent its blocks
 knows to fetch it again. The fault itself is told once however many pieces it
 cost; a removed torrent's pieces get no event. **Every block dropped is told** too:
-the pieces still arriving that a stop, a recheck or a move keeping their files drops
-from memory are each a :class:`~bip_disk.PieceDiscarded` (``"blocks dropped: ..."``),
+the pieces still arriving that a stop, a recheck, a move keeping their files or the
+wait for room (idle for over a minute) drops from memory are each a
+:class:`~bip_disk.PieceDiscarded` (``"blocks dropped: ..."``),
 so that a piece picker that counted those blocks as received asks for them again.
 
 **Events** wait in a queue of ``event_buffer`` events. If nobody takes them, the
@@ -194,6 +197,14 @@ _IDS: Final = itertools.count(1)
 # is not an Exception (trio.Cancelled, KeyboardInterrupt) passes.
 _FAULTS: Final = (Exception,)
 _READY: Final = TorrentState.READY
+_IDLE_PIECE_SECONDS = 60.0
+"""How long a piece in memory may go without a block, while writes wait for room in the
+in-flight bound, before it is dropped to make that room (see :meth:`DiskManager.write_block`).
+bip_select's and libtorrent's request timeout: by then every request of its blocks has
+timed out and gone to another peer, so a piece nothing reached for as long has nobody
+sending it. (libtorrent holds no piece in memory, so it needs no such bound.)"""
+# A piece is dropped once idle for more than the above, and at most 1.25 times as long.
+_IDLE_SCAN_SECONDS = _IDLE_PIECE_SECONDS / 4
 _checkpoint_if_cancelled: Final = trio.lowlevel.checkpoint_if_cancelled
 # How many references a settled piece's buffer has when nothing but the manager
 # holds it (see DiskManager._recycle); without sys.getrefcount (not CPython),
@@ -580,6 +591,10 @@ class DiskManager:
         self._queued_bytes = 0
         self._max_queued_bytes = hash_threads * _QUEUED_BYTES_PER_THREAD
         self._queue_room = trio.lowlevel.ParkingLot()
+        # The most room a write found missing since the last look for idle pieces in
+        # memory, and whether that look is going on (see _drop_idle_pieces).
+        self._room_wanted = 0
+        self._dropping_idle = False
         self._workers_running = 0
         self._workers_done = trio.Event()
         self._torrents: dict[int, TorrentStorage] = {}
@@ -1149,6 +1164,12 @@ class DiskManager:
         started (or has been given up because the torrent was removed or the manager
         closes meanwhile); a cancelled call still rechecks.
 
+        Before it hashes, the check closes the FileSystem's open handles
+        (:meth:`FileSystem.close <bip_disk.FileSystem.close>`), as libtorrent's
+        ``force_recheck`` releases the files: a file replaced or deleted since they were
+        opened is hashed, and then written, as it is now. A failure to close is one
+        :class:`~bip_disk.StorageProblem`, and the check goes on.
+
         A call made while another recheck waits to start joins it, as libtorrent's
         ``force_recheck`` does nothing for a torrent already queued for checking: it
         returns when that one does, and only one check runs.
@@ -1205,6 +1226,8 @@ class DiskManager:
             await previous.wait()
             while not storage.idle:
                 await storage.wait_changed()
+            if storage.is_in(TorrentState.CHECKING) and not self._closing:
+                await self._release_files(storage)
             # Not CHECKING: removed meanwhile (remove_torrent waits for check_done).
             if storage.is_in(TorrentState.CHECKING) and not self._closing:
                 del self._owners[torrent.id]  # the new check is the torrent's own
@@ -1220,6 +1243,25 @@ class DiskManager:
             if not checking:
                 storage.check_done.set()
                 storage.changed()
+
+    async def _release_files(self, storage: TorrentStorage) -> None:
+        """Close the FileSystem's open handles before a recheck (it reopens them on demand),
+        as libtorrent's ``force_recheck`` releases the files first: a handle opened before
+        would read a file replaced since through the old one (its bytes verified), or
+        write the pieces fetched again into a deleted one. Nothing else uses the files
+        meanwhile (``CHECKING``: writes and reads wait). A failure (a write error a close
+        reports late) is a problem told, not a fault: the check that follows finds what
+        it cost."""
+        storage.io_active += 1
+        try:
+            await self._io_pool.run(_release, storage.fs)
+        except StorageError as error:
+            _warn_problems(storage.handle, "releasing its files before the recheck", [error])
+            reason = f"releasing the files before the recheck failed: {error}"
+            self._emit_later([StorageProblem(storage.handle, error, reason)])
+        finally:
+            storage.io_active -= 1
+            storage.changed()  # a removal waits for the torrent's threads
 
     async def wait_checked(self, torrent: TorrentHandle) -> TorrentState:
         """Wait until the torrent's current check (if any) ends; returns its state then.
@@ -1259,6 +1301,17 @@ class DiskManager:
         is queued to be hashed and written: its :class:`~bip_disk.PieceVerified`
         event follows (or a :class:`~bip_disk.PieceDiscarded`, should it not be
         stored).
+
+        While a write waits for room, pieces in memory that no block reached for
+        a minute (their peers left, or nobody sends them: as long as a request takes to
+        time out)
+        are dropped to make it, the longest idle first, each a
+        :class:`~bip_disk.PieceDiscarded` whose reason starts with ``"blocks dropped: "``
+        (ask for it again): else such a piece would hold its room, which every torrent of
+        the manager shares, for good. A caller with other blocks to store (of pieces
+        already started, which never wait) asks :meth:`must_wait_for_room` first and keeps
+        a block of a new piece aside rather than wait behind it: blocks of pieces already
+        started are what frees the room.
 
         Raises:
             TorrentStateError: the torrent is unknown, removed or stopped by a
@@ -1307,7 +1360,9 @@ class DiskManager:
                 await self._queue_room.park()
                 continue  # things may have changed meanwhile: the loop decides
             size = storage.piece_size(piece)
-            granted = await self._budget.take(size, storage)
+            if not self._budget.grants_now(size):
+                self._want_room(size)
+            granted = await self._budget.take(size, storage, piece)
             if not granted:
                 continue  # the torrent stopped or is checking: the loop decides
             if (
@@ -1320,11 +1375,104 @@ class DiskManager:
                 self._budget.release(size)  # things changed while we waited
                 continue
             partial = storage.new_partial(piece, self._spare_buffer(size))
+            if self._budget.waiting:
+                # Other writes of this piece waiting for room (a peer's and a web seed's
+                # block) now write into it: room for a piece more would be taken for nothing,
+                # and they would wait for it behind every write in line.
+                self._budget.turn_away_piece(storage, piece)
             break
         partial.add(begin, view)
         if partial.received == partial.size:
             await self._queue(storage, piece, partial)
         return True
+
+    def must_wait_for_room(self, torrent: TorrentHandle, piece: int) -> bool:
+        """Whether a block of ``piece`` written now would wait for room to start the piece
+        (the in-flight bound, or the hashing threads behind): never for a piece already
+        in memory, had, or being written, nor while the torrent checks or moves (the
+        write then waits for that, whatever the piece).
+
+        A caller storing blocks in order keeps such a block aside and stores the blocks
+        behind it first: they may be those that complete the pieces in memory, which is
+        what makes the room. Pieces idle in memory are dropped to make room asked for
+        here as for a waiting write (see :meth:`write_block`).
+
+        Raises:
+            TypeError: ``torrent`` is not a :class:`TorrentHandle` (as for every method
+                that takes one).
+            TorrentStateError: the torrent is unknown or removed.
+        """
+        # Asked once per block (most of a piece in memory): that case first, and cheap.
+        storage = self._torrents.get(torrent.id) if type(torrent) is TorrentHandle else None
+        if storage is None:
+            storage = self._get(torrent)  # raises the error that says why
+        if (
+            type(piece) is not int  # write_block refuses it at once
+            or piece in storage.partial
+            or storage.state is not _READY
+            or not 0 <= piece < storage.layout.num_pieces
+            or piece in storage.have
+            or piece in storage.flushing
+        ):
+            return False
+        if self._queue_full():
+            return True  # drains on its own: no piece need be dropped for it
+        size = storage.piece_size(piece)
+        if self._budget.grants_now(size):
+            return False
+        self._want_room(size)
+        return True
+
+    def _want_room(self, size: int) -> None:
+        """Note that a write found no room for ``size`` bytes: look for idle pieces."""
+        self._room_wanted = max(self._room_wanted, size)
+        if not self._dropping_idle and not self._closing:
+            self._dropping_idle = True
+            self._nursery.start_soon(self._drop_idle_pieces)
+
+    async def _drop_idle_pieces(self) -> None:
+        """While writes want room, drop the pieces in memory that got no block for
+        ``_IDLE_PIECE_SECONDS``, the longest idle first, until they have it.
+
+        Nothing is timed per block (the fast path stays as it is): each look notes how
+        much of each piece had arrived, and a piece whose count has not changed since a
+        look that long ago is idle.
+        """
+        budget = self._budget
+        seen: dict[PartialPiece, tuple[int, float]] = {}
+        try:
+            while (self._room_wanted or budget.waiting) and not self._closing:
+                wanted, self._room_wanted = self._room_wanted, 0
+                now = trio.current_time()
+                looked: dict[PartialPiece, tuple[int, float]] = {}
+                idle: list[tuple[float, TorrentStorage, int, PartialPiece]] = []
+                for storage in self._torrents.values():
+                    if storage.state is not _READY:
+                        continue  # a check or move decides about its pieces in memory
+                    for piece, partial in storage.partial.items():
+                        received, since = seen.get(partial, (partial.received, now))
+                        if received != partial.received:
+                            since = now
+                        looked[partial] = (partial.received, since)
+                        if now - since > _IDLE_PIECE_SECONDS:
+                            idle.append((since, storage, piece, partial))
+                seen = looked
+                idle.sort(key=lambda entry: entry[0])
+                events: list[DiskEvent] = []
+                for since, storage, piece, partial in idle:
+                    if not budget.waiting and budget.grants_now(wanted):
+                        break
+                    del storage.partial[piece]
+                    del seen[partial]
+                    budget.release(partial.size)  # lets the waiting writes in
+                    why = f"no block came for {now - since:.0f} s while writes waited for room"
+                    events += self._blocks_dropped(storage, [piece], why)
+                if events:
+                    _log.debug("%d idle pieces in memory dropped to make room", len(events))
+                    self._emit_later(events)
+                await trio.sleep(_IDLE_SCAN_SECONDS)
+        finally:
+            self._dropping_idle = False
 
     def _queue_full(self) -> bool:
         """Whether a write that starts a new piece must wait for the hashing threads.
@@ -2469,6 +2617,11 @@ def _dated(storage: TorrentStorage) -> int:
 def _sync(fs: FileSystem) -> None:
     with storage_faults():
         fs.sync()
+
+
+def _release(fs: FileSystem) -> None:
+    with storage_faults():
+        fs.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -478,6 +478,11 @@ def _declared_types(service: PeerService) -> tuple[type, ...] | None:
         return None
     if not isinstance(declared, tuple) or not all(isinstance(kind, type) for kind in declared):
         raise TypeError(f"a service's message_types must be a tuple of classes, not {declared!r}")
+    for kind in declared:
+        try:  # a class issubclass() refuses (a Protocol) would fail every peer's first message
+            issubclass(object, kind)
+        except TypeError:
+            raise TypeError(f"a service's message_types cannot hold {kind!r}") from None
     return declared
 
 

@@ -30,6 +30,7 @@ from bip_handshake import (
     parse_proxy_url,
 )
 from bip_peer import check_rate
+from bip_select import MAX_ALLOWED_FAST
 from bip_utracker import DEFAULT_MAX_ANNOUNCE_INTERVAL, DEFAULT_MIN_ANNOUNCE_INTERVAL
 
 from ._http_tracker import DEFAULT_MAX_CONCURRENT_HTTP_ANNOUNCES
@@ -275,12 +276,20 @@ class ClientConfig:
             one revealed to it, so a lone leecher completes too; on, BEP 16's rule, only
             once that piece shows up at another peer (a lone leecher stalls after its first
             piece).
+        allowed_fast_set_size: pieces each peer that speaks the fast extension may request
+            while we choke it (BEP 6 allowed fast), libtorrent's setting of that name and
+            default (5): the first of its BEP 6 set (from its address: one /24, or IPv6 /48,
+            gets one set, however often it reconnects), without those it has, granted once
+            it says it is interested; not to a peer that only uploads, nor while
+            super-seeding. A choked peer that takes one of them more than three times over
+            is dropped, as libtorrent drops it. ``0``: none granted. At most 64.
         active_downloads: auto-managed torrents (``TorrentOptions.auto_managed``) that
             download at once at most, libtorrent's setting of that name; the others wait in
             line, by queue position (:meth:`~bip._client.Session.set_queue_position`).
             ``-1``: no limit. Torrents not auto-managed are not counted, nor ever queued.
-        active_seeds: auto-managed torrents that seed at once at most (the seeds with fewer
-            seeds in their swarm, less seeding time, a lower ratio first).
+        active_seeds: auto-managed torrents that seed at once at most (the seeds that met
+            none of their seeding goals first, then those with fewer seeds in their swarm,
+            less seeding time, a lower ratio).
         active_checking: torrents that check their data at once at most: the checks of
             torrents not auto-managed are counted first, and an auto-managed torrent's
             check (the first, or a recheck) waits for its turn. A paused auto-managed
@@ -300,6 +309,21 @@ class ClientConfig:
             calls for one), a queue position or a limit changed for one at once.
         auto_manage_startup: seconds a torrent must be slow, without a break, to be found
             slow: a torrent started has that long to get going.
+        share_ratio_limit: a seeding goal, libtorrent's (200 percent there): a seed has met
+            it once it uploaded this many times the larger of what it downloaded and its
+            size. An auto-managed seed that met any goal ranks after those that met none,
+            and is queued in their favour when ``active_seeds`` is short (only then); its
+            status says so (``TorrentStatus.seed_goals_met``). ``None``: off (never met).
+            The counters and times are the torrent's over all its runs (its state file
+            keeps them, as libtorrent's resume data; written with its resume data and at
+            its close).
+        seed_time_ratio_limit: a seeding goal, libtorrent's (700 percent there): met once
+            the torrent seeded this many times as long as it downloaded, its checks
+            included (as libtorrent counts them); a torrent that downloaded for a second or
+            less has met it (one added complete whose check took that long at most).
+            ``None``: off.
+        seed_time_limit: a seeding goal, libtorrent's: met once the torrent seeded this many
+            seconds (24 h). ``None``: off.
     """
 
     listen: tuple[tuple[str, int], ...] = (("0.0.0.0", DEFAULT_LISTEN_PORT),)
@@ -347,6 +371,7 @@ class ClientConfig:
     lsd: bool = False
     lsd_group: str | None = None
     strict_super_seeding: bool = False
+    allowed_fast_set_size: int = 5  # libtorrent 2.x's default
     active_downloads: int = 3
     active_seeds: int = 5
     active_checking: int = 1
@@ -356,10 +381,13 @@ class ClientConfig:
     inactive_up_rate: float = 2048
     auto_manage_interval: float = DEFAULT_AUTO_MANAGE_INTERVAL
     auto_manage_startup: float = 60.0
+    share_ratio_limit: float | None = 2.0
+    seed_time_ratio_limit: float | None = 7.0
+    seed_time_limit: float | None = 24 * 3600.0
 
     @property
     def queue_limits(self) -> QueueLimits:
-        """The queue's limits (``active_downloads`` ... ``auto_manage_startup``) together."""
+        """The queue's limits (``active_downloads`` ... ``seed_time_limit``) together."""
         return QueueLimits(
             active_downloads=self.active_downloads,
             active_seeds=self.active_seeds,
@@ -369,6 +397,9 @@ class ClientConfig:
             inactive_down_rate=self.inactive_down_rate,
             inactive_up_rate=self.inactive_up_rate,
             auto_manage_startup=self.auto_manage_startup,
+            share_ratio_limit=self.share_ratio_limit,
+            seed_time_ratio_limit=self.seed_time_ratio_limit,
+            seed_time_limit=self.seed_time_limit,
         )
 
     @property
@@ -453,6 +484,11 @@ class ClientConfig:
                 raise TypeError(f"{name} must be a bool, not {getattr(self, name)!r}")
         for name in ("upload_rate_limit", "download_rate_limit"):
             check_rate(getattr(self, name), name)
+        size = self.allowed_fast_set_size
+        if type(size) is not int:  # as each Swarm checks it: no bool, no int subclass
+            raise TypeError(f"allowed_fast_set_size must be an int, not {size!r}")
+        if not 0 <= size <= MAX_ALLOWED_FAST:
+            raise ValueError(f"allowed_fast_set_size must be in 0..{MAX_ALLOWED_FAST}, not {size}")
         if self.ip_filter is not None and not isinstance(self.ip_filter, IPFilter):
             raise TypeError(f"ip_filter must be an IPFilter or None, not {self.ip_filter!r}")
         if not isinstance(self.utp_config, UtpConfig):

@@ -89,6 +89,10 @@ _FAILED_REASONS: Final = frozenset({REASON_PROTOCOL, REASON_TRANSPORT, REASON_SE
 _OUR_HOLDS: Final = frozenset({REASON_PAUSED, REASON_RECHECK})
 # Messages after which a peer may have become (or stopped being) a seed.
 _PIECE_NEWS: Final = (HaveAll, HaveNone, Bitfield, Have, DontHave, UploadOnly, ExtendedHandshake)
+CONNECTOR_MESSAGES: Final[frozenset[type]] = frozenset(_PIECE_NEWS)
+"""The classes of the messages :meth:`Connector.peer_message` acts on (a peer's extended
+handshake and what says it may be a seed): the session hands it these alone, by exact class
+(none has a subclass), since it routes a message per block."""
 
 
 class ConnectorTorrent(Protocol):
@@ -261,6 +265,9 @@ class Connector:
         ``update_peer_port``). A peer with every piece, or that only uploads (BEP 21), is
         marked a seed at once (libtorrent's ``set_seed``): a seeding torrent does not dial it
         again, and neither side wants anything of the other.
+
+        Other messages change nothing: the session hands over those of
+        :data:`CONNECTOR_MESSAGES` alone.
         """
         peers = self._lists.get(torrent)
         if peers is None:

@@ -85,16 +85,18 @@ _ANNOUNCE_TIMEOUT: Final = 60.0  # bip_utracker retransmits for hours (BEP 15): 
 # An HTTP announce may wait for a slot of the session's HttpTrackerClient (its requests in
 # flight are bounded) for as long as the queue ahead of it takes: its own torrent's other
 # announces (slots go round-robin between swarms), each at most the client's timeout, which
-# counts from when the slot is held and is what fails a silent tracker. The Announcer wants
-# a finite timeout; a week is none in practice, so the queue never fails a tracker (its
-# wait grows with the torrent's tracker count, 1800 s for 3000 silent ones and 50 slots).
-_HTTP_ANNOUNCE_TIMEOUT: Final = 7 * 24 * 3600.0
+# counts from when the slot is held and is what fails a silent tracker. So the Announcer
+# puts no bound of its own on an HTTP announce (timeout None): the queue never fails a
+# tracker (its wait grows with the torrent's tracker count, 1800 s for 3000 silent ones and
+# 50 slots).
 _STOPPED_TIMEOUT: Final = 2.0  # the goodbye announce must not hold up an exit
 # Answers whose peer names wait for the resolver at most; one more is dropped (at DEBUG): the
 # tracker names them again at its next announce.
 _NAME_BATCHES: Final = 8
 
 _NameBatch = tuple[bytes, tuple[PeerName, ...]]
+# A tracker's announcer in one swarm and family, the same from one run to the next.
+_Place = tuple[str, bytes, Family | None]
 
 
 class DiscoveryTarget(Protocol):
@@ -202,7 +204,13 @@ class TrackerAnnouncer:
     off: it announces to the first tier that works alone): a torrent's tiers are more often
     separate trackers than backups. ``completed`` goes to the trackers announced to when the
     download finishes; one that never heard ``started`` from us is not told (nor does a
-    tracker taking over learn it: it hears ``started`` with nothing left).
+    tracker taking over learn it: it hears ``started`` with nothing left). A tracker told
+    that has not answered it yet when the torrent stops announcing (a pause, a queue's
+    hold) still owes it, as libtorrent's per-tracker ``complete_sent``: it hears
+    ``started`` then ``completed`` when :meth:`run` runs again (a resume; not after a
+    restart of the session: that is not kept, as libtorrent keeps it in no resume data),
+    once the torrent is a seed: at once if it still is, else when it is again (a file
+    selected or a piece found missing meanwhile), as libtorrent sends it only for a seed.
 
     BEP 7: "an announce to the tracker should be made for each local IP address the client
     listens on". With ``families`` of both IP versions (by default those of ``client``'s
@@ -291,6 +299,11 @@ class TrackerAnnouncer:
         self._announcers: list[Announcer] = []
         # The announcers that ended on an error of their own, and why (see _run_alone).
         self._broken: dict[Announcer, UtrackerError] = {}
+        # Each announcer of this run's tracker, swarm and family, which outlive the run; and
+        # those told "completed" that did not answer it yet (libtorrent's complete_sent
+        # unset): a pause must not lose it, the next run tells them again.
+        self._places: dict[Announcer, _Place] = {}
+        self._completed_owed: set[_Place] = set()
 
     @property
     def tiers(self) -> tuple[tuple[str, ...], ...]:
@@ -332,6 +345,7 @@ class TrackerAnnouncer:
         seed = target.transfer()[2] == 0
         self._announcers = []
         self._broken = {}
+        self._places = {}
         names_in, names_out = trio.open_memory_channel[_NameBatch](_NAME_BATCHES)
 
         def updated(status: AnnouncerStatus, families: Sequence[Announcer]) -> None:
@@ -379,12 +393,21 @@ class TrackerAnnouncer:
         ]
         if not self._announcers:
             return
+        # Owed from an earlier run: told again once a seed (at once if one now), after
+        # "started", as libtorrent's complete_sent; a torrent no longer whole (files
+        # selected again, a recheck that found data missing) tells them at its completion.
+        owed = [a for a in self._announcers if self._places[a] in self._completed_owed]
+        if seed:
+            for announcer in owed:
+                announcer.mark_completed()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_resolve_names, names_out, sink)
             for order, of_swarm in runs:
                 nursery.start_soon(self._run_tier, order, of_swarm)
             if not seed:
                 await self._until_seed(target)
+                for announcer in owed:
+                    announcer.mark_completed()
                 # "completed" is for a download that finished here, not for data a magnet
                 # link's check found whole; and for the trackers that heard "started" (an
                 # announcer running now): a tier's alternate taking over later hears
@@ -392,7 +415,9 @@ class TrackerAnnouncer:
                 # start_sent).
                 if target.transfer()[1] > 0:
                     for announcer in self._announcers:
-                        if announcer.status.running:
+                        status = announcer.status
+                        if status.running and not status.completed:
+                            self._completed_owed.add(self._places[announcer])
                             announcer.mark_completed()
 
     def _entry(
@@ -415,13 +440,15 @@ class TrackerAnnouncer:
         entry = _Entry(url, order)
 
         def on_update(status: AnnouncerStatus) -> None:
+            if status.completed:  # answered: owed no more (a family's own)
+                self._completed_owed.discard((url, swarm_id, status.family))
             updated(status, entry.announcers)
             entry.updated(status)
 
         for family in self._families_of(url):
-            entry.announcers.append(
-                self._announcer(url, swarm_id, target, sink, on_update, family=family)
-            )
+            announcer = self._announcer(url, swarm_id, target, sink, on_update, family=family)
+            entry.announcers.append(announcer)
+            self._places[announcer] = (url, swarm_id, family)
         return entry
 
     async def _run_tier(self, order: list[str], entries: dict[str, _Entry]) -> None:
@@ -589,7 +616,7 @@ class TrackerAnnouncer:
             min_interval=self.min_interval,
             max_interval=TRACKER_MAX_INTERVAL,
             retry_delay=_TRACKER_RETRY,
-            timeout=_ANNOUNCE_TIMEOUT if client is self.client else _HTTP_ANNOUNCE_TIMEOUT,
+            timeout=_ANNOUNCE_TIMEOUT if client is self.client else None,
             stopped_timeout=_STOPPED_TIMEOUT,
             on_update=on_update,
             family=family,

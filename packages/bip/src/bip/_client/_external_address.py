@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address
-from typing import Final, Protocol
+from typing import ClassVar, Final, Protocol
 
 import trio
 
@@ -76,6 +76,9 @@ class ExternalAddresses:
             False when we dial them through a proxy: they see the proxy's exit address,
             not ours (the peers that dialled us still vote).
     """
+
+    # The peer manager asks it about these alone (their yourip are votes).
+    message_types: ClassVar[tuple[type, ...]] = (ExtendedHandshake,)
 
     def __init__(
         self,

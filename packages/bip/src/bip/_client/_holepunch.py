@@ -38,7 +38,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import ClassVar, Final
 
 import trio
 
@@ -178,6 +178,9 @@ class HolepunchPolicy:
         dial_ttl: seconds a connect's address stays uTP-only and watched.
         max_addresses: addresses remembered per table.
     """
+
+    # No message: the peer manager asks it about none (its service takes ut_holepunch's).
+    message_types: ClassVar[tuple[type, ...]] = ()
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import ClassVar
 
 from bip import __version__
 from bip_handshake import (
@@ -79,6 +80,9 @@ class SessionPortMapping:
         tcp_port: the TCP port we accept peers on (0: none), whose mapping we announce.
         external: told of the mapped ports and of the gateway's external address.
     """
+
+    # No message: the peer manager asks it about none (it only adds our "p").
+    message_types: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, tcp_port: int, *, external: ExternalAddresses | None = None) -> None:
         self.tcp_port = tcp_port

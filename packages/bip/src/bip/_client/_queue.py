@@ -21,9 +21,14 @@ should wait (:class:`QueueDecision`), within :class:`QueueLimits`:
 - checks under way come first (bip_disk cannot stop one half-way, and another check would
   only hash alongside it), then the others by queue position;
 - downloads go by queue position, 0 first;
-- seeds go by rank, libtorrent's ``seed_rank`` in order: a seed running since less than
-  :data:`SEED_STICKY` seconds first (so that two seeds do not take turns at every
-  evaluation), then fewer seeds in its swarm, then less seeding time, then a lower ratio;
+- seeds go by rank, libtorrent's ``seed_rank`` in order: a seed that met none of its
+  seeding goals first (:meth:`QueueLimits.seed_goals_met`: libtorrent's
+  ``share_ratio_limit``, ``seed_time_ratio_limit``, ``seed_time_limit``), so that a seed
+  that met one gives way to those that still owe their swarm when ``active_seeds`` is short;
+  then one running since less than :data:`SEED_STICKY` seconds (so that two seeds do not take
+  turns at every evaluation), then fewer seeds in its swarm, then less seeding time, then a
+  lower ratio. A seed that met its goals is queued only for want of room, never for that
+  alone (libtorrent's);
 - with ``dont_count_slow_torrents``, a running torrent whose payload rate (received for a
   download, sent for a seed) stayed below ``inactive_down_rate`` / ``inactive_up_rate`` for
   ``auto_manage_startup`` seconds is *inactive*: it keeps running but does not count against
@@ -105,6 +110,12 @@ class QueueKind(enum.Enum):
     FAILED = "failed"
 
 
+def _check_goal(name: str, value: object) -> None:
+    """``value`` is a seeding goal: ``None`` (off), or a number >= 0 and finite."""
+    if value is not None:
+        _check_amount(name, value)
+
+
 def _check_limit(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {value!r}")
@@ -138,11 +149,18 @@ class QueueLimits:
         inactive_up_rate: bytes per second of payload sent below which a seed is slow.
         auto_manage_startup: seconds a torrent must have been slow, without a break, to be
             inactive; a torrent (re)started has that long to get going.
+        share_ratio_limit: a seed has met this goal once it uploaded this many times what it
+            downloaded, or its size if more (libtorrent's, 200 percent there). ``None``: off,
+            never met (libtorrent turns it off with a huge value; 0 is met at once).
+        seed_time_ratio_limit: met once it seeded this many times as long as it downloaded
+            (libtorrent's, 700 percent there); ``None``: off.
+        seed_time_limit: met once it seeded this many seconds (libtorrent's, 24 h);
+            ``None``: off.
 
     Raises:
         TypeError: a limit is not an int, a rate or a time not a number, the flag not a
-            bool.
-        QueueError: a limit is below -1, a rate or a time negative or not finite.
+            bool, a goal not a number nor ``None``.
+        QueueError: a limit is below -1, a rate, a time or a goal negative or not finite.
     """
 
     active_downloads: int = 3
@@ -153,6 +171,9 @@ class QueueLimits:
     inactive_down_rate: float = 2048
     inactive_up_rate: float = 2048
     auto_manage_startup: float = 60.0
+    share_ratio_limit: float | None = 2.0
+    seed_time_ratio_limit: float | None = 7.0
+    seed_time_limit: float | None = 24 * 3600.0
 
     def __post_init__(self) -> None:
         """Refuse limits that cannot work."""
@@ -160,10 +181,59 @@ class QueueLimits:
             _check_limit(name, getattr(self, name))
         for name in ("inactive_down_rate", "inactive_up_rate", "auto_manage_startup"):
             _check_amount(name, getattr(self, name))
+        for name in ("share_ratio_limit", "seed_time_ratio_limit", "seed_time_limit"):
+            _check_goal(name, getattr(self, name))
         if not isinstance(self.dont_count_slow_torrents, bool):
             raise TypeError(
                 f"dont_count_slow_torrents must be a bool, not {self.dont_count_slow_torrents!r}"
             )
+
+    def seed_goals_met(
+        self,
+        *,
+        uploaded: int,
+        downloaded: int,
+        size: int,
+        active_time: float,
+        seeding_time: float,
+    ) -> bool:
+        """Whether a complete torrent met any of its seeding goals, libtorrent's rule
+        (``torrent::seed_rank``'s ``seed_ratio_not_met``, cleared by any goal met):
+
+        - the share ratio: ``uploaded`` over ``downloaded``, or over ``size`` when less was
+          downloaded (a torrent added complete owes its size), reached
+          ``share_ratio_limit``; met too when both are 0 (nothing to share);
+        - the time ratio: the seeding time over the download time (``active_time`` less
+          ``seeding_time``) reached ``seed_time_ratio_limit``; met too when the torrent
+          downloaded for a second or less (added complete: it owes no time);
+        - the seed time: ``seeding_time`` reached ``seed_time_limit``.
+
+        A goal that is ``None`` is never met. ``uploaded`` and ``downloaded`` are payload
+        bytes, ``active_time`` the seconds the torrent ran (its first check included, holds not),
+        ``seeding_time`` those of them it ran complete (libtorrent's ``finished_time``).
+
+        Raises:
+            TypeError: a byte count is not an int, a time not a number.
+            QueueError: a count or a time negative, a time not finite.
+        """
+        for name, count in (("uploaded", uploaded), ("downloaded", downloaded), ("size", size)):
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise TypeError(f"{name} must be an int, not {count!r}")
+            if count < 0:
+                raise QueueError(f"{name} must be >= 0, not {count}")
+        _check_amount("active_time", active_time)
+        _check_amount("seeding_time", seeding_time)
+        if self.seed_time_limit is not None and seeding_time >= self.seed_time_limit:
+            return True
+        ratio = self.seed_time_ratio_limit
+        # libtorrent wants more than a second of download time to divide by (whole seconds
+        # there): a torrent added complete counts only its check, or nothing.
+        download_time = max(active_time - seeding_time, 0.0)
+        if ratio is not None and (download_time <= 1.0 or seeding_time >= ratio * download_time):
+            return True
+        share = self.share_ratio_limit
+        owed = max(downloaded, size)
+        return share is not None and (owed == 0 or uploaded >= share * owed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +258,11 @@ class QueuedTorrent:
         swarm_seeds: seeds known in its swarm (a seed with fewer ranks first).
         seeding_time: seconds it has seeded so far (less ranks first).
         ratio: what it uploaded over its size (lower ranks first).
+        active_time: seconds it has run so far, out of any hold (the seeding goals'
+            download time is this less ``seeding_time``).
+        size: its size in payload bytes (the share ratio's divisor when it downloaded
+            less): with ``uploaded``, ``downloaded`` and the times, what
+            :meth:`QueueLimits.seed_goals_met` judges a seed on.
         keeps: for ``CHECKING``, the kind (``DOWNLOADING`` or ``SEEDING``) whose slot it
             keeps while its check runs or is let in (:meth:`TorrentQueue.decide` counts it
             then only, not while it waits for a checking slot): it ran as that when its
@@ -215,6 +290,8 @@ class QueuedTorrent:
     seeding_time: float = 0.0
     ratio: float = 0.0
     keeps: QueueKind | None = None
+    active_time: float = 0.0
+    size: int = 0
 
     def __post_init__(self) -> None:
         """Refuse facts that cannot be."""
@@ -228,7 +305,7 @@ class QueuedTorrent:
         _check_limit("position", self.position)
         if self.position > _MAX_POSITION:
             raise QueueError(f"position {self.position} is out of range")
-        for name in ("downloaded", "uploaded", "swarm_seeds"):
+        for name in ("downloaded", "uploaded", "swarm_seeds", "size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, not {value!r}")
@@ -236,6 +313,7 @@ class QueuedTorrent:
                 raise QueueError(f"{name} must be >= 0, not {value}")
         _check_amount("seeding_time", self.seeding_time)
         _check_amount("ratio", self.ratio)
+        _check_amount("active_time", self.active_time)
         if self.keeps is not None and (
             self.kind is not QueueKind.CHECKING
             or self.keeps not in (QueueKind.DOWNLOADING, QueueKind.SEEDING)
@@ -440,7 +518,7 @@ class TorrentQueue:
             sorted(of(QueueKind.DOWNLOADING), key=_in_line),
             _unlimited(limits.active_downloads) - kept[QueueKind.DOWNLOADING],
         )
-        seeds = sorted(of(QueueKind.SEEDING), key=lambda t: _seed_rank(t, now))
+        seeds = sorted(of(QueueKind.SEEDING), key=lambda t: _seed_rank(t, now, limits))
         allot(seeds, _unlimited(limits.active_seeds) - kept[QueueKind.SEEDING])
         return QueueDecision(frozenset(run), frozenset(queue), slow & frozenset(run))
 
@@ -514,14 +592,30 @@ class TorrentQueue:
         self._tracks = tracks  # those not shown, or not running, are forgotten
 
 
-def _seed_rank(torrent: QueuedTorrent, now: float) -> tuple[bool, int, float, float, int]:
+def _seed_rank(
+    torrent: QueuedTorrent, now: float, limits: QueueLimits
+) -> tuple[bool, bool, int, float, float, int]:
     """The order of seeds, best first (libtorrent's ``seed_rank``, in its older form with
-    the seeding time and the ratio): running since less than :data:`SEED_STICKY`, fewer
-    seeds in the swarm, less seeding time, lower ratio; then the key, so that the order is
-    total."""
+    the seeding time and the ratio): none of the seeding goals met, running since less than
+    :data:`SEED_STICKY`, fewer seeds in the swarm, less seeding time, lower ratio; then the
+    key, so that the order is total."""
     started = torrent.started
     sticky = started is not None and now - started < SEED_STICKY
-    return (not sticky, torrent.swarm_seeds, torrent.seeding_time, torrent.ratio, torrent.key)
+    met = limits.seed_goals_met(
+        uploaded=torrent.uploaded,
+        downloaded=torrent.downloaded,
+        size=torrent.size,
+        active_time=torrent.active_time,
+        seeding_time=torrent.seeding_time,
+    )
+    return (
+        met,
+        not sticky,
+        torrent.swarm_seeds,
+        torrent.seeding_time,
+        torrent.ratio,
+        torrent.key,
+    )
 
 
 def _in_line(torrent: QueuedTorrent) -> tuple[bool, int, int]:

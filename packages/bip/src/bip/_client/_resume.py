@@ -27,15 +27,22 @@ hash):
   ``paused``, ``super_seeding``, ``auto_managed`` and ``queue_position``), bencoded
   ``{"auto_managed": 0 or 1, "paused": 0 or 1, "queue_position": -1 or more,
   "super_seeding": 0 or 1}``; written once a flag was set, and when one changes. Only the
-  user's pause is ``paused``: a torrent the queue holds back is not paused. Read once, by
-  ``Session.add_torrent``, before the torrent is made. Absent: not paused, not
-  super-seeding, not auto-managed. Every key is optional, as in libtorrent's resume data: a
-  record without ``super_seeding``, ``auto_managed`` or ``queue_position`` (an older one)
-  reads them as off, off and -1; a flag is set by any int but 0 (libtorrent's
-  ``apply_flag``); a key whose value is not ours (a flag not an int, a position out of
-  range) is ignored alone, with a DEBUG log, and the others are kept (the torrent writes the
-  whole record again at its next save). Read with bounds; a file that
-  is not ours at all (too large, not a bencoded dictionary) is ignored with a warning.
+  user's pause is ``paused``: a torrent the queue holds back is not paused. With them, its
+  counters over all its runs, libtorrent's resume data keys: ``total_uploaded`` and
+  ``total_downloaded`` (payload bytes), ``active_time``, ``finished_time`` and
+  ``seeding_time`` (whole seconds), each written when not 0; they change all the time, so
+  they are written only with a save of the resume data or of the flags (at most every
+  ``resume_interval`` seconds) and at the torrent's close, not for themselves: a crash
+  loses those of the last seconds. Read once, by ``Session.add_torrent``, before the
+  torrent is made: the torrent's seeding goals and its status's times go on from them.
+  Absent: not paused, not super-seeding, not auto-managed, every counter 0. Every key is
+  optional, as in libtorrent's resume data: a record without ``super_seeding``,
+  ``auto_managed``, ``queue_position`` or a counter (an older one) reads them as off, off,
+  -1 and 0; a flag is set by any int but 0 (libtorrent's ``apply_flag``); a key whose value
+  is not ours (a flag not an int, a position or a counter out of range) is ignored alone,
+  with a DEBUG log, and the others are kept (the torrent writes the whole record again at
+  its next save). Read with bounds; a file that is not ours at all (too large, not a
+  bencoded dictionary) is ignored with a warning.
 
 Each is read only if it is a regular file, opened without blocking: anything else at its path
 (a FIFO, a device, a directory) counts as a file that cannot be read, never waited on.
@@ -64,7 +71,7 @@ import stat
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Final
@@ -117,11 +124,21 @@ _MAX_PEERS_FILE: Final = 64 * 1024
 # most in practice (bip_metainfo reads more, slowly), "i149999e" is 8 bytes each.
 # (and "i7e" per file for the priorities).
 _MAX_SELECTION_FILE: Final = 4 * 1024 * 1024
-# A state file is "d12:auto_managedi1e6:pausedi1e14:queue_positioni9e13:super_seedingi1ee":
-# anything much larger is not ours.
+# A state file is "d12:auto_managedi1e6:pausedi1e14:queue_positioni9e13:super_seedingi1ee"
+# and five counters of 19 digits at most (about 250 bytes): anything much larger is not ours.
 _MAX_STATE_FILE: Final = 1024
 # A queue position beyond this is not one we wrote (a session does not hold 2**31 torrents).
 _MAX_QUEUE_POSITION: Final = 2**31 - 1
+# A byte count or a time (seconds) beyond this is not one we wrote (libtorrent's int64).
+_MAX_COUNTER: Final = 2**63 - 1
+# The counters of HASH.state, libtorrent's resume data keys, as SavedState names them.
+_COUNTERS: Final = (
+    "total_uploaded",
+    "total_downloaded",
+    "active_time",
+    "finished_time",
+    "seeding_time",
+)
 # bip_disk refuses resume data larger than this (its MAX_RESUME_DATA_SIZE): not read past it.
 _MAX_RESUME_FILE: Final = 64 * 1024 * 1024
 # A kept .torrent (info dictionary and piece layers) larger than bip_metainfo reads from a file
@@ -221,7 +238,7 @@ def decode_saved_selection(data: bytes) -> SavedSelection | None:
 
 @dataclass(frozen=True, slots=True)
 class SavedState:
-    """A torrent's flags as ``HASH.state`` keeps them.
+    """A torrent's flags as ``HASH.state`` keeps them, and its counters.
 
     Attributes:
         paused: the torrent was paused (``Torrent.pause``; never by the queue).
@@ -231,6 +248,15 @@ class SavedState:
             seed).
         ignored: the keys of the record read whose values were not ours (the default was
             taken for each instead); never written.
+        total_uploaded: payload bytes sent over all its runs (libtorrent's resume data
+            keys of the same names, these and the next four; 0 when unknown).
+        total_downloaded: payload bytes received over all its runs.
+        active_time: seconds it ran out of any hold (its checks included), all its runs.
+        finished_time: seconds of those with every selected piece verified.
+        seeding_time: seconds of those with every piece verified (a seed).
+
+    The counters are not compared: two records of the same flags are equal (the torrent
+    compares :meth:`counters` itself, when it decides whether to write).
     """
 
     paused: bool = False
@@ -238,6 +264,22 @@ class SavedState:
     auto_managed: bool = False
     queue_position: int = -1
     ignored: frozenset[str] = frozenset()
+    total_uploaded: int = field(default=0, compare=False)
+    total_downloaded: int = field(default=0, compare=False)
+    active_time: int = field(default=0, compare=False)
+    finished_time: int = field(default=0, compare=False)
+    seeding_time: int = field(default=0, compare=False)
+
+    def counters(self) -> tuple[int, int, int, int, int]:
+        """``(total_uploaded, total_downloaded, active_time, finished_time,
+        seeding_time)``."""
+        return (
+            self.total_uploaded,
+            self.total_downloaded,
+            self.active_time,
+            self.finished_time,
+            self.seeding_time,
+        )
 
 
 def encode_saved_paused(paused: bool) -> bytes:
@@ -250,15 +292,20 @@ def encode_saved_paused(paused: bool) -> bytes:
 def encode_saved_state(state: SavedState) -> bytes:
     """The bencoded ``HASH.state`` file: ``{"auto_managed": 0 or 1, "paused": 0 or 1,
     "queue_position": -1 or more, "super_seeding": 0 or 1}`` (a reader that knows only
-    ``paused`` still finds it)."""
-    return encode(
-        {
-            b"auto_managed": int(state.auto_managed),
-            b"paused": int(state.paused),
-            b"queue_position": max(-1, state.queue_position),
-            b"super_seeding": int(state.super_seeding),
-        }
-    )
+    ``paused`` still finds it), and each counter of the state that is not 0
+    (``total_uploaded``, ``total_downloaded``, ``active_time``, ``finished_time``,
+    ``seeding_time``; absent reads as 0), within 0..2**63 - 1."""
+    document: dict[bytes, int] = {
+        b"auto_managed": int(state.auto_managed),
+        b"paused": int(state.paused),
+        b"queue_position": max(-1, state.queue_position),
+        b"super_seeding": int(state.super_seeding),
+    }
+    for name in _COUNTERS:
+        value = min(max(0, getattr(state, name)), _MAX_COUNTER)
+        if value:
+            document[name.encode()] = value
+    return encode(document)
 
 
 def _state_document(data: bytes) -> Mapping[bytes, object] | None:
@@ -292,7 +339,8 @@ def decode_saved_state(data: bytes) -> SavedState | None:
     a key that is missing takes its default (a record written before ``super_seeding``,
     ``auto_managed`` or ``queue_position`` were saved: off, off and -1), and a key whose
     value is not ours (a flag not an int, a queue position not an int from -1 to
-    2**31 - 1) is ignored alone: its default is taken, its name is in
+    2**31 - 1, a counter not an int from 0 to 2**63 - 1) is ignored alone: its default is
+    taken, its name is in
     :attr:`SavedState.ignored`, and the other keys are kept. A flag is set by any int but 0,
     as libtorrent's ``apply_flag`` reads one (we write 0 or 1). Keys it does not know are
     ignored silently (a later version may add some)."""
@@ -315,7 +363,14 @@ def decode_saved_state(data: bytes) -> SavedState | None:
     if type(position) is not int or not -1 <= position <= _MAX_QUEUE_POSITION:
         ignored.add("queue_position")
         position = -1
-    return SavedState(paused, super_seeding, auto_managed, position, frozenset(ignored))
+    counters: dict[str, int] = {}
+    for name in _COUNTERS:
+        value = document.get(name.encode(), 0)
+        if type(value) is not int or not 0 <= value <= _MAX_COUNTER:
+            ignored.add(name)
+            value = 0
+        counters[name] = value
+    return SavedState(paused, super_seeding, auto_managed, position, frozenset(ignored), **counters)
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,9 +69,10 @@ import enum
 import logging
 import math
 import random
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import trio
 
@@ -120,7 +121,7 @@ from bip_peer import (
 from bip_utracker import TrackerClient, open_tracker_client
 
 from ._config import ClientConfig, TorrentOptions
-from ._connector import Connector
+from ._connector import CONNECTOR_MESSAGES, Connector
 from ._discovery import DhtLike, DhtPeers, LsdPeers, PeerSource, TrackerAnnouncer
 from ._external_address import ExternalAddresses
 from ._holepunch import HolepunchPolicy
@@ -255,6 +256,9 @@ class Session:
         # Each peer's torrent, recorded as the manager takes it (a service: every way in).
         self._owners = _PeerOwners(self.find)
         manager.add_service(self._owners)
+        # The connections whose PORT message (BEP 5) reached the DHT: one each (weak: a
+        # connection gone takes its entry along).
+        self._dht_port_peers: weakref.WeakSet[Peer] = weakref.WeakSet()
         self.web_seed_client = WebSeedClient(
             local_address=_http_local_address(config),
             ssrf_mitigation=config.ssrf_mitigation,
@@ -282,6 +286,15 @@ class Session:
         self._check_ended = trio.Event()
         self._last_pass = -math.inf  # when the queue last decided
         self._closing = False
+        # The removals under way, by every swarm id of the torrent going (set once over): an
+        # add of the same torrent waits for its removal, which deletes its resume files (and,
+        # with the data, its files) by name, the new torrent's as much as the old one's.
+        self._removals: dict[bytes, trio.Event] = {}
+        # The adds reading a state file now, by swarm id, each told (its event set) when a
+        # removal of a torrent of that swarm begins: what it read may be the state of a
+        # torrent whose removal deleted it, however soon that removal ended. Bounded by
+        # the adds under way.
+        self._state_reads: dict[bytes, list[trio.Event]] = {}
         self._sources: list[Callable[[], PeerSource]] = []
         if dht is not None:
             self._sources.append(lambda: DhtPeers(dht, interval=config.dht_interval))
@@ -471,18 +484,38 @@ class Session:
         custom storage names them its own way); a magnet link's torrent fails once its
         metadata says so.
 
+        A torrent whose :meth:`remove_torrent` is still running (the same info hash, or a
+        swarm of it) is added once that removal returned: it deletes the torrent's resume
+        files, and with ``delete_data`` its files, by name, which would be the new torrent's
+        (and bip_disk refuses the new one while it still holds, or deletes, the old one).
+        The wait is bounded: the removal itself is. Its state file is read after it (none is
+        left then).
+
         Raises:
-            TorrentError: the torrent is already in the session, or is named ``.bip`` and
-                stored in the save directory, or the session is closed (its ``async with``
-                block was left; also while this read the state file): nothing is added.
+            TorrentError: the torrent is already in the session (or was while this read its
+                state file, and its removal began meanwhile, whether it ended or not), or is
+                named ``.bip`` and stored in the save directory, or the session is closed
+                (its ``async with`` block was left; also while this waited or read the state
+                file): nothing is added.
         """
         self._check_open()
         if isinstance(source, Metainfo) and options.storage is None:
             check_storage_name(source.info)  # before its state is read from that very folder
         info_hash = source.info.info_hash if isinstance(source, Metainfo) else source.info_hash
+        await self._removal_over(info_hash)
         saved: SavedState | None = SavedState()
+        removed_meanwhile = trio.Event()
         if options.resume:
-            saved = await ResumeStore(options.save_dir, info_hash).load_state()
+            for swarm_id in info_hash.swarm_ids():
+                self._state_reads.setdefault(swarm_id, []).append(removed_meanwhile)
+            try:
+                saved = await ResumeStore(options.save_dir, info_hash).load_state()
+            finally:
+                for swarm_id in info_hash.swarm_ids():
+                    reads = self._state_reads[swarm_id]
+                    reads.remove(removed_meanwhile)
+                    if not reads:
+                        del self._state_reads[swarm_id]
         # What the torrent starts with: the options' flags, else the saved ones (a file that
         # could not be read holds none: the defaults).
         flags = SavedState() if saved is None else saved
@@ -497,6 +530,15 @@ class Session:
         self._check_open()  # it may have closed meanwhile: its nursery takes no torrent then
         if self.find(info_hash) is not None:
             raise TorrentError(f"torrent {info_hash.hex()} is already in the session")
+        if removed_meanwhile.is_set() or self._removing(info_hash):
+            # In the session while the read ran (added by another call meanwhile, or there
+            # already), and its removal began, ended or not: what was read was the state of
+            # a torrent going away (which its removal deletes), and waiting again here could
+            # go on for as long as others add and remove it. As a duplicate, refused.
+            raise TorrentError(
+                f"torrent {info_hash.hex()} was in the session while this added it, and its"
+                " removal began meanwhile: add it again once that removal returned"
+            )
         sources: list[PeerSource] = [factory() for factory in self._sources]
         if self.trackers is not None and self.config.trackers:
             # BEP 12 tiers as the torrent has them; each extra tracker a tier of its own.
@@ -549,6 +591,7 @@ class Session:
             queue_soon=self._queue_wake_up,
             on_auto_managed=self._auto_managed_changed,
             on_check_end=self._check_slot_freed,
+            queue_limits=lambda: self._queue.limits,  # its status's seeding goals
         )
         torrent.peer_list = self.connector.attach(torrent)
         self._index(torrent, info_hash)
@@ -582,9 +625,11 @@ class Session:
         through bip_disk's :meth:`~bip_disk.DiskManager.remove_torrent` on the torrent's own
         storage: the torrent's files only, never anything else under or outside its save
         directory (a file that cannot be deleted is logged by bip_disk). The
-        :class:`Torrent` object stays readable (its last status); its controls raise
-        :class:`TorrentError` from then on, and :meth:`Torrent.wait_complete` raises unless
-        it had completed.
+        :class:`Torrent` object stays readable: its status says
+        :attr:`~bip._client.TorrentPhase.REMOVED` (from the moment this is called), with the
+        counts it had last; its controls raise :class:`TorrentError` from then on, and
+        :meth:`Torrent.wait_complete` raises unless it had completed. Adding the torrent
+        again meanwhile waits for this to return (:meth:`add_torrent`).
 
         A torrent that never reached the disk (waiting for its check's turn or for its
         resume, or failed before) has its files deleted all the same, as libtorrent deletes
@@ -602,7 +647,9 @@ class Session:
         self._check_open()
         self._check_ours(torrent)
         self._all.remove(torrent)
-        for swarm_id in [key for key, value in self._torrents.items() if value is torrent]:
+        removal = trio.Event()
+        swarm_ids = [key for key, value in self._torrents.items() if value is torrent]
+        for swarm_id in swarm_ids:
             del self._torrents[swarm_id]
         # Every connection of it, also those whose arrival is not routed yet (the torrent
         # does not hold them): as libtorrent's disconnect_all, none outlives it.
@@ -618,12 +665,35 @@ class Session:
         # that still holds it (the others close up at once).
         self._renumber()
         torrent._set_queue_position(-1)  # out of the session: its status says so
+        # Registered just before the try, whose end sets it: a removal that began is over
+        # once this returns or raises, never left for an add of it to wait on for ever.
+        for swarm_id in swarm_ids:
+            self._removals[swarm_id] = removal  # an add of it waits (add_torrent)
+            for reading in self._state_reads.get(swarm_id, ()):
+                reading.set()  # an add reading its state refuses (add_torrent)
         try:
             await torrent._remove(delete_data=delete_data)
         finally:
+            for swarm_id in swarm_ids:
+                if self._removals.get(swarm_id) is removal:
+                    del self._removals[swarm_id]
+            removal.set()
             self._queue_wake_up()  # its place in line, and its slot, are free
             if checking:
                 self._check_slot_freed()  # the next check need not wait for a decision
+
+    def _removing(self, info_hash: InfoHash) -> bool:
+        """Whether a torrent of a swarm of ``info_hash`` is being removed now."""
+        return any(swarm_id in self._removals for swarm_id in info_hash.swarm_ids())
+
+    async def _removal_over(self, info_hash: InfoHash) -> None:
+        """Wait until the removal of a torrent of a swarm of ``info_hash`` under way, if
+        any, is over. Bounded: a removal is (its work is shielded, and bounded itself), and
+        a swarm id is waited for once."""
+        for swarm_id in info_hash.swarm_ids():
+            removal = self._removals.get(swarm_id)
+            if removal is not None:
+                await removal.wait()
 
     # -- the queue (libtorrent's auto-managed torrents) --------------------------------------
 
@@ -651,14 +721,19 @@ class Session:
         inactive_up_rate: float | _Keep = _KEEP,
         auto_manage_startup: float | _Keep = _KEEP,
         auto_manage_interval: float | _Keep = _KEEP,
+        share_ratio_limit: float | _Keep | None = _KEEP,
+        seed_time_ratio_limit: float | _Keep | None = _KEEP,
+        seed_time_limit: float | _Keep | None = _KEEP,
     ) -> None:
         """Change the queue's settings (as :class:`ClientConfig` names them; those left out
         stay as they are), and let the queue decide again at once: torrents start, or are
-        queued, as the new limits say.
+        queued, as the new limits say. The seeding goals (``share_ratio_limit``,
+        ``seed_time_ratio_limit``, ``seed_time_limit``; ``None`` turns one off) rank the
+        seeds, and the torrents' status reports them from now on.
 
         Raises:
             TypeError: a setting of the wrong type.
-            ValueError: a limit below -1, a rate or a time negative or not finite
+            ValueError: a limit below -1, a rate, a time or a goal negative or not finite
                 (``auto_manage_interval`` must be positive). Nothing changes then.
             TorrentError: the session is closed (its ``async with`` block was left).
         """
@@ -675,6 +750,9 @@ class Session:
                 ("inactive_down_rate", inactive_down_rate),
                 ("inactive_up_rate", inactive_up_rate),
                 ("auto_manage_startup", auto_manage_startup),
+                ("share_ratio_limit", share_ratio_limit),
+                ("seed_time_ratio_limit", seed_time_ratio_limit),
+                ("seed_time_limit", seed_time_limit),
             )
             if not isinstance(value, _Keep)
         }
@@ -995,8 +1073,13 @@ class Session:
         meanwhile: both fail, as libtorrent's ``test_torrent_conflict`` expects; only a twin
         learning it after the failed one was removed runs on.
 
+        A twin being removed counts as there until its removal returned, as for
+        :meth:`add_torrent`: that removal deletes the resume files and, with its data, the
+        files of the twin's hashes, by name.
+
         Raises:
-            TorrentError: another torrent of the session has one of the swarm ids.
+            TorrentError: another torrent of the session has one of the swarm ids, or is
+                being removed.
         """
         for swarm_id in info_hash.swarm_ids():
             other = self._torrents.get(swarm_id)
@@ -1004,6 +1087,11 @@ class Session:
                 raise TorrentError(
                     f"hybrid torrent {info_hash.hex()} is already in the session as {other!r}"
                     " (a magnet link of its other hash)"
+                )
+            if other is None and swarm_id in self._removals:
+                raise TorrentError(
+                    f"hybrid torrent {info_hash.hex()} is being removed from the session (a"
+                    " magnet link of its other hash): add it again once that removal returned"
                 )
         self._index(torrent, info_hash)
         self.handshaker.register(info_hash)
@@ -1096,7 +1184,9 @@ class Session:
         (a torrent's blocks go to its own writer, and a torrent whose writer is behind stops
         reading its own peers, not this loop): one torrent's slow store or storage move
         holds up no other torrent's peers. A bug in a torrent's handling fails that torrent
-        alone (:meth:`Torrent.unexpected`; a plain ``try``, as this runs per message)."""
+        alone (:meth:`Torrent.unexpected`; a plain ``try``, as this runs per message).
+        The connector hears of the messages it acts on alone (not of every block)."""
+        connector_messages = CONNECTOR_MESSAGES
         async for event in self.manager.events():
             if not isinstance(event, PeerAdded | MessageReceived | PeerRemoved):
                 continue  # no other kind yet
@@ -1128,16 +1218,19 @@ class Session:
                     self._learn_dht_node(peer, event.message)
                 else:
                     try:
-                        self.connector.peer_message(torrent, peer, event.message)
+                        if type(event.message) in connector_messages:
+                            self.connector.peer_message(torrent, peer, event.message)
                         torrent.peer_message(peer, event.message)
                     except Exception as error:
                         torrent.unexpected(error)
             elif isinstance(event, PeerAdded):
-                self._tell_dht_port(peer)
                 try:
                     torrent.peer_added(peer)
                 except Exception as error:
                     torrent.unexpected(error)
+                # After the torrent's BITFIELD or HAVE_ALL, which BEP 3 allows only as the
+                # first message (libtorrent sends its PORT after them too).
+                self._tell_dht_port(peer)
 
     def _tell_dht_port(self, peer: Peer) -> None:
         """BEP 5: a peer that runs a DHT too hears which UDP port ours is on (not that of a
@@ -1154,8 +1247,16 @@ class Session:
             self.manager.send_nowait(peer, Port(port))
 
     def _learn_dht_node(self, peer: Peer, message: Port) -> None:
-        """A peer's DHT port: its node is worth a ping (BEP 5)."""
-        if self.dht is not None and message.port and not self.is_private(peer.info_hash):
+        """A peer's DHT port: its node is worth a ping (BEP 5). One PORT per connection: a
+        peer repeating it (each a ping, 7 bytes apiece) must not have the DHT ping at its
+        bidding; a peer's DHT port seldom changes while connected (libtorrent takes each)."""
+        if (
+            self.dht is not None
+            and message.port
+            and peer not in self._dht_port_peers
+            and not self.is_private(peer.info_hash)
+        ):
+            self._dht_port_peers.add(peer)
             self.dht.add_node(PeerAddress(peer.address.host, message.port))
 
     async def _route_disk(self) -> None:
@@ -1193,6 +1294,9 @@ class _UploadOnlyFields:
     (BEP 21), so that peers that only upload too need not connect (not while it super-seeds:
     :attr:`Torrent.says_upload_only`)."""
 
+    # No message: the peer manager asks it about none.
+    message_types: ClassVar[tuple[type, ...]] = ()
+
     def __init__(self, find: Callable[[InfoHash], Torrent | None]) -> None:
         self._find = find
 
@@ -1223,6 +1327,9 @@ class _PeerOwners:
     those whose arrival it has not routed yet. The session forgets a peer when its
     :class:`~bip_peer.PeerRemoved` is routed (its events come before it); so the record is
     bounded by the manager's peers and those leaving."""
+
+    # No message: the peer manager asks it about none.
+    message_types: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, find: Callable[[InfoHash], Torrent | None]) -> None:
         self._find = find
@@ -1291,6 +1398,9 @@ class _SenderSwarm:
     """A peer service placed just before PEX: tells ``sink`` the swarm id of each message's
     sender (PEX hands the sink only the torrent's hashes, and does so while it reads the
     message, synchronously)."""
+
+    # The messages PEX reads, alone: the sink needs the sender's swarm for those only.
+    message_types: ClassVar[tuple[type, ...]] = PeerExchange.message_types
 
     def __init__(self, sink: _LateSink) -> None:
         self._sink = sink

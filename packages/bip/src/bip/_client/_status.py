@@ -20,6 +20,10 @@ class TorrentPhase(enum.Enum):
       as libtorrent's queued torrents): out of its swarm as if paused, and a torrent queued
       before its check does not check yet. Not a pause of the user's (``Torrent.paused``).
     - ``FAILED``: a storage fault stopped the torrent (see :attr:`TorrentStatus.error`).
+    - ``REMOVED``: taken out of its session (``Session.remove_torrent``), failed before or
+      not: the :class:`~bip._client.Torrent` object stays readable, its counts as they were
+      last (no peers, no transfer rates). libtorrent has no status for a removed torrent
+      (its handle becomes invalid); a phase of its own says so rather than the last one.
     """
 
     METADATA = "metadata"
@@ -29,6 +33,7 @@ class TorrentPhase(enum.Enum):
     PAUSED = "paused"
     QUEUED = "queued"
     FAILED = "failed"
+    REMOVED = "removed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +51,16 @@ class TorrentStatus:
         upload_rate: payload bytes per second sent.
         downloaded: payload bytes received this session (end-game duplicates included).
         uploaded: payload bytes sent this session.
+        all_time_downloaded: payload bytes received over all the torrent's runs: this
+            session's and those its state file kept (libtorrent's ``all_time_download``).
+        all_time_uploaded: payload bytes sent over all its runs (``all_time_upload``).
         peers: connected peers.
         utp_peers: those of them connected over uTP (the rest over TCP).
         seeds: connected peers that have every piece.
         web_seeds: BEP 19 web seeds in use (not given up nor banned), a source as peers are.
         bad_pieces: pieces that failed their hash check this session.
-        error: why the torrent failed, for ``FAILED``.
+        error: why the torrent failed, for ``FAILED``; kept once it is ``REMOVED`` (a
+            failed torrent removed), ``None`` for any other.
         checked: while ``CHECKING``, the share of the check done (0.0 to 1.0), else ``None``.
         holepunch_rendezvous: BEP 55 rendezvous we sent for this torrent's peers (a dial to
             a peer learnt from PEX failed, and the peer that listed it was asked).
@@ -70,6 +79,18 @@ class TorrentStatus:
         queue_position: its place in the session's queue of downloads, 0 first
             (libtorrent's ``torrent_status.queue_position``), auto-managed or not; ``-1``
             for a seed.
+        active_time: seconds the torrent ran, out of any hold (paused, queued,
+            rechecking), its first check included, over all its runs (its state file keeps
+            them, as libtorrent's resume data ``active_time``; libtorrent's
+            ``active_duration``).
+        seeding_time: seconds of those it ran with every selected piece verified
+            (libtorrent's ``finished_duration``, kept as ``finished_time``): ``active_time``
+            less this is its download time, for the seeding goals.
+        seed_goals_met: every selected piece is here, and the torrent met one of its seeding
+            goals (``ClientConfig.share_ratio_limit``, ``seed_time_ratio_limit``,
+            ``seed_time_limit``, as :meth:`bip._client.Session.set_queue_limits` changed
+            them): when auto-managed, it ranks after the seeds that met none, and is queued
+            in their favour when ``active_seeds`` is short. ``False`` while it downloads.
     """
 
     name: str
@@ -97,11 +118,16 @@ class TorrentStatus:
     super_seeding: bool = False
     auto_managed: bool = False
     queue_position: int = -1
+    active_time: float = 0.0
+    seeding_time: float = 0.0
+    seed_goals_met: bool = False
+    all_time_downloaded: int = 0
+    all_time_uploaded: int = 0
 
     @property
     def complete(self) -> bool:
         """Whether every selected piece is verified (the torrent seeds, or would if it were
-        not paused or queued)."""
+        not paused or queued); never once ``REMOVED`` (its files may be deleted)."""
         if self.phase in (TorrentPhase.PAUSED, TorrentPhase.QUEUED):
             return self.num_pieces > 0 and self.done >= self.total
         return self.phase is TorrentPhase.SEEDING

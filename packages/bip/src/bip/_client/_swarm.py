@@ -16,6 +16,13 @@ are not fed to the brain.
 BEP 19 web seeds join the same brain as virtual peers (:class:`~bip._client._webseed.WebSeed`,
 :meth:`Swarm.join_web_seed`): the brain's actions for one go to it rather than to the manager.
 
+BEP 6 allowed fast, as libtorrent: each fast peer is offered the first ``allowed_fast_set_size``
+pieces of its allowed-fast set when it joins (:func:`~bip_select.join_inputs`), and the brain
+grants them at its first interest (:class:`~bip_select.SendAllowedFast`, carried out as any
+other action). The connection then takes its requests for them while we choke it, and the
+torrent serves them; :meth:`Swarm.fast_request` bounds what a choked peer takes of its
+grants (libtorrent's three times each piece).
+
 Messages go out without waiting: the brain's decisions must not wait for one slow peer.
 Requests, cancels and the bitfield go with :meth:`~bip_peer.PeerManager.send_nowait`: the
 session gives every peer a send queue deep enough for the largest request queue the brain
@@ -30,6 +37,7 @@ peer takes seconds to read. Either refused means the peer stopped reading: it is
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Final, cast
@@ -38,6 +46,7 @@ import trio
 
 from bip_peer import LocalProtocolError, Peer, PeerManager, StaleSendError
 from bip_select import (
+    MAX_ALLOWED_FAST,
     REASON_BAD_DATA,
     REASON_BANNED,
     Action,
@@ -64,8 +73,10 @@ from bip_select import (
 from ._webseed import WebSeed
 
 __all__ = [
+    "FAST_PIECE_REPEATS",
     "MAX_OUT_REQUESTS",
     "QUEUEING",
+    "REASON_FAST_ABUSED",
     "REASON_STALLED",
     "Swarm",
     "brain_queueing",
@@ -84,6 +95,14 @@ QUEUEING: Final = QueueConfig(max_queue=MAX_OUT_REQUESTS)
 
 REASON_STALLED = "send queue full"
 """Why a peer whose send queue stayed full is dropped: it stopped reading."""
+
+REASON_FAST_ABUSED = "too many requests when choked"
+"""Why a choked peer that took its allowed-fast pieces over and over is dropped (libtorrent's
+``too_many_requests_when_choked``)."""
+
+FAST_PIECE_REPEATS: Final = 3
+"""How many times over a choked peer may request the blocks of one allowed-fast piece
+before it is dropped: libtorrent's ``3 * blocks_per_piece`` requests per piece."""
 
 _COUNTED: Final = frozenset({SendRequest, SendCancel, SendBitfield})
 """The actions whose messages count in the peer's send queue (``send_nowait``); the others'
@@ -116,6 +135,12 @@ class Swarm:
         manager: the peer manager the peers live in.
         brain: the torrent's brain.
         on_banned: told the peer the brain dropped for bad data (to refuse it later).
+        allowed_fast_set_size: allowed-fast pieces offered to each fast peer (BEP 6;
+            libtorrent's ``allowed_fast_set_size``); 0: none.
+
+    Raises:
+        ValueError: ``allowed_fast_set_size`` is not an int in
+            0..:data:`~bip_select.MAX_ALLOWED_FAST`.
     """
 
     def __init__(
@@ -124,11 +149,25 @@ class Swarm:
         brain: SwarmBrain,
         *,
         on_banned: Callable[[Peer], None],
+        allowed_fast_set_size: int = 0,
     ) -> None:
+        size = allowed_fast_set_size
+        if type(size) is not int or not 0 <= size <= MAX_ALLOWED_FAST:
+            raise ValueError(
+                f"allowed_fast_set_size must be an int in 0..{MAX_ALLOWED_FAST}, not {size!r}"
+            )
         self.manager = manager
         self.brain = brain
         self._on_banned = on_banned
         self._num_pieces = brain.geometry.num_pieces
+        self._allowed_fast_set_size = size
+        # Blocks of each allowed-fast piece a choked peer requested (fast_request). Weak: the
+        # counts go with the peer's handle however it left. At most one entry per piece granted.
+        self._fast_requests: weakref.WeakKeyDictionary[Peer, dict[int, int]] = (
+            weakref.WeakKeyDictionary()
+        )
+        # libtorrent's bound: three times the blocks of a whole piece.
+        self._fast_request_limit = FAST_PIECE_REPEATS * brain.geometry.blocks_in_piece(0)
         self._refused = 0  # sends the connection refused for a reason other than staleness
         # Requests the connection refused that the peer never saw, waiting to go back to the
         # brain (True: a fast peer's choke refused it; False: the peer took the piece back),
@@ -145,10 +184,30 @@ class Swarm:
         if peer in self.joined or peer not in self.manager.peers:
             return
         self.joined.add(peer)
-        for event in join_inputs(peer):
+        for event in join_inputs(peer, allowed_fast_set_size=self._allowed_fast_set_size):
             self.feed(event, now)
             if peer not in self.joined:  # the brain refused it (banned)
                 return
+
+    def fast_request(self, peer: Peer, piece: int) -> bool:
+        """A request of ``peer`` for a block of ``piece`` came while we choke it: whether to
+        serve it.
+
+        The connection takes such a request only for a piece we granted it (BEP 6 allowed
+        fast). A choked peer may take each granted piece a few times over (a block lost, a
+        piece that failed its hash), as libtorrent lets it: :data:`FAST_PIECE_REPEATS` times
+        the blocks of a whole piece; past that it is taking our upload for free, and it is
+        dropped (``False``; the caller drops it), as libtorrent disconnects it. Counted
+        only while choked: what it takes unchoked is its due. O(1).
+        """
+        counts = self._fast_requests.get(peer)
+        if counts is None:
+            counts = self._fast_requests[peer] = {}
+        count = counts.get(piece, 0)
+        if count >= self._fast_request_limit:
+            return False
+        counts[piece] = count + 1
+        return True
 
     def join_web_seed(self, seed: WebSeed, now: float) -> None:
         """Join a web seed to the brain: a peer with every piece that never chokes us."""

@@ -156,11 +156,11 @@ from ._config import (
 from ._discovery import PeerSource, UserPeers
 from ._holepunch import HolepunchCounts, HolepunchPolicy
 from ._move import MoveFlags
-from ._queue import QueuedTorrent, QueueKind
+from ._queue import QueuedTorrent, QueueKind, QueueLimits
 from ._resume import MAX_SAVED_PEERS, ResumeStore, SavedState, names_same_torrent
 from ._source import SourceError, resolve_peers
 from ._status import TorrentPhase, TorrentStatus
-from ._swarm import REASON_STALLED, Swarm, brain_queueing
+from ._swarm import REASON_FAST_ABUSED, REASON_STALLED, Swarm, brain_queueing
 from ._upload import Uploader, refuse_request
 from ._views import PeerInfo, file_progress, peer_infos
 from ._webseed import WebSeed, WebSeedState
@@ -193,6 +193,10 @@ _FileChoice: TypeAlias = frozenset[int] | tuple[int, ...] | None
 _RATE_WINDOW: Final = 5.0
 # The clean stop's saves after the last one (_settle_resume): each waits the window at most.
 _SETTLE_SAVES: Final = 2
+_MAX_RESUME_RETRY: Final = 60.0
+"""The longest wait before a resume save that failed is tried again (the wait doubles from
+``resume_interval`` at each failure): a lasting fault warns once a minute, not at every
+interval."""
 REASON_BAD_REQUEST: Final = "request outside its piece"
 """Why a peer asking for bytes past the end of a piece is dropped."""
 REASON_REDUNDANT: Final = "both seeds"
@@ -352,6 +356,7 @@ class Torrent:
         queue_soon: Callable[[], None] | None = None,
         on_auto_managed: Callable[[Torrent, bool], None] | None = None,
         on_check_end: Callable[[], None] | None = None,
+        queue_limits: Callable[[], QueueLimits] | None = None,
     ) -> None:
         """Internal: the session builds torrents. ``listen_port`` reads our TCP port as others
         should dial it now (a NAT-PMP mapping may change it while the torrent runs).
@@ -368,13 +373,17 @@ class Torrent:
         held back by one. ``on_auto_managed`` hears of every change of the flag (the session
         counts its auto-managed torrents); ``on_check_end`` of every check of the data that
         ends, done or failed (its slot is free for the next: the session starts that one at
-        once, without waiting for its queue's next decision).
+        once, without waiting for its queue's next decision). ``queue_limits`` reads the
+        queue's limits now, for the seeding goals a status reports (``None``: the
+        config's).
 
         ``saved_state`` is what its state file holds, as the session read it (once, before
         making the torrent: the flags above were decided from it and the options), so that
         only a change is written; ``None`` (it could not be read, or was not ours) or a
-        record with a key ignored: written whole at the next save."""
+        record with a key ignored: written whole at the next save. Its counters are where
+        the torrent's all-time transfer and times go on from."""
         self._on_unheld = on_unheld
+        self._queue_limits = queue_limits
         self.options = options
         self._peer_sink: PeerSink = peer_sink if peer_sink is not None else handshaker
         self._holepunch = holepunch
@@ -484,6 +493,8 @@ class Torrent:
         self._down = RateMeter(window=_RATE_WINDOW, now=now)
         self._up = RateMeter(window=_RATE_WINDOW, now=now)
         self._resume_dirty = trio.Event()
+        # The last save of the disk's record failed: the next is tried later and later.
+        self._resume_save_failed = False
         self._uploader = Uploader(disk, manager, on_sent=self._sent)
         # The piece order. Remembered before the brain exists (a magnet link's metadata,
         # the check of the data) and given to it when it is made.
@@ -495,6 +506,9 @@ class Torrent:
         # the piece count); a new file selection drops them, as libtorrent's
         # prioritize_files sets every piece's priority from the files.
         self._raised: set[int] = set()
+        # Those of them raised while the torrent checked (no brain to say the piece is had):
+        # the raise of each the check finds is dropped when the brain is made.
+        self._check_raised: set[int] = set()
         # The piece priorities the brain has (None: every piece at the default).
         self._priorities: list[int] | None = None
         # Whether set_files or set_file_priorities chose the files (then the choice is saved,
@@ -540,7 +554,15 @@ class Torrent:
         self._unqueued_check = self.info is not None
         # Only the state file to write (a new queue position): not the whole resume data.
         self._state_dirty = trio.Event()
-        self._seeding_time = 0.0  # seconds seeded out of any hold, this run
+        # Counted over all its runs, from its state file (libtorrent's resume data keeps
+        # them): the seeding goals go on from them, as libtorrent's seed_rank. The trackers
+        # hear this run's transfer alone (transfer()), as libtorrent's announces.
+        totals = SavedState() if saved_state is None else saved_state
+        self._seeding_time = float(totals.finished_time)  # every selected piece, unheld
+        self._active_time = float(totals.active_time)  # out of any hold (the seeding goals)
+        self._seed_time = float(totals.seeding_time)  # every piece: libtorrent's seeding_time
+        self._earlier_uploaded = totals.total_uploaded  # before this run
+        self._earlier_downloaded = totals.total_downloaded
         self._last_tick = now
         self._seeds_counted_at: float | None = None
         self._swarm_seed_count = 0
@@ -638,7 +660,8 @@ class Torrent:
         return self._corrupt
 
     def status(self) -> TorrentStatus:
-        """A snapshot of the torrent's progress."""
+        """A snapshot of the torrent's progress; ``REMOVED`` once removed from its session,
+        whatever it did before, with no transfer rates (the last seconds' would linger)."""
         now = trio.current_time()
         seeds = sum(1 for peer in self.peers if peer.connection.peer_has_all)
         punched = (
@@ -647,7 +670,9 @@ class Torrent:
             else HolepunchCounts()
         )
         phase = self._phase
-        if phase is not TorrentPhase.FAILED:
+        if self._removed:
+            phase = TorrentPhase.REMOVED
+        elif phase is not TorrentPhase.FAILED:
             if self.paused:
                 phase = TorrentPhase.PAUSED
             elif self.queued:
@@ -659,10 +684,12 @@ class Torrent:
             done=self._done,
             pieces=self._pieces(),
             num_pieces=self.num_pieces or 0,
-            download_rate=self._down.rate(now),
-            upload_rate=self._up.rate(now),
+            download_rate=0.0 if self._removed else self._down.rate(now),
+            upload_rate=0.0 if self._removed else self._up.rate(now),
             downloaded=self._downloaded,
             uploaded=self._uploaded,
+            all_time_downloaded=self._earlier_downloaded + self._downloaded,
+            all_time_uploaded=self._earlier_uploaded + self._uploaded,
             peers=len(self.peers),
             seeds=seeds,
             utp_peers=sum(1 for peer in self.peers if peer.transport == "utp"),
@@ -678,6 +705,9 @@ class Torrent:
             super_seeding=self.super_seeding,
             auto_managed=self.auto_managed,
             queue_position=self.queue_position,
+            active_time=self._active_time,
+            seeding_time=self._seeding_time,
+            seed_goals_met=self._seed_goals_met(),
         )
 
     def peer_info(self) -> tuple[PeerInfo, ...]:
@@ -880,13 +910,37 @@ class Torrent:
             paused=self.paused,
             position=self._queue_position,
             started=self._running_since,
-            downloaded=self._downloaded,
-            uploaded=self._uploaded,
+            # All-time, as the seeding goals count them (the slow test takes differences).
+            downloaded=self._earlier_downloaded + self._downloaded,
+            uploaded=self._earlier_uploaded + self._uploaded,
             check_running=kind is QueueKind.CHECKING and self._disk_checking,
             swarm_seeds=self._swarm_seeds(now) if kind is QueueKind.SEEDING else 0,
             seeding_time=self._seeding_time,
-            ratio=self._uploaded / max(self._total, 1),
+            ratio=(self._earlier_uploaded + self._uploaded) / max(self._total, 1),
             keeps=keeps,
+            active_time=self._active_time,
+            size=self._size(),
+        )
+
+    def _size(self) -> int:
+        """The torrent's file data, every file whatever the selection (libtorrent's
+        ``total_size``, the share ratio's divisor); 0 before the metadata is known."""
+        return 0 if self.info is None else self.info.total_size
+
+    def _seed_goals_met(self) -> bool:
+        """Whether the torrent is complete and met one of the session's seeding goals (the
+        queue's limits now: :meth:`QueueLimits.seed_goals_met`); never once removed (its
+        files may be deleted), as its status is never complete then."""
+        if self._phase is not TorrentPhase.SEEDING or self._removed:
+            return False
+        read = self._queue_limits
+        limits = read() if read is not None else self._config.queue_limits
+        return limits.seed_goals_met(
+            uploaded=self._earlier_uploaded + self._uploaded,
+            downloaded=self._earlier_downloaded + self._downloaded,
+            size=self._size(),
+            active_time=self._active_time,
+            seeding_time=self._seeding_time,
         )
 
     def _swarm_seeds(self, now: float) -> int:
@@ -1110,13 +1164,17 @@ class Torrent:
         whose priority (:meth:`file_priorities`) is above 0 (``None`` when every file but the
         pad files is)."""
         choice = self._file_choice
-        if isinstance(choice, tuple):
-            info = self.info
-            priorities = choice if info is None else _per_file(choice, info)  # pads at 0
-            selected = frozenset(index for index, priority in enumerate(priorities) if priority)
-            files = len(choice) if info is None else sum(not e.is_pad for e in info.files)
-            return None if len(selected) == files else selected
-        return choice
+        info = self.info
+        if info is None:  # before a magnet's metadata: as chosen
+            if isinstance(choice, tuple):
+                selected = frozenset(index for index, priority in enumerate(choice) if priority)
+                return None if len(selected) == len(choice) else selected
+            return choice
+        # From the priorities, whatever form the choice has: a pad file named in a selection
+        # is not selected (its priority stays 0), and every file but the pads is every file.
+        priorities = _per_file(choice, info)
+        selected = frozenset(index for index, priority in enumerate(priorities) if priority)
+        return None if len(selected) == sum(not e.is_pad for e in info.files) else selected
 
     def file_priorities(self) -> tuple[int, ...]:
         """Each file's priority, 0..7 (libtorrent's ``get_file_priorities``), in
@@ -1140,9 +1198,11 @@ class Torrent:
         fetched whole. Everything else is as :meth:`set_files` (which sets 4 and 0): the
         brain hears it at once, ``total``/``done``/``left`` follow, a complete torrent that
         now wants more goes back to ``DOWNLOADING`` (or the reverse), pieces a deadline
-        raised take their files' priority again, and the priorities are saved with the
-        resume data (``.bip/HASH.selection``) for the next run. A BEP 47 pad file's priority
-        is ignored: it stays 0 (libtorrent's rule).
+        raised take their files' priority again, the blocks received of a piece no longer
+        wanted are dropped (fetched whole if it is wanted again; libtorrent keeps them on
+        disk), and the priorities are saved with the resume data (``.bip/HASH.selection``)
+        for the next run. A BEP 47 pad file's priority is ignored: it stays 0 (libtorrent's
+        rule).
 
         Raises:
             TypeError: ``priorities`` is neither a sequence nor a mapping of ints.
@@ -1192,7 +1252,11 @@ class Torrent:
         event (unset; one that was set stays set), peers hear we are no longer upload-only,
         the web seeds start again. One that wants less may become complete (``SEEDING``).
         Pieces a deadline raised (:meth:`set_piece_deadline`) take their files' priority
-        again, and pieces no longer wanted lose their deadlines, as in libtorrent.
+        again, and pieces no longer wanted lose their deadlines, as in libtorrent. The blocks
+        received of a piece no longer wanted are dropped, also those still arriving or
+        waiting for the disk (a piece part way in memory holds a share of the disk's bound
+        every torrent shares): selected again, it is fetched whole (libtorrent keeps them on
+        disk).
 
         Remembered in the resume data (``.bip/HASH.selection``): a later run with
         ``TorrentOptions.files`` left ``None`` selects these files again. Before a magnet
@@ -1222,6 +1286,7 @@ class Torrent:
         self._file_choice = choice
         self._selection_set = self._selection_dirty = True
         self._raised.clear()
+        self._check_raised.clear()
         self._resume_dirty.set()
         self._priorities_changed()
 
@@ -1229,9 +1294,15 @@ class Torrent:
         """The selection or a raised piece changed: the wanted pieces, sizes and the brain's
         priorities follow (once the brain exists; it is made with them otherwise)."""
         swarm = self.swarm
+        wanted_before = self._wanted
         if swarm is None:
             if self._geometry is not None:  # checking: the status shows the new sizes now
-                self._piece_priorities()
+                # Kept, as with a brain: a deadline set meanwhile (_raise_piece) reads them.
+                self._priorities = self._piece_priorities()
+                # A move's check keeps the pieces in memory: those no longer wanted go now
+                # (the brain made after the check starts afresh).
+                for piece in wanted_before - self._wanted:
+                    self._drop_unwanted(None, piece)
             return
         priorities = self._priorities = self._piece_priorities()
         everything = [DEFAULT_FILE_PRIORITY] * swarm.brain.geometry.num_pieces
@@ -1243,8 +1314,27 @@ class Torrent:
             # As libtorrent's prioritize_files: a piece no longer wanted loses its deadline.
             for piece in [p for p in swarm.brain.deadlines() if not priorities[p]]:
                 swarm.feed(PieceDeadlineCleared(piece), now)
+        for piece in wanted_before - self._wanted:
+            self._drop_unwanted(swarm, piece)
         self._recount_done()
         self._update_completion()
+
+    def _drop_unwanted(self, swarm: Swarm | None, piece: int) -> None:
+        """Drop the blocks the disk holds of ``piece`` if it is not wanted (any more): each
+        piece still arriving holds a piece-sized buffer of the disk's bound, shared by every
+        torrent of the session, and nothing would complete this one, so that a few such
+        pieces would stall every download. The brain (``None`` while checking: none) forgets
+        its blocks too (as for a piece the disk discarded), so that it asks for them all
+        again should the piece be wanted again."""
+        handle = self.handle
+        if piece in self._wanted or handle is None:
+            return
+        try:
+            dropped = self._disk.discard_piece(handle, piece)
+        except TorrentStateError:  # gone from the disk (removed, closing): nothing held
+            return
+        if dropped and swarm is not None:
+            swarm.feed(BrainPieceDiscarded(piece), trio.current_time())
 
     def _recount_done(self) -> None:
         """Count ``done`` afresh: the data bytes of the wanted pieces the brain has (after a
@@ -1292,6 +1382,10 @@ class Torrent:
         self._hold(_HOLD_RECHECK, REASON_RECHECK)
         self.swarm = None
         self._forget_completion()
+        # As libtorrent's force_recheck clears what the torrent has: nothing counts as done
+        # until the new brain (made from the check's result) counts it afresh, so that a
+        # status meanwhile (the check may wait for its turn, or a resume) is not complete.
+        self._done = 0
         self._blocks.clear()  # asked by the old brain: the new one asks again
         self._hold_for_decision()  # its check waits for its turn (_recheck)
         self._nursery.start_soon(self._recheck)
@@ -1385,7 +1479,8 @@ class Torrent:
           written, while the torrent's own copies of them stay in the old directory (as
           libtorrent's); the others move. Then, as after :meth:`force_recheck`, the torrent
           leaves its swarm (phase ``CHECKING``, peers disconnected with
-          :data:`REASON_RECHECK`, :attr:`completed` and :attr:`seeded` unset) while bip_disk
+          :data:`REASON_RECHECK`, :attr:`completed` and :attr:`seeded` unset, nothing
+          counted as ``done`` until the check ends) while bip_disk
           hashes the pieces the kept files hold (the others stay verified), in the
           background after this returns, and goes on with what it found. With no file in
           the way, it is the plain move.
@@ -1500,6 +1595,9 @@ class Torrent:
         self._hold(_HOLD_RECHECK, REASON_RECHECK)
         self.swarm = None
         self._forget_completion()
+        # As after force_recheck: the pieces of the kept files are not known to be had
+        # until the check ends, so nothing counts as done (the new brain counts afresh).
+        self._done = 0
         self._blocks.clear()  # asked by the old brain: the new one asks again
         assert self._nursery is not None  # the storage is open: run() is running
         self._nursery.start_soon(self._finish_check, handle)
@@ -1562,11 +1660,13 @@ class Torrent:
         fastest there is), and a block that its peer will not deliver in time is asked of a
         faster one as well. A new deadline for the same piece replaces the old one; a piece
         that passes its hash check forgets its deadline. A deadline for a piece we already
-        have is ignored. A piece of a file not selected is raised to the lowest priority (1)
-        so that it is fetched, as libtorrent does: that piece only, not its file; it counts
-        in ``total`` (and a complete torrent goes back to ``DOWNLOADING`` for it). Clearing
-        the deadline does not lower it again (libtorrent's neither); a new :meth:`set_files`
-        does.
+        have is ignored, its priority left as it is. A piece of a file not selected is
+        raised to the lowest priority (1) so that it is fetched, as libtorrent does: that
+        piece only, not its file; it counts in ``total`` (and a complete torrent goes back
+        to ``DOWNLOADING`` for it). Clearing the deadline does not lower it again
+        (libtorrent's neither); a new :meth:`set_files` does, and so does the check's end
+        for a piece raised while the torrent checked that the check finds on disk (bip's
+        rule: nothing can tell meanwhile that it is had), deadline cleared or not.
 
         Raises:
             TorrentError: the metadata is not known yet (a magnet link: the piece count is
@@ -1578,6 +1678,8 @@ class Torrent:
         self._check_piece(piece)
         if not (math.isfinite(seconds_from_now) and seconds_from_now >= 0):
             raise ValueError(f"a deadline is seconds from now, >= 0; not {seconds_from_now!r}")
+        if self.swarm is not None and self.swarm.brain.has_piece(piece):
+            return  # met already: neither a deadline nor a raise (libtorrent's neither)
         now = trio.current_time()
         when = now + seconds_from_now
         self._raise_piece(piece)
@@ -1597,6 +1699,8 @@ class Torrent:
         if priorities is not None and priorities[piece]:
             return  # selected already
         self._raised.add(piece)
+        if self.swarm is None:
+            self._check_raised.add(piece)
         self._priorities_changed()
 
     def clear_piece_deadline(self, piece: int) -> None:
@@ -1691,7 +1795,7 @@ class Torrent:
         """:meth:`run`'s work, in its cancel scope."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._blocks.run, self._store_block, self._blocks_drained)
+            nursery.start_soon(self._write_blocks)
             try:
                 await self._load_peers()
                 user = UserPeers(await self._user_peers(), interval=self._config.redial_interval)
@@ -2268,8 +2372,13 @@ class Torrent:
         (set_files may have been called during the check), and join the peers."""
         geometry = self._geometry
         assert geometry is not None
-        priorities = self._priorities = self._piece_priorities()
         have = self._disk.have(handle)
+        # A deadline set meanwhile raised its piece, not knowing it was on disk: a deadline
+        # for a piece we have is ignored, and so is its raise (set_piece_deadline's promise),
+        # whether the deadline is still set or not. A raise made before the check stays.
+        self._raised.difference_update(p for p in self._check_raised if p in have)
+        self._check_raised.clear()
+        priorities = self._priorities = self._piece_priorities()
         brain = SwarmBrain(
             geometry,
             rng=self._rng,
@@ -2278,7 +2387,12 @@ class Torrent:
             piece_priorities=priorities,
             queueing=brain_queueing(),  # trust per host, kept across reconnects
         )
-        self.swarm = Swarm(self._manager, brain, on_banned=self._ban)
+        self.swarm = Swarm(
+            self._manager,
+            brain,
+            on_banned=self._ban,
+            allowed_fast_set_size=self._config.allowed_fast_set_size,
+        )
         self._recount_done()  # the brain has what is on disk
         self._unverified = geometry.bytes_left(have)
         now = trio.current_time()
@@ -2565,6 +2679,10 @@ class Torrent:
         assert handle is not None
         if swarm is None or self._closing:  # a recheck began since, or closing (_begin_close)
             return
+        if block.piece not in self._wanted:
+            # Deselected while it was fetched: not written (see _store_block), given back.
+            swarm.web_seed_input(seed, BlockDropped(seed, block), trio.current_time())
+            return
         try:
             await self._disk.write_block(handle, block.piece, block.begin, data)
         except TorrentStateError as error:
@@ -2575,6 +2693,8 @@ class Torrent:
         self._down.add(block.length, now=now)
         if seed in swarm.web_seeds:  # it may have left while the disk was busy
             swarm.feed(BlockReceived(seed, block), now)
+        # Deselected while the disk was busy: dropped (the brain now, if any, told).
+        self._drop_unwanted(self.swarm, block.piece)
 
     def _queue_block(self, swarm: Swarm, peer: Peer, message: Piece) -> None:
         """Hand a peer's block to the writer (:meth:`_store_block`) and tell the brain it
@@ -2616,6 +2736,44 @@ class Torrent:
             # most), and are taken: none is dropped to wait for a request timeout.
             self._manager.pause_reading(peer)
 
+    async def _write_blocks(self) -> None:
+        """The writer: store the queued blocks (:meth:`_store_block`), a block that would wait
+        for room for a new piece set aside while the blocks behind it go by (they may be
+        those that complete the pieces in memory, which makes the room)."""
+        await self._blocks.run(
+            self._store_block,
+            self._blocks_drained,
+            piece_of=_piece_of,
+            waits=self._block_waits,
+            drop=self._block_given_back,
+        )
+
+    def _block_waits(self, item: tuple[Swarm, Peer, Piece]) -> bool:
+        """Whether storing a queued block now would wait for room for its piece, shared by
+        every torrent of the session (only a piece not in memory yet can)."""
+        swarm, _peer, message = item
+        handle = self.handle
+        if handle is None or swarm is not self.swarm or self._closing:
+            return False  # _store_block drops it at once
+        if message.index not in self._wanted:
+            return False  # deselected: _store_block gives it back at once, holding nothing
+        try:
+            return self._disk.must_wait_for_room(handle, message.index)
+        except TorrentStateError:
+            return False  # removed: _store_block tells the brain
+
+    def _block_given_back(self, item: tuple[Swarm, Peer, Piece]) -> None:
+        """A block the writer could not keep waiting for room (too many set aside): the brain
+        takes it back (it waited as arrived) and asks for it again, blaming nobody. Its peer
+        is read no more until the blocks set aside drain (:meth:`_blocks_drained`): asked
+        again at once, it would send the next block at once, given back too, and so on at
+        the speed of the line."""
+        swarm, peer, message = item
+        if swarm is self.swarm and peer in swarm.joined:
+            block = Block(message.index, message.begin, len(message.block))
+            swarm.feed(BlockDropped(peer, block), trio.current_time())
+        self._manager.pause_reading(peer)  # nothing if paused already, or gone
+
     def _blocks_drained(self) -> None:
         """The writer caught up (its queue is down to half its bound): read the peers
         :meth:`_queue_block` paused again (only it pauses this torrent's peers; resuming one
@@ -2640,6 +2798,14 @@ class Torrent:
         handle = self.handle
         assert handle is not None
         length = len(message.block)
+        if message.index not in self._wanted:
+            # Deselected while it waited: written, it would start its piece again in the
+            # disk (a piece-sized buffer of the bound every torrent shares) only to be
+            # dropped at once. Given back to the brain, as a block the queue refuses.
+            if peer in swarm.joined:
+                block = Block(message.index, message.begin, length)
+                swarm.feed(BlockDropped(peer, block), trio.current_time())
+            return
         try:
             await self._disk.write_block(handle, message.index, message.begin, message.block)
         except TorrentStateError as error:
@@ -2657,6 +2823,9 @@ class Torrent:
         # It may have left while the disk was busy, or a recheck replaced the brain meanwhile.
         if swarm is self.swarm and peer in swarm.joined:
             swarm.feed(BlockReceived(peer, Block(message.index, message.begin, length)), now)
+        # Deselected while the disk was busy (the brain now, if any, told: a check or a new
+        # brain may have come meanwhile, and a move keeps the pieces in memory).
+        self._drop_unwanted(self.swarm, message.index)
 
     def _request(self, peer: Peer, request: Request) -> None:
         info = self.info
@@ -2671,6 +2840,11 @@ class Torrent:
             # connection refused most such requests already, for pieces never announced),
             # or lost from storage since announced.
             self._refuse(peer, request)
+            return
+        # Taken while we choke it: a piece we allowed it fast (the connection refused the
+        # others), which it may not take over and over.
+        if peer.connection.am_choking and not swarm.fast_request(peer, request.index):
+            self._manager.remove_peer(peer, REASON_FAST_ABUSED)
             return
         self._uploader.queue(peer, request)
 
@@ -2742,12 +2916,19 @@ class Torrent:
                 swarm.feed(BrainPieceLost(event.piece), trio.current_time())
 
     def tick(self, now: float) -> None:
-        """Run the brain's timers; count the time seeded (the queue ranks seeds by it)."""
+        """Run the brain's timers; count the time run and the time seeded (the queue ranks
+        seeds by them, and by the seeding goals they meet)."""
         if self.swarm is not None:
             self.swarm.tick(now)
         last, self._last_tick = self._last_tick, now
-        if self._phase is TorrentPhase.SEEDING and not self.halted and now > last:
-            self._seeding_time += now - last
+        if not self.halted and now > last:
+            # libtorrent's active_time: any phase but a hold (its first check counts, as
+            # libtorrent's unpaused check does); the download time is this less the seeding.
+            self._active_time += now - last
+            if self._phase is TorrentPhase.SEEDING:
+                self._seeding_time += now - last
+                if self.swarm is not None and self.swarm.brain.is_seed:
+                    self._seed_time += now - last
 
     # -- background work --------------------------------------------------------------------
 
@@ -2762,7 +2943,10 @@ class Torrent:
 
     async def _save_resume_loop(self) -> None:
         """Save the resume data when it changed, at most every ``resume_interval`` seconds
-        (a pause saves at once)."""
+        (a pause saves at once). A save that failed is tried again: after a fault, the
+        interval doubles at each failure up to a minute (a lasting fault warns once a minute,
+        not at every interval)."""
+        interval = self._config.resume_interval
         while True:
             await self._save_wanted()
             full = self._resume_dirty.is_set()
@@ -2770,13 +2954,17 @@ class Torrent:
             self._state_dirty = trio.Event()
             self._save_now = trio.Event()
             if full:
-                await self._save_resume(sync=False)
+                await self._save_resume(sync=False)  # dirty again if it failed
+                if self._resume_save_failed:
+                    interval = min(2 * interval, max(_MAX_RESUME_RETRY, interval))
+                else:
+                    interval = self._config.resume_interval
             else:
                 # A new queue position alone: the state file, not the whole resume data.
                 async with self._save_lock:
                     if not self._removed:
                         await self._save_state()
-            with trio.move_on_after(self._config.resume_interval):
+            with trio.move_on_after(interval):
                 await self._save_now.wait()
 
     async def _save_wanted(self) -> None:
@@ -2810,8 +2998,13 @@ class Torrent:
                     data = await self._disk.save_resume_data(handle, sync=sync)
                     await self._store.save_resume(data)
                     saved = data
+                    self._resume_save_failed = False
                 except (TorrentStateError, StorageError, OSError) as error:
                     logger.warning("%s: cannot save resume data: %s", self._name, error)
+                    # Still to be saved: a transient fault must not keep the pieces verified
+                    # since out of the file until something else changes (as _save_selection).
+                    self._resume_save_failed = True
+                    self._resume_dirty.set()
             await self._save_peers()
             await self._save_selection()
             await self._save_state()
@@ -2841,9 +3034,18 @@ class Torrent:
         if self._store is None:
             return
         state = SavedState(
-            self.paused, self.super_seeding, self._auto_managed, self._queue_position
+            self.paused,
+            self.super_seeding,
+            self._auto_managed,
+            self._queue_position,
+            total_uploaded=self._earlier_uploaded + self._uploaded,
+            total_downloaded=self._earlier_downloaded + self._downloaded,
+            active_time=int(self._active_time),  # whole seconds, as libtorrent's
+            finished_time=int(self._seeding_time),
+            seeding_time=int(self._seed_time),
         )
-        if state == self._saved_state:
+        saved = self._saved_state
+        if saved is not None and state == saved and state.counters() == saved.counters():
             return
         try:
             await self._store.save_state(state)
@@ -2851,6 +3053,11 @@ class Torrent:
             logger.warning("%s: cannot save its state: %s", self._name, error)
             return
         self._saved_state = state
+
+
+def _piece_of(item: tuple[Swarm, Peer, Piece]) -> int:
+    """The piece a queued block belongs to (the writer keeps each piece's blocks in order)."""
+    return item[2].index
 
 
 def _first_leaf(error: BaseException) -> BaseException:
