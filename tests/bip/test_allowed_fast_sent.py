@@ -127,6 +127,42 @@ async def test_a_choked_peer_taking_a_granted_piece_over_and_over_is_dropped(
             assert await peer.wait_closed(DEADLINE / 2)
 
 
+async def test_a_request_routed_after_our_choke_counts_only_for_a_granted_piece(
+    tmp_path: Path,
+) -> None:
+    """A request the peer made while unchoked can reach the torrent after our choke (its
+    event queued meanwhile). Before: ``Swarm.fast_request`` counted it whatever its piece,
+    and a fourth such request for a piece never granted dropped the peer as a fast abuser.
+    Only a granted piece counts; the others the connection already rejected at the choke,
+    and the uploader skips them."""
+    folder = write_content(tmp_path / "seed", SIZES)
+    torrent = make_torrent(folder, "v1", piece_length=PIECE)
+    with trio.fail_after(DEADLINE):
+        async with open_session(loopback_config(listen=((SEED_HOST, 0),))) as seeder:
+            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+            await seeding.wait_complete()
+            async with hostile_peer(
+                address_of(seeder), torrent.info.info_hash, local_host=PEER_HOST
+            ) as peer:
+                await peer.send(Interested())
+                await peer.wait_until(lambda: len(granted(peer)) > 0)
+                swarm = seeding.swarm
+                assert swarm is not None
+                (joined,) = swarm.joined
+                assert joined.connection.am_choking
+                other = next(p for p in range(torrent.info.num_pieces) if p not in granted(peer))
+                for _ in range(4):  # as the torrent hears such requests, past the limit
+                    seeding._request(joined, Request(other, 0, PIECE))
+                assert not peer.closed.is_set()
+                assert joined in swarm.joined
+                # A granted piece still counts (and is served).
+                piece = granted(peer)[0]
+                for _ in range(3):
+                    assert isinstance(await ask(peer, piece), Piece)
+                await peer.send(Request(piece, 0, PIECE))
+                assert await peer.wait_closed(DEADLINE / 2)
+
+
 async def test_none_granted_with_a_size_of_zero(tmp_path: Path) -> None:
     with trio.fail_after(DEADLINE):
         async with choked_peer(tmp_path, allowed_fast_set_size=0) as (torrent, peer):

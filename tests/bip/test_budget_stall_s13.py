@@ -37,6 +37,7 @@ from bip_disk import (
     ResumeData,
     StorageError,
     TorrentHandle,
+    TorrentState,
     open_disk_manager,
 )
 from bip_disk._memory import MemoryFileSystem
@@ -519,3 +520,99 @@ async def test_a_block_of_a_piece_no_longer_wanted_is_not_set_aside(
             assert download._block_waits(item)
             download.set_files(frozenset({1}))  # piece 0 is the first file's
             assert not download._block_waits(item)
+
+
+async def test_a_block_of_a_new_piece_taken_while_moving_is_set_aside() -> None:
+    # The write of a new piece's block waits for the move, then for room: the blocks behind
+    # it, which complete the pieces in memory and so make that room, must not wait with it
+    # (else they waited for the idle drop, a minute on).
+    info, content = _info("m", 4)
+    async with open_disk_manager(max_in_flight_bytes=2 * PIECE) as disk:
+        torrent = await disk.add_torrent(info, MemoryFileSystem())
+        await disk.wait_checked(torrent)
+        for piece in (0, 1):  # the whole bound
+            await disk.write_block(torrent, piece, 0, content[piece * PIECE :][:BLOCK])
+        writer = _Writer(disk, torrent, content)
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer.run)
+                nursery.start_soon(disk.move_storage, torrent, MemoryFileSystem())
+                while disk.status(torrent).state is not TorrentState.MOVING:
+                    await trio.sleep(0)
+                for item in ((2, 0), (0, 1), (1, 1), (2, 1)):
+                    assert writer.queue.put(item, BLOCK)
+                while len(writer.stored) < 4:
+                    await trio.sleep(0.001)
+                assert writer.stored == [(0, 1), (1, 1), (2, 0), (2, 1)]
+                nursery.cancel_scope.cancel()
+
+
+async def test_discard_gives_back_the_blocks_set_aside_of_a_piece() -> None:
+    # Piece 1 set aside (its first block waiting for room), piece 3 too: discarding piece 1
+    # returns its blocks in order, frees their bytes and its place in line; piece 3 stays.
+    queue: BlockQueue[tuple[int, int]] = BlockQueue(max_bytes=100, limit_bytes=400)
+    room_made = trio.Event()
+    stored: list[tuple[int, int]] = []
+    cancelled: list[tuple[int, int]] = []
+
+    async def store(item: tuple[int, int]) -> None:
+        try:
+            await room_made.wait()
+        except trio.Cancelled:
+            cancelled.append(item)
+            raise
+        stored.append(item)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            functools.partial(
+                queue.run, store, lambda: None, piece_of=lambda item: item[0], waits=lambda _: True
+            )
+        )
+        for item in ((1, 0), (3, 0), (1, 1)):
+            assert queue.put(item, 10)
+        await trio.testing.wait_all_tasks_blocked()
+        assert queue.discard(1) == [(1, 0), (1, 1)]
+        assert queue.discard(1) == []  # nothing set aside of it any more
+        assert queue.queued_bytes == 10
+        await trio.testing.wait_all_tasks_blocked()
+        assert cancelled == [(1, 0)]  # its write stopped waiting for room
+        room_made.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert stored == [(3, 0)]
+        assert queue.queued_bytes == 0
+        assert queue.idle
+        nursery.cancel_scope.cancel()
+
+
+async def test_blocks_set_aside_of_a_piece_deselected_leave_the_line_for_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # They kept their piece's place in bip_disk's line, and their share of the blocks set
+    # aside: once granted, the room went to a piece nobody wants, dropped at once.
+    monkeypatch.setattr(
+        session_module,
+        "open_disk_manager",
+        functools.partial(open_disk_manager, max_in_flight_bytes=PIECE),
+    )
+    folder = write_content(tmp_path / "seed", (4 * PIECE, 4 * PIECE))
+    torrent = make_torrent(folder, "v1", piece_length=PIECE)
+    with trio.fail_after(10):
+        async with open_session(loopback_config()) as leecher:
+            download = await leecher.add_torrent(
+                torrent, TorrentOptions(tmp_path / "down", resume=False)
+            )
+            while download.handle is None or download.swarm is None:
+                await trio.sleep(0.01)
+            handle = download.handle
+            await leecher.disk.wait_checked(handle)
+            await leecher.disk.write_block(handle, 5, 0, bytes(BLOCK))  # the whole bound
+            item = (download.swarm, cast(Peer, None), Piece(0, 0, bytes(BLOCK)))
+            assert download._blocks.put(item, BLOCK)
+            while leecher.disk.statistics().waiting_writes != 1:
+                await trio.sleep(0.001)
+            download.set_files(frozenset({1}))  # piece 0 is the first file's
+            assert download._blocks.queued_bytes == 0
+            while leecher.disk.statistics().waiting_writes:
+                await trio.sleep(0.001)
+            assert download._blocks.idle

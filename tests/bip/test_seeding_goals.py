@@ -374,3 +374,107 @@ async def test_the_counters_go_on_from_the_earlier_runs(tmp_path: Path) -> None:
             # This session's transfer, as the trackers hear it (libtorrent's announces).
             assert status.downloaded == 0
             assert again.transfer()[:2] == (0, 0)
+
+
+# -- mends of the final read F2 ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "share_ratio_limit",
+        "seed_time_ratio_limit",
+        "seed_time_limit",
+        "inactive_down_rate",
+        "inactive_up_rate",
+        "auto_manage_startup",
+    ],
+)
+async def test_an_int_too_large_for_a_float_is_refused_clearly(name: str) -> None:
+    """Before: ``math.isfinite`` raised a bare OverflowError (an int past a float's range)."""
+
+    def setting(value: int) -> dict[str, Any]:  # Any: each is a setting of its own type
+        return {name: value}
+
+    for huge in (10**400, 10**5000):  # the second has no repr (past 4300 digits)
+        with pytest.raises(QueueError, match=name):
+            QueueLimits(**setting(huge))
+        with pytest.raises(ValueError, match=name):
+            ClientConfig(**setting(huge))
+    assert getattr(QueueLimits(**setting(10**300)), name) == 10**300  # a float holds it
+    with trio.fail_after(DEADLINE):
+        async with open_session(loopback_config()) as session:
+            before = session.queue_limits
+            with pytest.raises(QueueError, match=name):
+                session.set_queue_limits(**setting(10**400))
+            assert session.queue_limits == before  # nothing changed
+
+
+def state_counters(folder: Path) -> list[tuple[int, int, int, int, int]]:
+    """The counters of each state file under ``folder``'s ``.bip``."""
+    found = []
+    for path in (folder / ".bip").glob("*.state"):
+        state = decode_saved_state(path.read_bytes())
+        if state is not None:
+            found.append(state.counters())
+    return found
+
+
+async def test_a_seed_writes_its_counters_while_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Libtorrent's ``if_counters_changed``: the counters (uploads, times) are written once
+    per ``resume_interval`` when they changed, not only at the close, so a crash loses at
+    most an interval of them; and nothing is written when they did not change."""
+    folder = write_content(tmp_path / "seed", [6 * 16384 + 11], seed=6)
+    writes: list[SavedState] = []  # the seed's (the leecher's are its own)
+    save_state = ResumeStore.save_state
+
+    async def counted(store: ResumeStore, state: SavedState) -> None:
+        if store.state_path.is_relative_to(folder.parent):
+            writes.append(state)
+        await save_state(store, state)
+
+    monkeypatch.setattr(ResumeStore, "save_state", counted)
+    torrent = make_torrent(folder, "v1", piece_length=16384)
+    size = torrent.info.total_size
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_session(loopback_config(resume_interval=0.2)) as seeder,
+            open_session(loopback_config()) as leecher,
+        ):
+            seeding = await seeder.add_torrent(torrent, TorrentOptions(folder.parent))
+            await seeding.wait_complete()
+            copy = await leecher.add_torrent(
+                torrent, TorrentOptions(tmp_path / "down", peers=(address_of(seeder),))
+            )
+            await copy.wait_complete()
+            # Before: the seed's state file never had its uploads before the close.
+            await until(lambda: any(c[0] >= size for c in state_counters(folder.parent)))
+            # Its time counters too, as they grow (whole seconds).
+            await until(lambda: any(c[4] >= 1 for c in state_counters(folder.parent)))
+            # Paused, its counters stop: written once for the pause, then no more.
+            seeding.pause()
+            await until(lambda: any(w.paused for w in writes))
+            settled = len(writes)
+            await trio.sleep(1.0)  # five intervals: none finds a counter changed
+            assert len(writes) == settled
+
+
+@pytest.mark.parametrize("name", ["resume_interval", "dht_interval", "auto_manage_interval"])
+async def test_a_time_too_large_for_a_float_is_refused_with_a_value_error(name: str) -> None:
+    """The client's positive times refuse an int past a float's range with ValueError (a bare
+    OverflowError before), in ClientConfig and in Session.set_queue_limits."""
+
+    def setting(value: int) -> dict[str, Any]:  # Any: each is a setting of its own type
+        return {name: value}
+
+    for huge in (10**400, 10**5000):
+        with pytest.raises(ValueError, match=name):
+            ClientConfig(**setting(huge))
+    with trio.fail_after(DEADLINE):
+        async with open_session(loopback_config()) as session:
+            before = session.queue_limits
+            with pytest.raises(ValueError, match="auto_manage_interval"):
+                session.set_queue_limits(auto_manage_interval=10**400)
+            assert session.queue_limits == before

@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from bip_bencode import encode
-from bip_disk._events import PieceDiscarded
+from bip_disk._events import PieceDiscarded, TorrentState
 from bip_disk._manager import DiskManager, open_disk_manager
 from bip_disk._memory import MemoryFileSystem
 from bip_metainfo import Info
@@ -65,7 +65,7 @@ async def test_an_idle_piece_of_one_torrent_makes_room_for_another(
             await disk.write_block(b, 0, 0, healthy[:BLOCK])  # waits for room
             waited = trio.current_time() - started
         # Not before a minute idle, and within a minute and a quarter.
-        assert 60 < waited <= 75
+        assert 60 <= waited <= 75
         # a's pieces, the longest idle first, until b's piece fitted: one of them.
         event = next_discarded(disk)
         assert (event.torrent, event.piece) == (a, 0)
@@ -106,9 +106,7 @@ async def test_a_piece_still_receiving_blocks_is_kept(
         assert disk.statistics().partial_pieces == 1
 
 
-async def test_a_write_waiting_for_a_piece_another_write_started_goes_at_once(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
+async def test_a_write_waiting_for_a_piece_another_write_started_goes_at_once() -> None:
     # Two writes of the same new piece wait for room (a peer's and a web seed's block): once
     # the first is granted the piece is in memory, and the second is one of its blocks, which
     # never waits. It waited for room for a whole piece more, which it then gave back.
@@ -125,7 +123,9 @@ async def test_a_write_waiting_for_a_piece_another_write_started_goes_at_once(
             await disk.write_block(torrent, 2, begin, content[2 * PIECE + begin :][:BLOCK])
             done.set()
 
-        with trio.fail_after(30):  # the idle piece 3 is dropped after 60 s only
+        # On the real clock: the autojump clock ran on while piece 0 was hashed on its
+        # thread, the idle drop's looks 15 s apart, up to the deadline (flaky).
+        with trio.fail_after(5):  # the idle piece 3 is dropped after 60 s only
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(write, 0, first_done)
                 await trio.testing.wait_all_tasks_blocked()
@@ -145,3 +145,39 @@ async def test_must_wait_for_room_refuses_what_is_not_a_torrent_handle() -> None
         await disk.add_torrent(info, MemoryFileSystem())
         with pytest.raises(TypeError, match="TorrentHandle"):
             disk.must_wait_for_room("e", 0)  # type: ignore[arg-type]
+
+
+async def test_a_piece_idle_long_before_a_write_waits_is_dropped_after_a_minute(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The documented window: a minute idle. Counted from the first look, it was dropped at
+    # the look after a minute (75 s), the piece idle for ten minutes already.
+    info, content = make_info("w", 4)
+    async with open_disk_manager(max_in_flight_bytes=PIECE) as disk:
+        torrent = await disk.add_torrent(info, MemoryFileSystem())
+        await disk.wait_checked(torrent)
+        await disk.write_block(torrent, 0, 0, content[:BLOCK])  # the whole bound
+        await trio.sleep(600)
+        start = trio.current_time()
+        await disk.write_block(torrent, 1, 0, content[PIECE : PIECE + BLOCK])
+        assert trio.current_time() - start == pytest.approx(60)
+        event = next_discarded(disk)
+        assert event.piece == 0
+        assert event.reason.startswith("blocks dropped: no block came for 60 s or more")
+
+
+async def test_must_wait_for_room_while_moving_for_a_piece_not_started() -> None:
+    # The write would wait for the move, then maybe for room: the caller sets it aside.
+    info, content = make_info("v", 4)
+    async with open_disk_manager(max_in_flight_bytes=4 * PIECE) as disk:
+        torrent = await disk.add_torrent(info, MemoryFileSystem())
+        await disk.wait_checked(torrent)
+        await disk.write_block(torrent, 0, 0, content[:BLOCK])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(disk.move_storage, torrent, MemoryFileSystem())
+            while disk.status(torrent).state is not TorrentState.MOVING:
+                await trio.sleep(0)
+            assert disk.must_wait_for_room(torrent, 1)
+            assert not disk.must_wait_for_room(torrent, 0)  # in memory: never waits
+            assert not disk.must_wait_for_room(torrent, 99)  # refused at once
+        assert not disk.must_wait_for_room(torrent, 1)  # READY again, with room

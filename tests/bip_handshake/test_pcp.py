@@ -190,7 +190,14 @@ def test_requests_round_trip(request: PcpMapRequest) -> None:
     | st.builds(PcpAnnounceResponse, st.integers(0, 255), uint32, uint32, options)
     | st.builds(PcpErrorResponse, st.just(2), opcodes, st.integers(1, 255), uint32, uint32)
     | st.builds(
-        PcpErrorResponse, st.integers(0, 255), st.integers(0, 127), st.just(1), uint32, uint32
+        # Another version's UNSUPP_VERSION (version 2's are the builder above: with opcode 0
+        # one is an ANNOUNCE response, its own class, so it would not round-trip as this).
+        PcpErrorResponse,
+        st.integers(0, 255).filter(lambda version: version != 2),
+        st.integers(0, 127),
+        st.just(1),
+        uint32,
+        uint32,
     )
 )
 def test_responses_round_trip(response: PcpResponse) -> None:

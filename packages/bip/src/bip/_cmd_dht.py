@@ -584,6 +584,8 @@ async def lookup_mutable_torrent(dht: DHT, link: MutableTorrentLink) -> MutableT
     Raises:
         CLIError: no node answered the lookup, no node that did returned an item for the
             link's key and salt, or the item names no torrent.
+        DHTBusyError: the DHT node refused the lookup (every lookup slot taken): nothing
+            was asked, so none of the above is known; worth trying again shortly.
     """
     key = link.public_key.hex()
     answers = _answers(dht)

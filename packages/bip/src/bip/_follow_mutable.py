@@ -37,7 +37,10 @@ item names it again) is an update like any other: its data is checked, never tru
 it was left.
 
 An item with a lower or equal ``seq``, one naming the running version, a lookup that fails or
-times out: nothing changes, and each is logged once (not at every poll).
+times out: nothing changes, and each is logged once (not at every poll). A lookup the DHT node
+refused (:class:`~bip_dht.DHTBusyError`: every lookup slot taken by the session's torrents)
+never ran: it is tried again after :data:`BUSY_RETRY` seconds, doubling up to
+:data:`BUSY_RETRY_MAX` (and ``interval``), rather than a whole interval later.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from typing import Final
 import trio
 
 from bip_bencode import encode
-from bip_dht import DHT, MutableTorrent
+from bip_dht import DHT, DHTBusyError, MutableTorrent
 from bip_disk import MemoryFileSystem
 from bip_handshake import PeerAddress
 from bip_metainfo import Info, InfoHash, MagnetLink, Metainfo, MetainfoError, MutableTorrentLink
@@ -74,12 +77,17 @@ from ._cmd_dht import lookup_mutable_torrent
 from ._errors import CLIError
 from ._humanize import format_duration
 
-__all__ = ["MAX_METADATA_WAIT", "MutableFollower", "same_torrent"]
+__all__ = ["BUSY_RETRY", "BUSY_RETRY_MAX", "MAX_METADATA_WAIT", "MutableFollower", "same_torrent"]
 
 MAX_METADATA_WAIT: Final = 10 * 60.0
 """Seconds an update waits for its metadata at most (less when the follow interval is
 shorter): a version nobody serves is dropped after it, and the running one carries on. (The
 help of ``--follow-interval`` says "10m".)"""
+BUSY_RETRY: Final = 5.0
+"""Seconds before a lookup the DHT node refused (busy) is tried again; doubled while it
+refuses, up to :data:`BUSY_RETRY_MAX` (and the follow interval)."""
+BUSY_RETRY_MAX: Final = 120.0
+"""The longest wait between two lookups the DHT node refused."""
 _SHOWN_FILES: Final = 5  # files named in the log line about those left on disk
 
 logger = logging.getLogger("bip")
@@ -222,14 +230,28 @@ class MutableFollower:
 
     async def poll(self) -> None:
         """Look the key up every ``interval`` seconds and take each newer version; until
-        cancelled. Never raises for the DHT's sake: a failed lookup is logged.
+        cancelled. Never raises for the DHT's sake: a failed lookup is logged, and one the
+        node refused (busy) is tried again after :data:`BUSY_RETRY` seconds, doubling up to
+        :data:`BUSY_RETRY_MAX` (and ``interval``).
 
         Raises:
             CLIError: an update failed and the version before it could not be added back.
         """
+        wait = self._interval
+        busy_retry = min(BUSY_RETRY, self._interval)
         while True:
-            await trio.sleep(self._interval)
-            found = await self._look_up()
+            await trio.sleep(wait)
+            try:
+                found = await self._look_up()
+            except DHTBusyError:
+                # Never ran, so nothing was learnt: not a failed lookup (no warning), and
+                # soon again rather than a whole interval later. The DHT logs its refusals.
+                logger.debug("key %s: the DHT is busy; next look in %gs", self._key, busy_retry)
+                wait = busy_retry
+                busy_retry = min(busy_retry * 2, BUSY_RETRY_MAX, self._interval)
+                continue
+            wait = self._interval
+            busy_retry = min(BUSY_RETRY, self._interval)
             if found is not None:
                 # At most metadata_wait (not above interval): one update at a time.
                 await self.offer(found)
@@ -545,7 +567,12 @@ class MutableFollower:
         return path
 
     async def _look_up(self) -> MutableTorrent | None:
-        """The key's newest item now, or None (the problem logged once)."""
+        """The key's newest item now, or None (the problem logged once).
+
+        Raises:
+            DHTBusyError: the DHT node refused the lookup, or the join it needed first
+                (every lookup slot taken).
+        """
         with trio.move_on_after(self._timeout):
             try:
                 # A table with nobody left to ask (emptied: our address changed; or full of

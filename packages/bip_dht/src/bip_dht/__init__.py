@@ -149,7 +149,7 @@ from ._serve import (
     QueryHandler,
     ServeStatistics,
 )
-from ._shell import DHT, PeerSearch, open_dht
+from ._shell import DHT, DHTBusyError, PeerSearch, open_dht
 from ._shell_periodic import DEFAULT_FIND_INTERVAL
 from ._shell_sockets import AddressLike, DHTSocketError
 from ._stats import DHTStatistics
@@ -205,6 +205,7 @@ __all__ = [
     "Admission",
     "AnnounceFinished",
     "AnnouncePeer",
+    "DHTBusyError",
     "DHTConfig",
     "DHTError",
     "DHTEvent",

@@ -79,8 +79,9 @@ Decisions, the way libtorrent's node / rpc_manager / dht_tracker make them:
 - Bounds: ``max_outstanding`` transactions (lookups wait for room); ``max_lookups``
   lookup-based operations at once, ``max_queued`` more of the caller's waiting, beyond which
   an operation ends at once with its Finished event (``refused=True``, and counted in
-  ``refused``); :meth:`DHTNode.add_node`'s pings wait (at most ``max_queued``, each address
-  once) while fewer than half the transaction slots are free; ``max_events`` queued
+  ``refused``); :meth:`DHTNode.add_node`'s pings wait (at most ``max_queued``, one per IP
+  waiting or outstanding) while at most half the transaction slots (rounded up) are free,
+  so they take at most half (rounded down), never the last; ``max_events`` queued
   events (progress events are dropped past it, Finished events never); ``max_outbox``
   datagrams waiting to be sent. The stores have their own caps (:class:`~bip_dht.DHTConfig`).
 
@@ -351,10 +352,13 @@ class DHTNode:
         self._queue: deque[Operation] = deque()
         self._events: deque[DHTEvent] = deque()
         self._outbox: list[tuple[bytes, PeerAddress]] = []
-        # add_node's addresses waiting to be pinged, and the same as a set: an address asked
-        # for again while it waits is not queued twice (a peer's PORT messages repeat)
+        # add_node's addresses waiting to be pinged, and their keys (_ping_key: the IP, or
+        # the address when the table keeps several nodes per IP) with the add_node pings
+        # outstanding: one per key at a time, as a peer's PORT messages repeat and one host
+        # may name many ports
         self._pending_pings: deque[PeerAddress] = deque()
-        self._pending_ping_set: set[PeerAddress] = set()
+        self._pending_ping_set: set[object] = set()
+        self._pinging: dict[object, Transaction] = {}
         # operations to ask for queries at the next pump (see _pump), and whether one went
         # short of transaction slots
         self._dirty: set[int] = set()
@@ -725,30 +729,50 @@ class DHTNode:
         filter blocks *address*, and when there is nothing to learn: *address* already waits
         for its ping, a query to it awaits an answer, or it is a good node of the table.
 
-        These pings take at most half of the ``max_outstanding`` transaction slots (they
-        wait while fewer are free), so lookups always keep slots: the addresses come from
-        peers (BEP 5's PORT message), and a silent one holds its slot ``query_timeout``.
+        With ``restrict_routing_ips`` (the default: the table keeps one node per IP anyway)
+        one IP has one such ping waiting or outstanding at a time, whatever ports it names;
+        without, one address.
+
+        These pings take at most half (rounded down) of the ``max_outstanding`` transaction
+        slots, never the last one (they wait while at most half, rounded up, are free; with
+        one slot, add_node drops every address), so lookups always keep slots: the
+        addresses come from peers (BEP 5's PORT message), and a silent one holds its slot
+        ``query_timeout``.
         """
         address = self._sendable(address)
         if self._filtered(address):
             self._counts["filtered_ip"] += 1
         elif (
-            address not in self._pending_ping_set
+            self._config.max_outstanding > 1
+            and not self._ping_waits(address)
             and not self._transactions.outstanding_to(address)
             and len(self._pending_pings) < max(self._config.max_queued, 1)
-            and not self._holds_good(address, now)
+            and self._tables[address.family].state_at(address, now) is not NodeState.GOOD
         ):
             self._pending_pings.append(address)
-            self._pending_ping_set.add(address)
+            self._pending_ping_set.add(self._ping_key(address))
         self._pump(now)
 
-    def _holds_good(self, address: PeerAddress, now: float) -> bool:
-        """Whether a good node of *address*'s table is at *address* (a walk of the table,
-        asked last: the checks before it are cheap)."""
-        return any(
-            entry.state is NodeState.GOOD and entry.node.address == address
-            for entry in self._tables[address.family].entries(now)
-        )
+    def _ping_key(self, address: PeerAddress) -> object:
+        """What add_node pings one at a time: the IP when the table keeps one node per IP,
+        else the address."""
+        address = address.normalized()
+        return address.host if self._config.restrict_routing_ips else address
+
+    def _ping_waits(self, address: PeerAddress) -> bool:
+        """Whether an add_node ping for *address*'s key waits or awaits its answer."""
+        key = self._ping_key(address)
+        if key in self._pending_ping_set:
+            return True
+        tx = self._pinging.get(key)
+        if tx is None:
+            return False
+        # (a query to its address outstanding: this ping, or one that keeps the address busy
+        # anyway; the transaction table closes answered and timed-out ones)
+        if self._transactions.outstanding_to(tx.address):
+            return True
+        del self._pinging[key]  # answered or timed out
+        return False
 
     def bootstrap(self, addresses: Iterable[PeerAddress], now: float) -> int:
         """Join the DHT through *addresses* (ids unknown) and the nodes already known.
@@ -1043,14 +1067,23 @@ class DHTNode:
         self._open(node.address, node.node_id, 0, build, now)
 
     def _flush_pings(self, now: float) -> None:
-        # Only while more than half the slots are free: add_node's pings (addresses peers
-        # name, which may never answer) must not take the slots lookups need. libtorrent's
-        # rpc_manager has no shared cap, so its pings cannot starve its lookups either.
-        reserve = self._config.max_outstanding // 2
+        # Only while at least half the slots (rounded up) stay free: add_node's pings
+        # (addresses peers name, which may never answer) must not take the slots lookups
+        # need, and never the last. libtorrent's rpc_manager has no shared cap, so its pings
+        # cannot starve its lookups either.
+        reserve = self._config.max_outstanding - self._config.max_outstanding // 2
         while self._pending_pings and self._transactions.free > reserve:
             address = self._pending_pings.popleft()
-            self._pending_ping_set.discard(address)
-            self._open(address, None, 0, self._ping_builder(), now)
+            key = self._ping_key(address)
+            self._pending_ping_set.discard(key)
+            self._pinging[key] = self._open(address, None, 0, self._ping_builder(), now)
+        if len(self._pinging) > self._config.max_outstanding:
+            # the ones answered or timed out, which _ping_waits drops only when asked: at
+            # most max_outstanding // 2 are outstanding, so this runs rarely
+            busy = self._transactions.outstanding_to
+            done = [key for key, tx in self._pinging.items() if not busy(tx.address)]
+            for key in done:
+                del self._pinging[key]
 
     def _ping_builder(self) -> Callable[[bytes], Query]:
         common = self.common()

@@ -325,6 +325,12 @@ def _host(node: NodeInfo) -> _IP:
 _ip_key: Callable[[_IP], int] = int
 
 
+def _address_key(address: PeerAddress) -> tuple[int, int]:
+    """The key of RoutingTable._addresses for a normalized address (cheap to hash, as
+    _ip_key)."""
+    return int(address.host), address.port
+
+
 def _network(host: _IP) -> int | None:
     """The /24 (IPv4) or /64 (IPv6) a bucket admits one node of; None for a local address,
     which the rule exempts."""
@@ -399,6 +405,11 @@ class RoutingTable:
         # _ip_key(host) -> the candidate at that IP (restrict_ips): one candidate per IP,
         # apart from _ips (a candidate is unverified, so it must not keep a node out)
         self._candidate_ips: dict[int, bytes] = {}
+        # _address_key(address) -> the id held there, bucket or replacement node (kept
+        # whatever restrict_ips, with _ips: bounded by the table): state_at's exact answer
+        # where _ips names one node per IP. Two ids at one address (a node restarted with a
+        # new id, restrict_ips off) name the last filed, the one that answered lately.
+        self._addresses: dict[tuple[int, int], bytes] = {}
         # a running count, to order the candidates of all buckets oldest first
         self._candidate_serial = 0
 
@@ -451,6 +462,24 @@ class RoutingTable:
         raw = node_id.value if isinstance(node_id, NodeId) else NodeId(node_id).value
         found = self._find(raw)
         return None if found is None else found[1].state(now, self._max_failures)
+
+    def state_at(self, address: PeerAddress, now: float) -> NodeState | None:
+        """The state of the node held at *address*, or None when the table holds none there.
+
+        One lookup of the table's address index, no walk (a peer's PORT messages ask this for
+        every message), exact whatever *restrict_ips*: nodes sharing an IP each answer for
+        their own port.
+        """
+        if not isinstance(address, PeerAddress):
+            raise LocalProtocolError(f"address is a PeerAddress, got {address!r}")
+        address = address.normalized()
+        if address.family != self._family:
+            return None
+        raw = self._addresses.get(_address_key(address))
+        found = None if raw is None else self._find(raw)
+        if found is None:  # pragma: no cover - _addresses follows the buckets; be safe anyway
+            return None
+        return found[1].state(now, self._max_failures)
 
     def entries(self, now: float) -> Iterator[RoutingEntry]:
         """Snapshots of every node held, bucket by bucket, bucket nodes before replacements."""
@@ -965,7 +994,7 @@ class RoutingTable:
             self._forget_ip(entry)
             entry.node = node
             entry.network = network
-            self._ips[key] = node.node_id
+            self._hold_ip(node, host)
         entry.seen = now
         if responded:
             entry.last_response = now
@@ -1039,7 +1068,7 @@ class RoutingTable:
                     return Admission.REJECTED
                 bucket.nodes[raw] = entry
                 bucket.gained(now)
-                self._ips[_ip_key(host)] = raw
+                self._hold_ip(entry.node, host)
                 return Admission.ADDED
             if index == len(self._buckets) - 1 and len(self._buckets) < NODE_ID_BITS:
                 self._split(now)
@@ -1051,7 +1080,7 @@ class RoutingTable:
                 self._drop(bucket.nodes.pop(victim))
                 bucket.nodes[raw] = entry
                 bucket.gained(now)
-                self._ips[_ip_key(host)] = raw
+                self._hold_ip(entry.node, host)
                 return Admission.ADDED
             return self._to_replacements(bucket, entry, host)
 
@@ -1063,7 +1092,7 @@ class RoutingTable:
                 return Admission.REJECTED
             self._drop(cache.pop(worst.node.node_id))
         cache[entry.node.node_id] = entry
-        self._ips[_ip_key(host)] = entry.node.node_id
+        self._hold_ip(entry.node, host)
         return Admission.REPLACEMENT
 
     def _split(self, now: float) -> None:
@@ -1109,10 +1138,20 @@ class RoutingTable:
         for entry in unanswered:
             self._add_candidate(entry.node, now, querier=entry.last_query is not None)
 
+    def _hold_ip(self, node: NodeInfo, host: _IP) -> None:
+        """File *node* (at *host*, its normalized IP) in the indexes of what the table
+        holds: by IP and by address."""
+        self._ips[_ip_key(host)] = node.node_id
+        self._addresses[_ip_key(host), node.address.port] = node.node_id
+
     def _forget_ip(self, entry: _Entry) -> None:
-        key = _ip_key(_host(entry.node))
+        host = _host(entry.node)
+        key = _ip_key(host)
         if self._ips.get(key) == entry.node.node_id:
             del self._ips[key]
+        address = (key, entry.node.address.port)
+        if self._addresses.get(address) == entry.node.node_id:
+            del self._addresses[address]
 
     def _drop(self, entry: _Entry) -> None:
         self._forget_ip(entry)
@@ -1190,6 +1229,7 @@ class RoutingTable:
         self._own_int = int(own_id)
         self._buckets = [_Bucket(now)]
         self._ips.clear()
+        self._addresses.clear()
         self._candidate_ips.clear()
         raw_own, node_filter = own_id.value, self._filter
         # bounded: at most 3 * k entries per old bucket, each filed once

@@ -26,6 +26,12 @@ Design (DESIGN section 3; trio's and bip_utracker's shells are the models):
   goes to that callback instead of the node, and :meth:`DHT.send_datagram` sends the owner's
   datagrams from the node's own socket, so peers see one port. Sends of one socket are
   serialised (:mod:`._shell_datagrams`).
+- A refused operation (the core's every lookup slot taken and ``max_queued`` more waiting;
+  nothing was asked) raises :class:`DHTBusyError` from the calls that return what was found
+  (``ping``, ``bootstrap``, ``join_if_needed``, ``find_node``, ``get`` and the ``get_*`` and
+  ``put_mutable`` built on it, ``sample_infohashes``, a ``get_peers`` search iterated or
+  waited for), so that it never reads as "nothing found": try again shortly. ``announce``
+  and ``put`` return their Finished event, whose ``refused`` says it.
 - Socket errors: binding failures and unresolvable names raise :class:`DHTSocketError` (a
   :class:`~bip_dht.DHTError`, the ``OSError`` as its cause); a datagram the system refuses to
   send is counted (``send_errors``) and treated by the core as lost; an ICMP error reported
@@ -144,7 +150,7 @@ from ._udp_errors import (
     ErrorQueue,
 )
 
-__all__ = ["DHT", "DHTSocketError", "PeerSearch", "open_dht"]
+__all__ = ["DHT", "DHTBusyError", "DHTSocketError", "PeerSearch", "open_dht"]
 
 _Start: TypeAlias = Callable[[DHTNode, float], int]
 
@@ -163,6 +169,24 @@ _REFUSALS_APART = 60.0
 
 # The Finished events, which say whether the core refused their operation.
 _FINISHED = (PingFinished, LookupFinished, AnnounceFinished, PutFinished)
+
+
+class DHTBusyError(DHTError):
+    """The node refused to start the operation: every lookup slot was taken and
+    ``max_queued`` more operations waited (:class:`~bip_dht.DHTConfig`), or, for a ping, as
+    many pings waited for transaction slots. Nothing was asked,
+    so nothing was learnt: unlike a lookup that found nothing, it is worth trying again
+    shortly (the ``refused`` of the operation's Finished event).
+
+    >>> issubclass(DHTBusyError, DHTError)
+    True
+    """
+
+
+_BUSY = (
+    "the DHT node is busy (its lookup slots and queue are full, or too many pings wait): the"
+    " operation was refused; try again shortly"
+)
 
 # The DHT node's logger, shared with the sans-IO core (which logs only DEBUG detail): the
 # shell logs what a user of one running node wants to see, a handful of records per hour.
@@ -234,6 +258,11 @@ class PeerSearch:
     iteration and runs to its end), or in ``async with dht.get_peers(h) as search:`` (leaving
     the block cancels the lookup). :meth:`result` gives the lookup's result once it ended;
     :attr:`finished` the whole event (with the BEP 33 estimates of a scrape).
+
+    A lookup the node refused (every lookup slot taken, ``max_queued`` more waiting) found
+    nothing because it asked nobody: iterating and :meth:`wait` raise :class:`DHTBusyError`
+    then, rather than end as a search that found no peer (its :attr:`finished` says
+    ``refused`` too).
     """
 
     def __init__(self, dht: DHT, info_hash: bytes, *, scrape: bool, noseed: bool) -> None:
@@ -275,19 +304,31 @@ class PeerSearch:
             if waiter.peers:
                 return waiter.peers.popleft()
             if waiter.finished is not None:
+                self._raise_if_refused()
                 raise StopAsyncIteration
             if waiter.closed:
                 raise DHTError("the DHT closed before the search ended")
             await waiter.wait_changed()
 
     async def wait(self) -> LookupResult:
-        """Wait for the lookup to end (peers not yet iterated stay available); its result."""
+        """Wait for the lookup to end (peers not yet iterated stay available); its result.
+
+        Raises:
+            DHTBusyError: the node refused the lookup (every lookup slot taken).
+            DHTError: the DHT closed before the lookup ended.
+        """
         self._start()
         while self._waiter.finished is None:
             if self._waiter.closed:
                 raise DHTError("the DHT closed before the search ended")
             await self._waiter.wait_changed()
+        self._raise_if_refused()
         return self.result()
+
+    def _raise_if_refused(self) -> None:
+        finished = self.finished
+        if finished is not None and finished.refused:
+            raise DHTBusyError(_BUSY)
 
     def cancel(self) -> None:
         """Stop the lookup (no-op once it ended)."""
@@ -472,12 +513,13 @@ class DHT:
         Raises:
             DHTSocketError: the name did not resolve (through a proxy with remote DNS: no
                 node answered at that name), or names no address of a family we run.
+            DHTBusyError: the node refused the ping (too many wait already).
         """
         found = await self._addresses([address])
         if not found:
             raise DHTSocketError(f"{address!r} has no address of a family we run")
         target = found[0]
-        event = await self._run(lambda node, now: node.ping(target, now))
+        event = await self._run(lambda node, now: node.ping(target, now), refused_raises=True)
         assert isinstance(event, PingFinished)
         return event.node
 
@@ -508,6 +550,9 @@ class DHT:
         unanswered is kept for the next time). Calls that come while such an asking runs wait
         for its answers (a caller's bootstrap beside keep_finding's, which its rounds share):
         no name is pinged twice at once.
+
+        Raises:
+            DHTBusyError: the node refused the bootstrap (every lookup slot taken).
         """
         await self._bootstrap(addresses)
         return self._node.statistics().table_size
@@ -542,6 +587,9 @@ class DHT:
 
         Raises:
             LocalProtocolError: *timeout* is not a finite number of seconds >= 0.
+            DHTBusyError: the node refused the join's bootstrap (every lookup slot taken;
+                for every caller that shared that join): nothing was asked, so try again
+                shortly rather than at the pace of a join that found nobody.
             DHTError: the DHT is closed, or closed meanwhile.
         """
         return await join_if_needed(self, timeout=timeout)
@@ -557,6 +605,9 @@ class DHT:
         the start: one that began while this one waited is never run beside. Names that
         answered meanwhile are not lost then: the core remembered their addresses as they
         came (:meth:`_ask_pending_names`), for its own re-bootstraps and the joins after.
+
+        Raises:
+            DHTBusyError: the node refused the bootstrap (every lookup slot taken).
         """
         if unless_running and self._bootstrap_under_way():
             return False
@@ -582,20 +633,29 @@ class DHT:
         # No checkpoint from here to the core's start (_run begins at once).
         if unless_running and self._bootstrap_under_way():
             return False
-        await self._run(lambda node, now: node.bootstrap(resolved, now))
+        # Refused, it raises for a join too: nothing was asked, which is not "nobody
+        # answered" (join_if_needed's callers retry a refusal soon, a join that found
+        # nobody later).
+        await self._run(lambda node, now: node.bootstrap(resolved, now), refused_raises=True)
         return True
 
     async def find_node(self, target: NodeId | bytes) -> list[NodeInfo]:
-        """The nodes closest to *target* that answered (up to ``k`` per family)."""
+        """The nodes closest to *target* that answered (up to ``k`` per family).
+
+        Raises:
+            DHTBusyError: the node refused the lookup (every lookup slot taken).
+        """
         raw = _target(target, "target")
-        event = await self._run(lambda node, now: node.find_node(raw, now))
+        event = await self._run(lambda node, now: node.find_node(raw, now), refused_raises=True)
         assert isinstance(event, LookupFinished)
         return [entry.node for entry in event.result.nodes]
 
     def get_peers(
         self, info_hash: bytes | InfoHash, *, scrape: bool = False, noseed: bool = False
     ) -> PeerSearch:
-        """Search peers of *info_hash*; see :class:`PeerSearch`."""
+        """Search peers of *info_hash*; see :class:`PeerSearch` (iterating it or its
+        :meth:`~PeerSearch.wait` raise :class:`DHTBusyError` when the node refused the
+        lookup)."""
         raw = _swarm_id(info_hash)
         return PeerSearch(self, raw, scrape=scrape, noseed=noseed)
 
@@ -639,7 +699,8 @@ class DHT:
         query timeouts and limits); cancelling cancels the round's operation. The rounds of
         every call on this DHT start at least 0.1 s apart, and a round the node refused
         (every lookup slot taken, ``max_queued`` more waiting: ``refused`` on its Finished
-        event) is tried again after about 5 s, doubling up to 120 s (or *interval*).
+        event), or whose join it refused, is tried again after about 5 s, doubling up to
+        120 s (or *interval*).
 
         Args:
             info_hash: the swarm (for an :class:`~bip_metainfo.InfoHash`, its v1 hash, or the
@@ -671,14 +732,25 @@ class DHT:
         self, target: bytes, *, seq: int | None = None, salt: bytes = b""
     ) -> ImmutableItem | MutableItem | None:
         """BEP 44: the best verified item stored under *target* (mutable: the highest
-        ``seq``; *salt* is needed to check a salted item's signature), or None."""
+        ``seq``; *salt* is needed to check a salted item's signature), or None.
+
+        Raises:
+            DHTBusyError: the node refused the lookup (every lookup slot taken); so do the
+                ``get_*`` calls and :meth:`put_mutable` with no *seq*, built on this one.
+        """
         raw = _target(target, "target")
-        event = await self._run(lambda node, now: node.get(raw, now, seq=seq, salt=salt))
+        event = await self._run(
+            lambda node, now: node.get(raw, now, seq=seq, salt=salt), refused_raises=True
+        )
         assert isinstance(event, LookupFinished)
         return event.result.item
 
     async def get_immutable(self, target: bytes) -> Value | None:
-        """BEP 44: the (decoded) value of the immutable item *target*, or None."""
+        """BEP 44: the (decoded) value of the immutable item *target*, or None.
+
+        Raises:
+            DHTBusyError: the node refused the lookup (every lookup slot taken).
+        """
         item = await self.get(target)
         if not isinstance(item, ImmutableItem):
             return None
@@ -694,7 +766,12 @@ class DHT:
         return await self.put(item)
 
     async def get_mutable(self, public_key: bytes, salt: bytes = b"") -> MutableItem | None:
-        """BEP 44: the newest mutable item of *public_key* (and *salt*), or None."""
+        """BEP 44: the newest mutable item of *public_key* (and *salt*), or None.
+
+        Raises:
+            LocalProtocolError: *public_key* is not 32 bytes.
+            DHTBusyError: the node refused the lookup (every lookup slot taken).
+        """
         if not isinstance(public_key, bytes) or len(public_key) != 32:
             raise LocalProtocolError("a public key is 32 bytes")
         item = await self.get(mutable_target(public_key, salt), salt=salt)
@@ -716,6 +793,10 @@ class DHT:
         take the update, and each storer's own rule (302, sequence too low) keeps an older
         item from replacing a newer one. Refusals show in the result's ``errors``; for a
         conditional write, sign the item yourself and call :meth:`put` with ``cas``.
+
+        Raises:
+            DHTBusyError: with *seq* None, the node refused the lookup of the newest item
+                (every lookup slot taken): no seq to go on, so nothing is put.
         """
         key = _private_key(private_key)
         data = _bencoded(value)
@@ -738,6 +819,7 @@ class DHT:
         Raises:
             ItemError: the newest item found is not a BEP 46 torrent item.
             LocalProtocolError: *public_key* is not 32 bytes.
+            DHTBusyError: the node refused the lookup (every lookup slot taken).
         """
         item = await self.get_mutable(public_key, salt)
         return None if item is None else MutableTorrent.from_item(item)
@@ -752,7 +834,12 @@ class DHT:
     ) -> PutFinished:
         """BEP 46: publish *info_hash* as the current version of the torrent that
         *private_key* (and *salt*) names; *seq* as :meth:`put_mutable` (None: one above the
-        stored version)."""
+        stored version).
+
+        Raises:
+            DHTBusyError: with *seq* None, the node refused the lookup of the stored version
+                (every lookup slot taken): nothing is put.
+        """
         return await self.put_mutable(
             private_key, mutable_torrent_value(info_hash), salt=salt, seq=seq
         )
@@ -771,10 +858,16 @@ class DHT:
 
     async def sample_infohashes(self, target: NodeId | bytes | None = None) -> list[SamplesFound]:
         """BEP 51: walk towards *target* (random when None) asking each node for a sample of
-        the info-hashes it stores; every answer that carried samples."""
+        the info-hashes it stores; every answer that carried samples.
+
+        Raises:
+            DHTBusyError: the node refused the walk (every lookup slot taken).
+        """
         raw = _target(target, "target") if target is not None else self._rng.randbytes(20)
         waiter = _Waiter()
-        await self._run(lambda node, now: node.sample_infohashes(raw, now), waiter)
+        await self._run(
+            lambda node, now: node.sample_infohashes(raw, now), waiter, refused_raises=True
+        )
         return waiter.samples
 
     # -- sharing the sockets ------------------------------------------------------------
@@ -960,7 +1053,11 @@ class DHT:
             self._dispatch()
             self._kick.set()
 
-    async def _run(self, start: _Start, waiter: _Waiter | None = None) -> DHTEvent:
+    async def _run(
+        self, start: _Start, waiter: _Waiter | None = None, *, refused_raises: bool = False
+    ) -> DHTEvent:
+        """Start an operation and wait for its Finished event; with *refused_raises*, a
+        refused one raises :class:`DHTBusyError` (for the calls whose value cannot say it)."""
         waiter = _Waiter() if waiter is None else waiter
         op = self._begin(start, waiter)
         try:
@@ -971,7 +1068,10 @@ class DHT:
                 self._cancel(op)
         if waiter.finished is None:
             raise DHTError("the DHT closed before the operation ended")
-        return waiter.finished
+        finished = waiter.finished
+        if refused_raises and isinstance(finished, _FINISHED) and finished.refused:
+            raise DHTBusyError(_BUSY)
+        return finished
 
     def _dispatch(self) -> None:
         if self._watched_bootstraps:

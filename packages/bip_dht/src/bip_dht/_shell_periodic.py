@@ -68,28 +68,43 @@ class _Join:
     rounds, others) that need one meanwhile wait for it and take its outcome instead of
     bootstrapping beside it."""
 
-    __slots__ = ("done", "ended")
+    __slots__ = ("done", "ended", "refused")
 
     def __init__(self) -> None:
         self.done = trio.Event()
         self.ended = False  # ran to its end (a cancelled one decides nothing for the others)
+        # the node refused its bootstrap: those that shared it are told so too (DHTBusyError)
+        self.refused = False
 
 
 # The join under way per DHT, if any (weak: a DHT dropped takes its entry along).
 _joins: weakref.WeakKeyDictionary[DHT, _Join] = weakref.WeakKeyDictionary()
-# The earliest time the next round may start per DHT (_ROUND_SPACING; weak, as _joins).
-_next_turns: weakref.WeakKeyDictionary[DHT, float] = weakref.WeakKeyDictionary()
+
+
+class _Turns:
+    """The line of one DHT's rounds waiting to start (:data:`_ROUND_SPACING` apart)."""
+
+    def __init__(self) -> None:
+        # fair (first come, first served), and a round cancelled while it waits leaves the
+        # line at once: it reserves no time, so the rounds behind it do not wait for it
+        self.line = trio.Lock()
+        self.last_start = -math.inf
+
+
+# The line per DHT (weak, as _joins).
+_turns: weakref.WeakKeyDictionary[DHT, _Turns] = weakref.WeakKeyDictionary()
 
 
 async def _wait_for_turn(dht: DHT) -> None:
     """Wait for this round's turn to start: the rounds of every torrent on *dht* start at
-    least :data:`_ROUND_SPACING` apart, in the order they asked (a turn taken by a round
-    cancelled while it waited is simply not used)."""
-    now = trio.current_time()
-    turn = max(now, _next_turns.get(dht, now))
-    _next_turns[dht] = turn + _ROUND_SPACING
-    if turn > now:
-        await trio.sleep_until(turn)
+    least :data:`_ROUND_SPACING` apart, in the order they asked; a round cancelled while it
+    waits takes no turn."""
+    turns = _turns.get(dht)
+    if turns is None:
+        turns = _turns[dht] = _Turns()
+    async with turns.line:
+        await trio.sleep_until(turns.last_start + _ROUND_SPACING)
+        turns.last_start = trio.current_time()
 
 
 async def keep_finding(
@@ -103,7 +118,7 @@ async def keep_finding(
     sink: PeerSink | None,
 ) -> NoReturn:
     """The loop behind :meth:`DHT.keep_finding` (see there)."""
-    from ._shell import _swarm_id, _Waiter  # noqa: PLC0415 - the shell imports this module
+    from ._shell import DHTBusyError, _swarm_id, _Waiter  # noqa: PLC0415 - the shell imports this module
 
     raw = _swarm_id(info_hash)
     if (
@@ -132,7 +147,14 @@ async def keep_finding(
     retry = min(_JOIN_RETRY, interval)
     refused_retry = min(_REFUSED_RETRY, interval)
     while True:
-        if not await join_if_needed(dht, timeout=interval):
+        try:
+            joined = await join_if_needed(dht, timeout=interval)
+        except DHTBusyError:
+            # The join's bootstrap never ran: soon again, as a refused round (below).
+            await _after_refusal(dht, refused_retry)
+            refused_retry = min(refused_retry * 2, _REFUSED_RETRY_MAX, interval)
+            continue
+        if not joined:
             # Nobody answered (the shell logs a warning): try again, less and less often.
             _log.debug("no DHT node to look %s up with: joining again in %g s", raw.hex(), retry)
             await trio.sleep(retry)
@@ -159,14 +181,18 @@ async def keep_finding(
         finished = waiter.finished
         if isinstance(finished, LookupFinished | AnnounceFinished) and finished.refused:
             # Never ran (every lookup slot taken, max_queued waiting): no round done, so
-            # not the whole interval before the next. Jittered, so that the rounds refused
-            # together do not come back together.
-            delay = refused_retry * dht._rng.uniform(0.5, 1.5)
+            # not the whole interval before the next.
+            await _after_refusal(dht, refused_retry)
             refused_retry = min(refused_retry * 2, _REFUSED_RETRY_MAX, interval)
-            await trio.sleep(delay)
             continue
         refused_retry = min(_REFUSED_RETRY, interval)
         await trio.sleep(interval)
+
+
+async def _after_refusal(dht: DHT, retry: float) -> None:
+    """Wait about *retry* seconds after the node refused a round or its join: jittered by
+    half either way, so that the rounds refused together do not come back together."""
+    await trio.sleep(retry * dht._rng.uniform(0.5, 1.5))
 
 
 async def join_if_needed(dht: DHT, *, timeout: float) -> bool:
@@ -175,6 +201,8 @@ async def join_if_needed(dht: DHT, *, timeout: float) -> bool:
 
     Raises:
         LocalProtocolError: *timeout* is not a finite number of seconds >= 0.
+        DHTBusyError: the node refused the join's bootstrap (this caller's or the one it
+            shared) and nobody is there to look up with.
         DHTError: the DHT closed while this waited for another's bootstrap.
     """
     if (
@@ -184,10 +212,17 @@ async def join_if_needed(dht: DHT, *, timeout: float) -> bool:
         or timeout < 0
     ):
         raise LocalProtocolError(f"timeout is a finite number of seconds >= 0, got {timeout!r}")
+    from ._shell import DHTBusyError  # noqa: PLC0415 - the shell imports this module
+
     node = dht.node
     if _can_look_up(node, trio.current_time()):
         return True
-    await _join(dht, wait=timeout)
+    try:
+        await _join(dht, wait=timeout)
+    except DHTBusyError:
+        if _can_look_up(node, trio.current_time()):  # somebody answered meanwhile after all
+            return True
+        raise
     return _can_look_up(node, trio.current_time())
 
 
@@ -203,7 +238,15 @@ async def _join(dht: DHT, *, wait: float) -> None:
     when it starts one, is bounded by its own steps instead
     (``PROXY_WAIT`` for the relay, ``PROBE_ATTEMPTS`` query timeouts per name, the core's
     query timeouts and limits for the lookup): a join cut at a short interval would never
-    end. Cancelling leaves no join behind."""
+    end. Cancelling leaves no join behind.
+
+    Raises:
+        DHTBusyError: the node refused the join's bootstrap, this caller's or the one it
+            waited for.
+        DHTError: the DHT closed while this waited for a bootstrap.
+    """
+    from ._shell import DHTBusyError  # noqa: PLC0415 - the shell imports this module
+
     node = dht.node
     deadline = trio.current_time() + wait
     while (running := _joins.get(dht)) is not None:
@@ -211,11 +254,18 @@ async def _join(dht: DHT, *, wait: float) -> None:
             await running.done.wait()
         if not running.done.is_set():  # past our own bound: the round goes on without
             return
+        if running.refused:  # its outcome is ours: nothing was asked
+            raise DHTBusyError("the DHT node refused the bootstrap of the join this one shared")
         if running.ended or _can_look_up(node, trio.current_time()):
             return
     join = _joins[dht] = _Join()  # before any checkpoint: no other round can slip in
     try:
-        if not await dht._bootstrap(unless_running=True):
+        try:
+            started = await dht._bootstrap(unless_running=True)
+        except DHTBusyError:
+            join.refused = join.ended = True
+            raise
+        if not started:
             query_timeout = node.config.query_timeout
             with trio.move_on_at(deadline):
                 # Those that began meanwhile too: one ended need not mean we may start ours.

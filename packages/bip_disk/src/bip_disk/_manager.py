@@ -197,13 +197,15 @@ _IDS: Final = itertools.count(1)
 # is not an Exception (trio.Cancelled, KeyboardInterrupt) passes.
 _FAULTS: Final = (Exception,)
 _READY: Final = TorrentState.READY
-_IDLE_PIECE_SECONDS = 60.0
+_IDLE_PIECE_SECONDS: Final = 60.0
 """How long a piece in memory may go without a block, while writes wait for room in the
 in-flight bound, before it is dropped to make that room (see :meth:`DiskManager.write_block`).
 bip_select's and libtorrent's request timeout: by then every request of its blocks has
 timed out and gone to another peer, so a piece nothing reached for as long has nobody
 sending it. (libtorrent holds no piece in memory, so it needs no such bound.)"""
-# A piece is dropped once idle for more than the above, and at most 1.25 times as long.
+# Idle is counted from the first look that finds a piece's count changed (or finds the
+# piece): a piece is dropped once idle for the above, at most a look (1.25 times as long)
+# after its last block; a write waits that long at most for it.
 _IDLE_SCAN_SECONDS = _IDLE_PIECE_SECONDS / 4
 _checkpoint_if_cancelled: Final = trio.lowlevel.checkpoint_if_cancelled
 # How many references a settled piece's buffer has when nothing but the manager
@@ -1145,9 +1147,7 @@ class DiskManager:
         dropped: set[int] = set()
         for file in kept:
             for piece in storage.layout.file_pieces(file.index):
-                partial = storage.partial.pop(piece, None)
-                if partial is not None:
-                    self._budget.release(partial.size)
+                if self._drop_partial(storage, piece):
                     dropped.add(piece)
         return sorted(dropped)
 
@@ -1389,8 +1389,9 @@ class DiskManager:
     def must_wait_for_room(self, torrent: TorrentHandle, piece: int) -> bool:
         """Whether a block of ``piece`` written now would wait for room to start the piece
         (the in-flight bound, or the hashing threads behind): never for a piece already
-        in memory, had, or being written, nor while the torrent checks or moves (the
-        write then waits for that, whatever the piece).
+        in memory, had, or being written. While the torrent checks or moves, a block of
+        any other piece would wait (for that, then for room): ``True`` then, so that the
+        blocks behind it, which may complete the pieces in memory, need not wait with it.
 
         A caller storing blocks in order keeps such a block aside and stores the blocks
         behind it first: they may be those that complete the pieces in memory, which is
@@ -1409,12 +1410,15 @@ class DiskManager:
         if (
             type(piece) is not int  # write_block refuses it at once
             or piece in storage.partial
-            or storage.state is not _READY
             or not 0 <= piece < storage.layout.num_pieces
             or piece in storage.have
             or piece in storage.flushing
         ):
             return False
+        if storage.state is not _READY:
+            # The write waits for the check or move, then maybe for room: the caller's
+            # other blocks must not wait behind it (no room is wanted yet: the write asks).
+            return True
         if self._queue_full():
             return True  # drains on its own: no piece need be dropped for it
         size = storage.piece_size(piece)
@@ -1454,7 +1458,7 @@ class DiskManager:
                         if received != partial.received:
                             since = now
                         looked[partial] = (partial.received, since)
-                        if now - since > _IDLE_PIECE_SECONDS:
+                        if now - since >= _IDLE_PIECE_SECONDS:
                             idle.append((since, storage, piece, partial))
                 seen = looked
                 idle.sort(key=lambda entry: entry[0])
@@ -1462,10 +1466,10 @@ class DiskManager:
                 for since, storage, piece, partial in idle:
                     if not budget.waiting and budget.grants_now(wanted):
                         break
-                    del storage.partial[piece]
+                    self._drop_partial(storage, piece)  # lets the waiting writes in
                     del seen[partial]
-                    budget.release(partial.size)  # lets the waiting writes in
-                    why = f"no block came for {now - since:.0f} s while writes waited for room"
+                    idle_for = f"{now - since:.0f} s or more"
+                    why = f"no block came for {idle_for} while writes waited for room"
                     events += self._blocks_dropped(storage, [piece], why)
                 if events:
                     _log.debug("%d idle pieces in memory dropped to make room", len(events))
@@ -1547,7 +1551,10 @@ class DiskManager:
         Raises:
             TorrentStateError: the torrent is unknown or removed.
         """
-        storage = self._get(torrent)
+        return self._drop_partial(self._get(torrent), piece)
+
+    def _drop_partial(self, storage: TorrentStorage, piece: int) -> bool:
+        """Drop ``piece`` from memory, its room back in the in-flight bound; whether it was."""
         partial = storage.partial.pop(piece, None)
         if partial is None:
             return False

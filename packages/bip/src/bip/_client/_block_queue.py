@@ -95,7 +95,7 @@ class BlockQueue(Generic[_T]):
         # first of each is the one its task stores (it counts until stored).
         self._aside: dict[Hashable, deque[tuple[_T, int]]] = {}
         self._aside_bytes = 0
-        # The tasks storing the pieces set aside, by piece (cancelled by clear()).
+        # The tasks storing the pieces set aside, by piece (cancelled by clear(), discard()).
         self._aside_tasks: dict[Hashable, trio.CancelScope] = {}
         self._storing = 0  # blocks being stored, by the writer or the tasks
         self._was_over = False  # over the bound since the last on_drained
@@ -149,6 +149,24 @@ class BlockQueue(Generic[_T]):
         self._aside_tasks.clear()
         self._lot.unpark()
 
+    def discard(self, piece: Hashable) -> list[_T]:
+        """Drop the blocks of ``piece`` set aside, and return them in order, for the caller
+        to give back (its piece is no longer wanted: they would hold their share of the
+        blocks set aside, and the piece its place in the line for room, for nothing). The
+        one its task stores stops waiting; the piece's next block is asked ``waits`` again.
+        """
+        group = self._aside.pop(piece, None)
+        if group is None:
+            return []
+        scope = self._aside_tasks.pop(piece, None)
+        if scope is not None:
+            scope.cancel()
+        size = sum(size for _item, size in group)
+        self._aside_bytes -= size
+        self._bytes -= size
+        self._lot.unpark()  # the writer calls on_drained if it is due
+        return [item for item, _size in group]
+
     async def run(
         self,
         store: Callable[[_T], Awaitable[None]],
@@ -159,7 +177,8 @@ class BlockQueue(Generic[_T]):
         drop: Callable[[_T], None] | None = None,
     ) -> None:
         """Store the items with ``store``, one at a time, in the order they were put, until
-        cancelled (the items still waiting are then dropped with the queue).
+        cancelled (the items still waiting are then dropped with the queue: one run per
+        queue).
 
         ``on_drained`` is called (between two stores, without waiting) once the queue,
         having been over its bound, holds at most half of it again: the torrent then
@@ -173,9 +192,6 @@ class BlockQueue(Generic[_T]):
         an item whose piece has nothing set aside.
         """
         async with trio.open_nursery() as nursery:
-            # Pieces set aside before a cancelled run: their tasks went with it.
-            for piece in self._aside:
-                self._start_aside(nursery, piece, store)
             while True:
                 if not self._items:
                     self._drain_check(on_drained)
@@ -247,7 +263,8 @@ class BlockQueue(Generic[_T]):
                     await store(item)
                 finally:
                     self._storing -= 1
-                # Taken off once stored (had clear() dropped it, it counts no more).
+                # Taken off once stored (had clear() or discard() dropped it, it counts no
+                # more).
                 if self._aside.get(piece) is group:
                     group.popleft()
                     self._aside_bytes -= size

@@ -462,8 +462,9 @@ class ClientConfig:
             "auto_manage_interval",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be positive and finite, not {value!r}")
+            if not isinstance(value, int | float) or not positive_seconds(value):
+                shown = f"an int of {value.bit_length()} bits" if _huge(value) else repr(value)
+                raise ValueError(f"{name} must be positive and finite, not {shown}")
         check_tracker_min_interval("tracker_min_interval", self.tracker_min_interval)
         for name in (
             "utp",
@@ -497,6 +498,20 @@ class ClientConfig:
             if not isinstance(host, str) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
                 raise ValueError(f"a listen address is (host, port 0..65535), not {(host, port)!r}")
             _check_listen_host(host)
+
+
+def positive_seconds(value: float) -> bool:
+    """Whether ``value`` (a number) is a positive, finite time: an int too large for a float
+    is not (``math.isfinite`` raises ``OverflowError`` for it)."""
+    try:
+        return math.isfinite(value) and value > 0
+    except OverflowError:
+        return False
+
+
+def _huge(value: object) -> bool:
+    """An int too large for a float (its repr may be refused too, past 4300 digits)."""
+    return isinstance(value, int) and value.bit_length() >= 1024
 
 
 def _check_listen_host(host: str) -> None:

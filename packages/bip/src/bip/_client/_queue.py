@@ -127,7 +127,15 @@ def _check_amount(name: str, value: object) -> None:
     """``value`` is a number >= 0 and finite (a rate, seconds)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number, not {value!r}")
-    if not (math.isfinite(value) and value >= 0):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:
+        # An int past a float's range: no amount we could count to. Its size, not its
+        # repr (which Python refuses past 4300 digits).
+        raise QueueError(
+            f"{name} must be finite and >= 0, not an int of {int(value).bit_length()} bits"
+        ) from None
+    if not (finite and value >= 0):
         raise QueueError(f"{name} must be finite and >= 0, not {value!r}")
 
 

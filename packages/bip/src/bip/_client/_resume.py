@@ -31,10 +31,11 @@ hash):
   counters over all its runs, libtorrent's resume data keys: ``total_uploaded`` and
   ``total_downloaded`` (payload bytes), ``active_time``, ``finished_time`` and
   ``seeding_time`` (whole seconds), each written when not 0; they change all the time, so
-  they are written only with a save of the resume data or of the flags (at most every
-  ``resume_interval`` seconds) and at the torrent's close, not for themselves: a crash
-  loses those of the last seconds. Read once, by ``Session.add_torrent``, before the
-  torrent is made: the torrent's seeding goals and its status's times go on from them.
+  they are written with a save of the resume data or of the flags, else once per
+  ``resume_interval`` seconds when they changed (libtorrent's ``if_counters_changed``),
+  and at the torrent's close: a crash loses those of the last interval. Read once, by
+  ``Session.add_torrent``, before the torrent is made: the torrent's seeding goals and its
+  status's times go on from them.
   Absent: not paused, not super-seeding, not auto-managed, every counter 0. Every key is
   optional, as in libtorrent's resume data: a record without ``super_seeding``,
   ``auto_managed``, ``queue_position`` or a counter (an older one) reads them as off, off,

@@ -120,7 +120,7 @@ from bip_peer import (
 )
 from bip_utracker import TrackerClient, open_tracker_client
 
-from ._config import ClientConfig, TorrentOptions
+from ._config import ClientConfig, TorrentOptions, positive_seconds
 from ._connector import CONNECTOR_MESSAGES, Connector
 from ._discovery import DhtLike, DhtPeers, LsdPeers, PeerSource, TrackerAnnouncer
 from ._external_address import ExternalAddresses
@@ -587,7 +587,9 @@ class Session:
             # Held back until the queue says otherwise (just below): a torrent with no room
             # never announces, dials nor checks.
             queued=auto_managed,
-            saved_state=saved,  # not read again: written only once a flag changes
+            # Not read again: written once a flag changes, or the counters (at most once per
+            # resume_interval).
+            saved_state=saved,
             queue_soon=self._queue_wake_up,
             on_auto_managed=self._auto_managed_changed,
             on_check_end=self._check_slot_freed,
@@ -766,11 +768,8 @@ class Session:
                 raise TypeError(
                     f"auto_manage_interval must be a number, not {auto_manage_interval!r}"
                 )
-            if not (math.isfinite(auto_manage_interval) and auto_manage_interval > 0):
-                raise ValueError(
-                    f"auto_manage_interval must be positive and finite, not"
-                    f" {auto_manage_interval!r}"
-                )
+            if not positive_seconds(auto_manage_interval):
+                raise ValueError("auto_manage_interval must be positive and finite")
             interval = float(auto_manage_interval)
         self._queue.set_limits(limits)
         if interval != self._auto_manage_interval:

@@ -190,15 +190,18 @@ class Swarm:
                 return
 
     def fast_request(self, peer: Peer, piece: int) -> bool:
-        """A request of ``peer`` for a block of ``piece`` came while we choke it: whether to
-        serve it.
+        """A request of ``peer`` for a block of ``piece``, a piece we granted it (BEP 6
+        allowed fast), came while we choke it: whether to serve it.
 
-        The connection takes such a request only for a piece we granted it (BEP 6 allowed
-        fast). A choked peer may take each granted piece a few times over (a block lost, a
-        piece that failed its hash), as libtorrent lets it: :data:`FAST_PIECE_REPEATS` times
-        the blocks of a whole piece; past that it is taking our upload for free, and it is
-        dropped (``False``; the caller drops it), as libtorrent disconnects it. Counted
-        only while choked: what it takes unchoked is its due. O(1).
+        The caller asks only for a granted piece (the connection refuses the others while
+        we choke, and rejects those still open at our choke), so at most one entry per
+        granted piece. A choked peer may take each granted piece a few times over (a block
+        lost, a piece that failed its hash), as libtorrent lets it:
+        :data:`FAST_PIECE_REPEATS` times the blocks of a whole piece; past that it is taking
+        our upload for free, and it is dropped (``False``; the caller drops it), as
+        libtorrent disconnects it. Counted only while choked (with a request made just
+        before our choke that reached the torrent after it: a queue's worth at most): what
+        it takes unchoked is its due. O(1).
         """
         counts = self._fast_requests.get(peer)
         if counts is None:

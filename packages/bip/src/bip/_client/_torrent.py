@@ -1303,6 +1303,7 @@ class Torrent:
                 # (the brain made after the check starts afresh).
                 for piece in wanted_before - self._wanted:
                     self._drop_unwanted(None, piece)
+                    self._blocks.discard(piece)  # the old brain's: none to give back to
             return
         priorities = self._priorities = self._piece_priorities()
         everything = [DEFAULT_FILE_PRIORITY] * swarm.brain.geometry.num_pieces
@@ -1316,6 +1317,11 @@ class Torrent:
                 swarm.feed(PieceDeadlineCleared(piece), now)
         for piece in wanted_before - self._wanted:
             self._drop_unwanted(swarm, piece)
+            # Its blocks set aside held their share of the blocks set aside, and the piece
+            # its place in the disk's line for room, for a piece nobody wants: given back
+            # (the brain drops them anyway), their peers not paused (they did nothing wrong).
+            for swarm_of, peer, message in self._blocks.discard(piece):
+                self._give_back(swarm_of, peer, message)
         self._recount_done()
         self._update_completion()
 
@@ -2717,7 +2723,7 @@ class Torrent:
                 peer.address,
                 blocks.queued_bytes,
             )
-            swarm.feed(BlockDropped(peer, block), trio.current_time())
+            self._give_back(swarm, peer, message)
         else:
             if not blocks.idle and isinstance(message.block, memoryview):
                 # It waits behind others: a view would keep its whole received chunk (up to
@@ -2769,15 +2775,22 @@ class Torrent:
         again at once, it would send the next block at once, given back too, and so on at
         the speed of the line."""
         swarm, peer, message = item
+        self._give_back(swarm, peer, message)
+        self._manager.pause_reading(peer)  # nothing if paused already, or gone
+
+    def _give_back(self, swarm: Swarm, peer: Peer, message: Piece) -> None:
+        """A peer's block we did not store (dropped or refused): the brain takes it back (it
+        waited as arrived) and asks for it again, blaming nobody; nothing if the peer left or
+        a new brain asks anew."""
         if swarm is self.swarm and peer in swarm.joined:
             block = Block(message.index, message.begin, len(message.block))
             swarm.feed(BlockDropped(peer, block), trio.current_time())
-        self._manager.pause_reading(peer)  # nothing if paused already, or gone
 
     def _blocks_drained(self) -> None:
-        """The writer caught up (its queue is down to half its bound): read the peers
-        :meth:`_queue_block` paused again (only it pauses this torrent's peers; resuming one
-        not paused does nothing)."""
+        """The writer caught up (its queue is down to half its bound, and the blocks set aside
+        too if one was given back): read the peers :meth:`_queue_block` and
+        :meth:`_block_given_back` paused again (only they pause this torrent's peers;
+        resuming one not paused does nothing)."""
         for peer in self.peers:
             self._manager.resume_reading(peer)
 
@@ -2802,9 +2815,7 @@ class Torrent:
             # Deselected while it waited: written, it would start its piece again in the
             # disk (a piece-sized buffer of the bound every torrent shares) only to be
             # dropped at once. Given back to the brain, as a block the queue refuses.
-            if peer in swarm.joined:
-                block = Block(message.index, message.begin, length)
-                swarm.feed(BlockDropped(peer, block), trio.current_time())
+            self._give_back(swarm, peer, message)
             return
         try:
             await self._disk.write_block(handle, message.index, message.begin, message.block)
@@ -2813,9 +2824,7 @@ class Torrent:
             # connection checked that we asked for it, so only the former happens here. The
             # brain takes it back (it waited as arrived): free to ask again, nobody blamed.
             logger.debug("block not stored: %s", error)
-            if swarm is self.swarm and peer in swarm.joined:
-                block = Block(message.index, message.begin, length)
-                swarm.feed(BlockDropped(peer, block), trio.current_time())
+            self._give_back(swarm, peer, message)
             return
         now = trio.current_time()
         self._downloaded += length
@@ -2841,9 +2850,16 @@ class Torrent:
             # or lost from storage since announced.
             self._refuse(peer, request)
             return
-        # Taken while we choke it: a piece we allowed it fast (the connection refused the
-        # others), which it may not take over and over.
-        if peer.connection.am_choking and not swarm.fast_request(peer, request.index):
+        # Taken while we choke it: a piece we allowed it fast, which it may not take over and
+        # over. Only those count: a request for another piece made while it was unchoked
+        # can reach us after our choke (its event queued meanwhile), rejected by the choke
+        # already (the uploader skips it); the connection refuses such requests made choked.
+        connection = peer.connection
+        if (
+            connection.am_choking
+            and request.index in connection.allowed_fast_to_peer
+            and not swarm.fast_request(peer, request.index)
+        ):
             self._manager.remove_peer(peer, REASON_FAST_ABUSED)
             return
         self._uploader.queue(peer, request)
@@ -2943,7 +2959,9 @@ class Torrent:
 
     async def _save_resume_loop(self) -> None:
         """Save the resume data when it changed, at most every ``resume_interval`` seconds
-        (a pause saves at once). A save that failed is tried again: after a fault, the
+        (a pause saves at once), and the state file alone when only its counters changed
+        (uploads, times: libtorrent's ``if_counters_changed``), so that a crash loses at most
+        an interval of them. A save that failed is tried again: after a fault, the
         interval doubles at each failure up to a minute (a lasting fault warns once a minute,
         not at every interval)."""
         interval = self._config.resume_interval
@@ -2960,7 +2978,8 @@ class Torrent:
                 else:
                     interval = self._config.resume_interval
             else:
-                # A new queue position alone: the state file, not the whole resume data.
+                # A new queue position, or the counters, alone: the state file, not the whole
+                # resume data.
                 async with self._save_lock:
                     if not self._removed:
                         await self._save_state()
@@ -2968,17 +2987,31 @@ class Torrent:
                 await self._save_now.wait()
 
     async def _save_wanted(self) -> None:
-        """Return once something is to be saved: the resume data, or the state file."""
-        if self._resume_dirty.is_set() or self._state_dirty.is_set():
-            return
-        async with trio.open_nursery() as nursery:
+        """Return once something is to be saved: the resume data, or the state file (its
+        counters looked at once per ``resume_interval``: they change all the time a torrent
+        runs, and a wake-up per change would be one per block sent)."""
+        while not (self._resume_dirty.is_set() or self._state_dirty.is_set()):
+            if self._counters_changed():
+                return
+            with trio.move_on_after(self._config.resume_interval):
+                async with trio.open_nursery() as nursery:
 
-            async def watch(event: trio.Event) -> None:
-                await event.wait()
-                nursery.cancel_scope.cancel()
+                    async def watch(event: trio.Event) -> None:
+                        await event.wait()
+                        nursery.cancel_scope.cancel()
 
-            nursery.start_soon(watch, self._resume_dirty)
-            nursery.start_soon(watch, self._state_dirty)
+                    nursery.start_soon(watch, self._resume_dirty)
+                    nursery.start_soon(watch, self._state_dirty)
+
+    def _counters_changed(self) -> bool:
+        """Whether the counters the state file keeps differ from those it was last given
+        (from 0 when it was never written)."""
+        if self._store is None or self._removed:
+            return False
+        saved = self._saved_state
+        return self._current_state().counters() != (
+            saved.counters() if saved is not None else SavedState().counters()
+        )
 
     async def _save_resume(self, *, sync: bool) -> bytes | None:
         """Save the disk's resume data, the peers, the files chosen and the paused state.
@@ -3028,12 +3061,25 @@ class Torrent:
 
     async def _save_state(self) -> None:
         """Keep whether the user paused the torrent, whether it super-seeds, whether it is
-        auto-managed and its queue position, for the next run (when one changed since the
-        state file said). Under the save lock. A torrent the queue holds back is not
-        saved as paused: the next run's queue decides again."""
+        auto-managed and its queue position, and its counters, for the next run (when one
+        of them changed since the state file said). Under the save lock. A torrent the
+        queue holds back is not saved as paused: the next run's queue decides again."""
         if self._store is None:
             return
-        state = SavedState(
+        state = self._current_state()
+        saved = self._saved_state
+        if saved is not None and state == saved and state.counters() == saved.counters():
+            return
+        try:
+            await self._store.save_state(state)
+        except OSError as error:
+            logger.warning("%s: cannot save its state: %s", self._name, error)
+            return
+        self._saved_state = state
+
+    def _current_state(self) -> SavedState:
+        """The flags and counters :meth:`_save_state` would write now."""
+        return SavedState(
             self.paused,
             self.super_seeding,
             self._auto_managed,
@@ -3044,15 +3090,6 @@ class Torrent:
             finished_time=int(self._seeding_time),
             seeding_time=int(self._seed_time),
         )
-        saved = self._saved_state
-        if saved is not None and state == saved and state.counters() == saved.counters():
-            return
-        try:
-            await self._store.save_state(state)
-        except OSError as error:
-            logger.warning("%s: cannot save its state: %s", self._name, error)
-            return
-        self._saved_state = state
 
 
 def _piece_of(item: tuple[Swarm, Peer, Piece]) -> int:
